@@ -1,0 +1,1 @@
+"""What every service shares: contracts, subjects and streams, the bus, settings, logging, money."""

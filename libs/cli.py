@@ -1,0 +1,141 @@
+"""The `shop` command: up, run SERVICE, catalog import FILE, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import msgspec
+import nats.errors
+import nats.js.errors
+
+from libs import bus, log, settings, subjects
+from libs.contracts import AdminReply, AdminRequest, CatalogProduct, StockLevel
+from libs.money import format_rub
+from libs.supervisor import SERVICES
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="shop", description="A Telegram shop on NATS JetStream.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start NATS (unless NATS_URL is set) and every service")
+    run = commands.add_parser("run", help="run one service in the foreground")
+    run.add_argument("service", choices=sorted(SERVICES))
+    catalog = commands.add_parser("catalog", help="manage the catalog")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    importing = catalog_commands.add_parser("import", help="upsert categories, products, stock")
+    importing.add_argument("file", type=Path)
+    commands.add_parser("status", help="streams, consumer backlogs and stock")
+    args = parser.parse_args(argv)
+
+    config = settings.load_or_exit()
+    name = args.service if args.command == "run" else "shop"
+    log.configure(name, config)
+    try:
+        if args.command == "up":
+            from libs.supervisor import up
+
+            raise SystemExit(asyncio.run(up(config)))
+        url = config.nats_url
+        if not url:
+            fail(f"NATS_URL is not set: `shop {args.command}` needs the bus that `shop up` runs")
+        if args.command == "run":
+            module = importlib.import_module(SERVICES[args.service])
+            asyncio.run(module.serve(config))
+        elif args.command == "catalog":
+            asyncio.run(import_catalog(url, args.file))
+        elif args.command == "status":
+            asyncio.run(status(url))
+    except bus.BusUnreachable as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def fail(message: str) -> NoReturn:
+    print(f"shop: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+async def import_catalog(url: str, path: Path) -> None:
+    from services.inventory import catalog
+
+    try:
+        commands = catalog.load(path)
+    except catalog.CatalogError as exc:
+        fail(str(exc))
+    nc = await bus.connect(url, name="shop-cli")
+    try:
+        response = await nc.request(
+            subjects.INVENTORY_ADMIN, bus.encode(AdminRequest(tuple(commands))), timeout=30
+        )
+    except nats.errors.NoRespondersError:
+        fail("the inventory service is not running (nobody answers on admin.inventory)")
+    except nats.errors.TimeoutError:
+        fail("the inventory service did not answer in 30 s")
+    finally:
+        await nc.close()
+    reply = msgspec.json.decode(response.data, type=AdminReply)
+    print(f"{path}: {reply.changed} changed, {reply.unchanged} already up to date")
+    for error in reply.errors:
+        print(f"  refused: {error}", file=sys.stderr)
+    if reply.errors:
+        raise SystemExit(1)
+
+
+async def status(url: str) -> None:
+    nc = await bus.connect(url, name="shop-cli")
+    js = nc.jetstream()
+    try:
+        print(f"{'stream':<12} {'messages':>9} {'bytes':>11} {'last seq':>9}")
+        for name in (subjects.ORDERS, subjects.INVENTORY, subjects.PAYMENTS, subjects.DEADLETTER):
+            try:
+                info = await js.stream_info(name)
+            except nats.js.errors.NotFoundError:
+                print(f"{name:<12} {'(not created yet)':>31}")
+                continue
+            s = info.state
+            print(f"{name:<12} {s.messages:>9} {s.bytes:>11} {s.last_seq:>9}")
+            for consumer in await js.consumers_info(name):
+                if consumer.config.durable_name:
+                    print(
+                        f"  consumer {consumer.name}: {consumer.num_pending} waiting, "
+                        f"{consumer.num_ack_pending} in flight, "
+                        f"{consumer.num_redelivered} redelivered"
+                    )
+        print()
+        await _print_stock(js)
+    finally:
+        await nc.close()
+
+
+async def _print_stock(js: object) -> None:
+    try:
+        stock = await js.key_value(subjects.STOCK_BUCKET)  # type: ignore[attr-defined]
+        catalog = await js.key_value(subjects.CATALOG_BUCKET)  # type: ignore[attr-defined]
+        keys = sorted(await stock.keys())
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
+        print("stock: nothing yet (the inventory has not started)")
+        return
+    print(f"{'sku':<20} {'title':<32} {'price':>12} {'on hand':>8} {'reserved':>9} {'available':>10}")
+    for sku in keys:
+        level = msgspec.json.decode((await stock.get(sku)).value, type=StockLevel)
+        try:
+            product = msgspec.json.decode(
+                (await catalog.get(f"product.{sku}")).value, type=CatalogProduct
+            )
+            title, price = product.title[:32], format_rub(product.price)
+        except nats.js.errors.KeyNotFoundError:
+            title, price = "?", "?"
+        print(
+            f"{sku:<20} {title:<32} {price:>12} {level.on_hand:>8} {level.reserved:>9} "
+            f"{level.available:>10}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""The facts on the bus and the read models, as frozen tagged msgspec Structs.
+
+Money is an integer number of kopecks; times are timezone-aware UTC. Contracts change
+additively only: a new field gets a default, a field never changes its type.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+# Ids become subject tokens and KV keys, so they are restricted to what both accept.
+Token = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class Fact(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
+    """Base of every message on the bus."""
+
+
+# orders.* (the bot) -------------------------------------------------------------------------------
+class OrderLine(msgspec.Struct, frozen=True):
+    sku: Token
+    qty: int
+    unit_price: int  # kopecks, as the customer saw it
+
+
+class Contact(msgspec.Struct, frozen=True):
+    name: str = ""
+    phone: str = ""  # E.164
+    address: str = ""
+    email: str = ""
+    comment: str = ""
+
+
+class OrderPlaced(Fact, frozen=True, tag="order_placed"):
+    order_id: Token
+    customer_id: int  # Telegram user id
+    lines: tuple[OrderLine, ...]
+    total: int  # kopecks
+    placed_at: datetime
+    contact: Contact = Contact()
+    chat_id: int = 0
+
+
+# inventory.* (the inventory actor: these events are the truth) ------------------------------------
+class CategoryUpserted(Fact, frozen=True, tag="category_upserted"):
+    category_id: Token
+    title: str
+    position: int
+    at: datetime
+
+
+class ProductUpserted(Fact, frozen=True, tag="product_upserted"):
+    sku: Token
+    title: str
+    description: str
+    price: int  # kopecks
+    photo_url: str
+    category_id: Token
+    position: int
+    at: datetime
+
+
+class PriceSet(Fact, frozen=True, tag="price_set"):
+    sku: Token
+    price: int
+    at: datetime
+
+
+StockReason = Literal["restock", "write_off", "count"]
+
+
+class StockAdjusted(Fact, frozen=True, tag="stock_adjusted"):
+    sku: Token
+    delta: int
+    on_hand: int  # after the adjustment
+    reason: StockReason
+    adjustment_id: Token
+    at: datetime
+
+
+class ReservedLine(msgspec.Struct, frozen=True):
+    sku: Token
+    qty: int
+    unit_price: int  # the catalog price at reservation time, kopecks
+
+
+class Reserved(Fact, frozen=True, tag="reserved"):
+    order_id: Token
+    lines: tuple[ReservedLine, ...]
+    total: int
+    expires_at: datetime
+    at: datetime
+
+
+RejectReason = Literal[
+    "empty_order",
+    "too_many_lines",
+    "unknown_sku",
+    "bad_quantity",
+    "price_mismatch",
+    "total_mismatch",
+    "out_of_stock",
+]
+
+
+class LineProblem(msgspec.Struct, frozen=True):
+    """One line that stopped the order, with the numbers the customer needs to fix it."""
+
+    sku: Token
+    requested: int
+    available: int
+    unit_price: int = 0  # what the order said
+    catalog_price: int = 0  # what the catalog says
+
+
+class Rejected(Fact, frozen=True, tag="rejected"):
+    order_id: Token
+    reason: RejectReason
+    problems: tuple[LineProblem, ...]
+    at: datetime
+
+
+class Committed(Fact, frozen=True, tag="committed"):
+    order_id: Token
+    lines: tuple[ReservedLine, ...]
+    payment_id: str
+    at: datetime
+
+
+CommitFailReason = Literal["stock_gone", "unknown_order", "not_reserved"]
+
+
+class CommitFailed(Fact, frozen=True, tag="commit_failed"):
+    order_id: Token
+    reason: CommitFailReason
+    payment_id: str
+    problems: tuple[LineProblem, ...]
+    at: datetime
+
+
+ReleaseReason = Literal["expired", "payment_canceled", "payment_failed", "admin"]
+
+
+class Released(Fact, frozen=True, tag="released"):
+    order_id: Token
+    lines: tuple[ReservedLine, ...]
+    reason: ReleaseReason
+    at: datetime
+
+
+InventoryEvent = (
+    CategoryUpserted
+    | ProductUpserted
+    | PriceSet
+    | StockAdjusted
+    | Reserved
+    | Rejected
+    | Committed
+    | CommitFailed
+    | Released
+)
+
+
+# payments.* (the payments service) ----------------------------------------------------------------
+class PaymentAuthorized(Fact, frozen=True, tag="payment_authorized"):
+    order_id: Token
+    payment_id: str
+    amount: int
+    at: datetime
+
+
+class PaymentSucceeded(Fact, frozen=True, tag="payment_succeeded"):
+    order_id: Token
+    payment_id: str
+    amount: int
+    at: datetime
+
+
+class PaymentCanceled(Fact, frozen=True, tag="payment_canceled"):
+    order_id: Token
+    payment_id: str
+    reason: str
+    at: datetime
+
+
+class PaymentFailed(Fact, frozen=True, tag="payment_failed"):
+    order_id: Token
+    payment_id: str
+    reason: str
+    at: datetime
+
+
+PaymentEvent = PaymentAuthorized | PaymentSucceeded | PaymentCanceled | PaymentFailed
+
+
+# Admin commands to the inventory (request/reply on subjects.INVENTORY_ADMIN) ----------------------
+class UpsertCategory(Fact, frozen=True, tag="upsert_category"):
+    category_id: Token
+    title: str
+    position: int = 0
+
+
+class UpsertProduct(Fact, frozen=True, tag="upsert_product"):
+    sku: Token
+    title: str
+    price: int  # kopecks
+    category_id: Token
+    description: str = ""
+    photo_url: str = ""
+    position: int = 0
+
+
+class SetPrice(Fact, frozen=True, tag="set_price"):
+    sku: Token
+    price: int
+
+
+class AdjustStock(Fact, frozen=True, tag="adjust_stock"):
+    """Restock (+) or write-off (-); applied once per adjustment_id."""
+
+    adjustment_id: Token
+    sku: Token
+    delta: int
+    reason: Literal["restock", "write_off"]
+
+
+class CountStock(Fact, frozen=True, tag="count_stock"):
+    """Set on-hand to what was counted (an import, a stocktake); idempotent by value."""
+
+    sku: Token
+    on_hand: int
+
+
+class ReleaseOrder(Fact, frozen=True, tag="release_order"):
+    order_id: Token
+
+
+AdminCommand = UpsertCategory | UpsertProduct | SetPrice | AdjustStock | CountStock | ReleaseOrder
+
+
+class AdminRequest(msgspec.Struct, frozen=True):
+    commands: tuple[AdminCommand, ...]
+
+
+class AdminReply(msgspec.Struct, frozen=True):
+    changed: int
+    unchanged: int
+    errors: tuple[str, ...] = ()
+
+
+# Read models in KV (written by the inventory, read by the bot) ------------------------------------
+class CatalogCategory(msgspec.Struct, frozen=True):
+    category_id: Token
+    title: str
+    position: int
+
+
+class CatalogProduct(msgspec.Struct, frozen=True):
+    sku: Token
+    title: str
+    description: str
+    price: int
+    photo_url: str
+    category_id: Token
+    position: int
+
+
+class StockLevel(msgspec.Struct, frozen=True):
+    sku: Token
+    on_hand: int
+    reserved: int
+    available: int
+    seq: int  # the INVENTORY stream sequence this level reflects

@@ -1,0 +1,123 @@
+"""Every stream, subject, consumer and bucket name on the bus, and their idempotent declaration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import (
+    ConsumerConfig,
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+# Streams ------------------------------------------------------------------------------------------
+ORDERS = "ORDERS"
+INVENTORY = "INVENTORY"
+PAYMENTS = "PAYMENTS"
+DEADLETTER = "DEADLETTER"
+
+# A redelivered publish (a retry after a lost ack, a double tap) is dropped within this window.
+DUPLICATE_WINDOW_S = 10 * 60.0
+DEADLETTER_MAX_AGE_S = 30 * 24 * 3600.0
+
+
+# Subjects: facts end in the order id or the SKU ---------------------------------------------------
+def order_placed(order_id: str) -> str:
+    return f"orders.placed.{order_id}"
+
+
+ORDERS_PLACED_ALL = "orders.placed.>"
+
+# inventory.<fact>.<order id | sku | category id>
+INVENTORY_ALL = "inventory.>"
+
+
+def inventory_fact(kind: str, key: str) -> str:
+    return f"inventory.{kind}.{key}"
+
+
+def payment_fact(kind: str, order_id: str) -> str:
+    return f"payments.{kind}.{order_id}"
+
+
+# Payment facts the inventory acts on (commit on money, release on its absence).
+PAYMENT_FACTS_FOR_INVENTORY = [
+    "payments.authorized.>",
+    "payments.succeeded.>",
+    "payments.canceled.>",
+    "payments.failed.>",
+]
+
+
+def dead_letter(service: str, subject: str) -> str:
+    return f"deadletter.{service}.{subject}"
+
+
+# Request/reply (core NATS, outside every stream's subjects) ---------------------------------------
+INVENTORY_ADMIN = "admin.inventory"
+INVENTORY_QUEUE = "inventory"
+
+# Durable consumers --------------------------------------------------------------------------------
+INVENTORY_ORDERS_CONSUMER = "inventory-orders"
+INVENTORY_PAYMENTS_CONSUMER = "inventory-payments"
+
+# Buckets ------------------------------------------------------------------------------------------
+CATALOG_BUCKET = "catalog"  # keys: category.<id>, product.<sku>
+STOCK_BUCKET = "stock"  # keys: <sku>
+SNAPSHOT_BUCKET = "inventory-snapshots"  # object store: the actor's last snapshot
+SNAPSHOT_NAME = "state"
+
+STREAMS: tuple[StreamConfig, ...] = tuple(
+    StreamConfig(
+        name=name,
+        subjects=subjects,
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_age=max_age,
+    )
+    for name, subjects, max_age in (
+        (ORDERS, ["orders.>"], 0.0),
+        (INVENTORY, [INVENTORY_ALL], 0.0),
+        (PAYMENTS, ["payments.>"], 0.0),
+        (DEADLETTER, ["deadletter.>"], DEADLETTER_MAX_AGE_S),
+    )
+)
+
+
+async def declare_streams(js: JetStreamContext) -> None:
+    """Create the streams, or bring an existing one to this configuration; safe to run anywhere."""
+    for config in STREAMS:
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            # Exists with another configuration (an older release): converge to this one.
+            await js.update_stream(config)
+
+
+async def declare_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    try:
+        await js.add_consumer(stream, config)
+    except nats.js.errors.BadRequestError:
+        await js.update_consumer(stream, config)
+
+
+async def declare_buckets(js: JetStreamContext) -> tuple[Any, Any, Any]:
+    """The inventory's read models (history of one, file storage) and its snapshot store."""
+    catalog = await js.create_key_value(
+        KeyValueConfig(bucket=CATALOG_BUCKET, history=1, storage=StorageType.FILE)
+    )
+    stock = await js.create_key_value(
+        KeyValueConfig(bucket=STOCK_BUCKET, history=1, storage=StorageType.FILE)
+    )
+    snapshots = await js.create_object_store(
+        SNAPSHOT_BUCKET, ObjectStoreConfig(storage=StorageType.FILE)
+    )
+    return catalog, stock, snapshots

@@ -1,0 +1,104 @@
+"""`shop up`: the embedded NATS (unless NATS_URL is set) and every built service as its own process.
+
+A service that dies is restarted with backoff; SIGTERM or Ctrl-C stops the services first
+(each drains and exits), then NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+
+from libs import log
+from libs.embedded_nats import EmbeddedNats, NatsServerError
+from libs.settings import Settings, redact_url
+
+# Services that exist; one not listed here is not built yet and so not started.
+SERVICES: dict[str, str] = {
+    "inventory": "services.inventory.main",
+}
+
+STOP_GRACE_S = 15.0
+MAX_BACKOFF_S = 30.0
+HEALTHY_AFTER_S = 30.0  # a service that ran this long gets its backoff reset
+
+_log = log.get(__name__)
+
+
+async def up(settings: Settings) -> int:
+    nats: EmbeddedNats | None = None
+    url = settings.nats_url
+    if not url:
+        nats = EmbeddedNats(settings.data_dir / "nats", port=settings.embedded_nats_port)
+        try:
+            nats.start()
+        except NatsServerError as exc:
+            _log.error("nats.failed", error=str(exc))
+            return 1
+        url = nats.url
+        _log.info("nats.started", url=url, store=str(nats.store_dir), pid=nats.process and nats.process.pid)
+    else:
+        _log.info("nats.external", url=redact_url(url))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    env = {**os.environ, "NATS_URL": url}
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            for name in SERVICES:
+                tasks.create_task(_supervise(name, env, stop))
+            _log.info("shop.up", services=list(SERVICES))
+    finally:
+        if nats is not None:
+            nats.stop()
+            _log.info("nats.stopped")
+    _log.info("shop.down")
+    return 0
+
+
+async def _supervise(name: str, env: dict[str, str], stop: asyncio.Event) -> None:
+    backoff = 1.0
+    while not stop.is_set():
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "libs.cli", "run", name,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop services in order
+        )
+        started = time.monotonic()
+        _log.info("service.started", name=name, pid=process.pid)
+        exited = asyncio.create_task(process.wait())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            stopping.cancel()
+            await _terminate(name, process, exited)
+            return
+        stopping.cancel()
+        code = exited.result()
+        if time.monotonic() - started > HEALTHY_AFTER_S:
+            backoff = 1.0
+        _log.error("service.died", name=name, pid=process.pid, code=code, restart_in=backoff)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+async def _terminate(name: str, process: asyncio.subprocess.Process, exited: asyncio.Task[int]) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+    try:
+        code = await asyncio.wait_for(asyncio.shield(exited), timeout=STOP_GRACE_S)
+    except asyncio.TimeoutError:
+        _log.warning("service.killed", name=name, pid=process.pid, after_s=STOP_GRACE_S)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        code = await exited
+    _log.info("service.stopped", name=name, pid=process.pid, code=code)

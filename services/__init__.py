@@ -1,0 +1,1 @@
+"""The shop's services; each subpackage runs as its own OS process."""

@@ -1,0 +1,478 @@
+"""The inventory's pure core: `decide(state, command, now) -> events`, `evolve(state, event) -> state`.
+
+No I/O here. The state is immutable (persistent maps), so the shell can decide a whole batch
+ahead and throw the result away if its append is fenced off. Every command is idempotent by its
+id: deciding it again against a state that already holds its effect yields no events.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+import msgspec
+from immutables import Map
+
+from libs.contracts import (
+    AdjustStock,
+    CategoryUpserted,
+    Committed,
+    CommitFailed,
+    CommitFailReason,
+    CountStock,
+    InventoryEvent,
+    LineProblem,
+    OrderLine,
+    PriceSet,
+    ProductUpserted,
+    Rejected,
+    RejectReason,
+    Released,
+    ReleaseReason,
+    Reserved,
+    ReservedLine,
+    SetPrice,
+    StockAdjusted,
+    UpsertCategory,
+    UpsertProduct,
+)
+
+MAX_LINE_QTY = 1_000  # more than any small shop sells in one line; above it is a typo or an attack
+MAX_LINES = 50
+MAX_PRICE = 100_000_000_00  # kopecks
+
+
+# Commands that come from facts (the shell builds them); admin commands are the contracts' own.
+class Reserve(msgspec.Struct, frozen=True, tag="reserve"):
+    order_id: str
+    lines: tuple[OrderLine, ...]
+    total: int
+    ttl_seconds: int
+
+
+class Commit(msgspec.Struct, frozen=True, tag="commit"):
+    order_id: str
+    payment_id: str
+
+
+class Release(msgspec.Struct, frozen=True, tag="release"):
+    order_id: str
+    reason: ReleaseReason
+
+
+class Expire(msgspec.Struct, frozen=True, tag="expire"):
+    order_id: str
+
+
+Command = (
+    Reserve
+    | Commit
+    | Release
+    | Expire
+    | UpsertCategory
+    | UpsertProduct
+    | SetPrice
+    | AdjustStock
+    | CountStock
+)
+
+
+class CommandRefused(Exception):
+    """An admin command that cannot apply (orders get a `Rejected` fact instead)."""
+
+
+# State --------------------------------------------------------------------------------------------
+class Category(msgspec.Struct, frozen=True):
+    category_id: str
+    title: str
+    position: int
+
+
+class Product(msgspec.Struct, frozen=True):
+    sku: str
+    title: str
+    description: str
+    price: int
+    photo_url: str
+    category_id: str
+    position: int
+    on_hand: int = 0
+    reserved: int = 0
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+class Order(msgspec.Struct, frozen=True):
+    status: str  # reserved | committed | released | rejected | commit_failed
+    lines: tuple[ReservedLine, ...] = ()
+    expires_at: datetime | None = None
+
+
+class State(msgspec.Struct, frozen=True):
+    categories: Map[str, Category] = Map()
+    products: Map[str, Product] = Map()
+    orders: Map[str, Order] = Map()
+    adjustments: Map[str, int] = Map()  # applied adjustment id -> delta
+
+    def reservations(self) -> list[tuple[datetime, str]]:
+        """(expires_at, order_id) of every live reservation: the shell's timers after a load."""
+        return [
+            (order.expires_at, order_id)
+            for order_id, order in self.orders.items()
+            if order.status == "reserved" and order.expires_at is not None
+        ]
+
+
+EMPTY = State()
+
+
+# decide -------------------------------------------------------------------------------------------
+def decide(state: State, command: Command, now: datetime) -> list[InventoryEvent]:
+    match command:
+        case Reserve():
+            return _reserve(state, command, now)
+        case Commit(order_id=order_id, payment_id=payment_id):
+            return _commit(state, order_id, payment_id, now)
+        case Release(order_id=order_id, reason=reason):
+            order = state.orders.get(order_id)
+            if order is None or order.status != "reserved":
+                return []
+            return [Released(order_id=order_id, lines=order.lines, reason=reason, at=now)]
+        case Expire(order_id=order_id):
+            order = state.orders.get(order_id)
+            if order is None or order.status != "reserved" or order.expires_at is None:
+                return []
+            if order.expires_at > now:
+                return []
+            return [Released(order_id=order_id, lines=order.lines, reason="expired", at=now)]
+        case UpsertCategory(category_id=category_id, title=title, position=position):
+            if not title.strip():
+                raise CommandRefused(f"category {category_id}: empty title")
+            if state.categories.get(category_id) == Category(category_id, title, position):
+                return []
+            return [
+                CategoryUpserted(category_id=category_id, title=title, position=position, at=now)
+            ]
+        case UpsertProduct():
+            return _upsert_product(state, command, now)
+        case SetPrice(sku=sku, price=price):
+            product = _product(state, sku)
+            _check_price(sku, price)
+            return [] if product.price == price else [PriceSet(sku=sku, price=price, at=now)]
+        case AdjustStock(adjustment_id=adjustment_id, sku=sku, delta=delta, reason=reason):
+            if adjustment_id in state.adjustments:
+                return []
+            product = _product(state, sku)
+            if delta == 0:
+                raise CommandRefused(f"{sku}: an adjustment of zero")
+            if reason == "restock" and delta < 0 or reason == "write_off" and delta > 0:
+                raise CommandRefused(f"{sku}: a {reason} of {delta:+d}")
+            if delta < 0 and -delta > product.available:
+                raise CommandRefused(
+                    f"{sku}: cannot write off {-delta}, only {product.available} available"
+                )
+            return [
+                StockAdjusted(
+                    sku=sku,
+                    delta=delta,
+                    on_hand=product.on_hand + delta,
+                    reason=reason,
+                    adjustment_id=adjustment_id,
+                    at=now,
+                )
+            ]
+        case CountStock(sku=sku, on_hand=on_hand):
+            product = _product(state, sku)
+            if on_hand < product.reserved:
+                raise CommandRefused(
+                    f"{sku}: counted {on_hand}, but {product.reserved} are reserved by open orders"
+                )
+            delta = on_hand - product.on_hand
+            if delta == 0:
+                return []
+            return [
+                StockAdjusted(
+                    sku=sku,
+                    delta=delta,
+                    on_hand=on_hand,
+                    reason="count",
+                    adjustment_id="",
+                    at=now,
+                )
+            ]
+    raise TypeError(f"not an inventory command: {command!r}")  # pragma: no cover
+
+
+def _product(state: State, sku: str) -> Product:
+    product = state.products.get(sku)
+    if product is None:
+        raise CommandRefused(f"unknown SKU {sku}")
+    return product
+
+
+def _check_price(sku: str, price: int) -> None:
+    if not 0 < price <= MAX_PRICE:
+        raise CommandRefused(f"{sku}: price {price} kopecks is out of range")
+
+
+def _upsert_product(state: State, command: UpsertProduct, now: datetime) -> list[InventoryEvent]:
+    if not command.title.strip():
+        raise CommandRefused(f"{command.sku}: empty title")
+    if command.category_id not in state.categories:
+        raise CommandRefused(f"{command.sku}: unknown category {command.category_id}")
+    _check_price(command.sku, command.price)
+    current = state.products.get(command.sku)
+    fields = (
+        command.title,
+        command.description,
+        command.price,
+        command.photo_url,
+        command.category_id,
+        command.position,
+    )
+    if current is not None and fields == (
+        current.title,
+        current.description,
+        current.price,
+        current.photo_url,
+        current.category_id,
+        current.position,
+    ):
+        return []
+    return [
+        ProductUpserted(
+            sku=command.sku,
+            title=command.title,
+            description=command.description,
+            price=command.price,
+            photo_url=command.photo_url,
+            category_id=command.category_id,
+            position=command.position,
+            at=now,
+        )
+    ]
+
+
+def _reserve(state: State, command: Reserve, now: datetime) -> list[InventoryEvent]:
+    if command.order_id in state.orders:
+        return []
+
+    def reject(reason: RejectReason, *problems: LineProblem) -> list[InventoryEvent]:
+        return [Rejected(order_id=command.order_id, reason=reason, problems=problems, at=now)]
+
+    lines = command.lines
+    if not lines:
+        return reject("empty_order")
+    if len(lines) > MAX_LINES:
+        return reject("too_many_lines")
+    unknown = [line for line in lines if line.sku not in state.products]
+    if unknown:
+        return reject("unknown_sku", *(LineProblem(line.sku, line.qty, 0) for line in unknown))
+    bad_qty = [line for line in lines if not 1 <= line.qty <= MAX_LINE_QTY]
+    if bad_qty:
+        return reject(
+            "bad_quantity",
+            *(
+                LineProblem(line.sku, line.qty, state.products[line.sku].available)
+                for line in bad_qty
+            ),
+        )
+    wrong_price = [line for line in lines if line.unit_price != state.products[line.sku].price]
+    if wrong_price:
+        return reject(
+            "price_mismatch",
+            *(
+                LineProblem(
+                    line.sku,
+                    line.qty,
+                    state.products[line.sku].available,
+                    unit_price=line.unit_price,
+                    catalog_price=state.products[line.sku].price,
+                )
+                for line in wrong_price
+            ),
+        )
+    total = sum(line.qty * line.unit_price for line in lines)
+    if command.total != total:
+        return reject("total_mismatch")
+    wanted: Counter[str] = Counter()
+    for line in lines:
+        wanted[line.sku] += line.qty
+    short = [
+        LineProblem(sku, qty, state.products[sku].available)
+        for sku, qty in wanted.items()
+        if qty > state.products[sku].available
+    ]
+    if short:
+        return reject("out_of_stock", *short)
+    return [
+        Reserved(
+            order_id=command.order_id,
+            lines=tuple(ReservedLine(line.sku, line.qty, line.unit_price) for line in lines),
+            total=total,
+            expires_at=now + timedelta(seconds=command.ttl_seconds),
+            at=now,
+        )
+    ]
+
+
+def _commit(state: State, order_id: str, payment_id: str, now: datetime) -> list[InventoryEvent]:
+    order = state.orders.get(order_id)
+
+    def fail(reason: CommitFailReason, *problems: LineProblem) -> list[InventoryEvent]:
+        return [
+            CommitFailed(
+                order_id=order_id,
+                reason=reason,
+                payment_id=payment_id,
+                problems=problems,
+                at=now,
+            )
+        ]
+
+    if order is None:
+        return fail("unknown_order")
+    if order.status == "reserved":
+        return [Committed(order_id=order_id, lines=order.lines, payment_id=payment_id, at=now)]
+    if order.status == "released":
+        # A late payment: take the stock again if it is still there, else the money goes back.
+        wanted: Counter[str] = Counter()
+        for line in order.lines:
+            wanted[line.sku] += line.qty
+        short = [
+            LineProblem(sku, qty, state.products[sku].available)
+            for sku, qty in wanted.items()
+            if qty > state.products[sku].available
+        ]
+        if short:
+            return fail("stock_gone", *short)
+        return [Committed(order_id=order_id, lines=order.lines, payment_id=payment_id, at=now)]
+    if order.status == "rejected":
+        return fail("not_reserved")
+    return []  # committed or commit_failed already: this is a redelivery
+
+
+# evolve -------------------------------------------------------------------------------------------
+def _add(products: Map[str, Product], lines: tuple[ReservedLine, ...], on_hand: int, reserved: int) -> Map[str, Product]:
+    """Move every line's quantity by the given signs (+1, 0 or -1) on on_hand and reserved."""
+    with products.mutate() as mutable:
+        for line in lines:
+            product = mutable[line.sku]
+            mutable[line.sku] = msgspec.structs.replace(
+                product,
+                on_hand=product.on_hand + on_hand * line.qty,
+                reserved=product.reserved + reserved * line.qty,
+            )
+        return mutable.finish()
+
+
+def evolve(state: State, event: InventoryEvent) -> State:
+    replace = msgspec.structs.replace
+    match event:
+        case Reserved(order_id=order_id, lines=lines, expires_at=expires_at):
+            return replace(
+                state,
+                products=_add(state.products, lines, 0, +1),
+                orders=state.orders.set(order_id, Order("reserved", lines, expires_at)),
+            )
+        case Rejected(order_id=order_id):
+            return replace(state, orders=state.orders.set(order_id, Order("rejected")))
+        case Committed(order_id=order_id, lines=lines):
+            was_reserved = state.orders[order_id].status == "reserved"
+            return replace(
+                state,
+                products=_add(state.products, lines, -1, -1 if was_reserved else 0),
+                orders=state.orders.set(order_id, Order("committed", lines)),
+            )
+        case CommitFailed(order_id=order_id):
+            order = state.orders.get(order_id, Order("commit_failed"))
+            return replace(
+                state, orders=state.orders.set(order_id, replace(order, status="commit_failed"))
+            )
+        case Released(order_id=order_id, lines=lines):
+            return replace(
+                state,
+                products=_add(state.products, lines, 0, -1),
+                orders=state.orders.set(order_id, Order("released", lines)),
+            )
+        case StockAdjusted(sku=sku, delta=delta, adjustment_id=adjustment_id):
+            product = state.products[sku]
+            adjustments = (
+                state.adjustments.set(adjustment_id, delta) if adjustment_id else state.adjustments
+            )
+            return replace(
+                state,
+                products=state.products.set(
+                    sku, replace(product, on_hand=product.on_hand + delta)
+                ),
+                adjustments=adjustments,
+            )
+        case PriceSet(sku=sku, price=price):
+            return replace(
+                state,
+                products=state.products.set(sku, replace(state.products[sku], price=price)),
+            )
+        case ProductUpserted():
+            current = state.products.get(event.sku)
+            product = Product(
+                sku=event.sku,
+                title=event.title,
+                description=event.description,
+                price=event.price,
+                photo_url=event.photo_url,
+                category_id=event.category_id,
+                position=event.position,
+                on_hand=current.on_hand if current else 0,
+                reserved=current.reserved if current else 0,
+            )
+            return replace(state, products=state.products.set(event.sku, product))
+        case CategoryUpserted(category_id=category_id, title=title, position=position):
+            return replace(
+                state,
+                categories=state.categories.set(
+                    category_id, Category(category_id, title, position)
+                ),
+            )
+    raise TypeError(f"not an inventory event: {event!r}")  # pragma: no cover
+
+
+def fold(state: State, events: list[InventoryEvent]) -> State:
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+# Snapshots ----------------------------------------------------------------------------------------
+class _SnapshotBody(msgspec.Struct, frozen=True):
+    seq: int
+    stream_created: str
+    categories: dict[str, Category]
+    products: dict[str, Product]
+    orders: dict[str, Order]
+    adjustments: dict[str, int]
+
+
+def encode_snapshot(state: State, seq: int, stream_created: str) -> bytes:
+    return msgspec.msgpack.encode(
+        _SnapshotBody(
+            seq=seq,
+            stream_created=stream_created,
+            categories=dict(state.categories),
+            products=dict(state.products),
+            orders=dict(state.orders),
+            adjustments=dict(state.adjustments),
+        )
+    )
+
+
+def decode_snapshot(data: bytes) -> tuple[State, int, str]:
+    body = msgspec.msgpack.decode(data, type=_SnapshotBody)
+    state = State(
+        categories=Map(body.categories),
+        products=Map(body.products),
+        orders=Map(body.orders),
+        adjustments=Map(body.adjustments),
+    )
+    return state, body.seq, body.stream_created

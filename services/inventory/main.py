@@ -1,0 +1,141 @@
+"""The inventory process: connects the actor to its inputs (orders, payment facts, admin requests)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import msgspec
+from nats.aio.msg import Msg
+
+from libs import bus, log, subjects
+from libs.contracts import (
+    AdminReply,
+    AdminRequest,
+    OrderPlaced,
+    PaymentAuthorized,
+    PaymentCanceled,
+    PaymentEvent,
+    PaymentFailed,
+    PaymentSucceeded,
+    ReleaseOrder,
+)
+from libs.settings import Settings
+from services.inventory import catalog
+from services.inventory.actor import Actor, Job
+from services.inventory.core import Command, Commit, Release, Reserve
+from services.inventory.store import EventLog, ReadModels
+
+_log = log.get(__name__)
+SERVICE = "inventory"
+
+
+def payment_command(fact: PaymentEvent) -> Command:
+    match fact:
+        case PaymentAuthorized() | PaymentSucceeded():
+            return Commit(fact.order_id, fact.payment_id)
+        case PaymentCanceled():
+            return Release(fact.order_id, "payment_canceled")
+        case PaymentFailed():
+            return Release(fact.order_id, "payment_failed")
+
+
+async def serve(settings: Settings) -> None:
+    assert settings.nats_url, "shop run/up sets NATS_URL"
+    nc = await bus.connect(settings.nats_url, name=SERVICE)
+    js = nc.jetstream(timeout=10)
+    await subjects.declare_streams(js)
+    _, _, snapshots = await subjects.declare_buckets(js)
+    actor = Actor(EventLog(js, snapshots), ReadModels(js), settings.snapshot_every)
+    await actor.load()
+    stop = asyncio.Event()
+    if actor.seq == 0:
+        await _import_first_catalog(actor, settings, stop)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    ttl = settings.reservation_ttl
+
+    async def on_orders(deliveries: list[bus.Delivery[OrderPlaced]]) -> None:
+        for d in deliveries:
+            order = d.value
+            await actor.queue.put(
+                Job(Reserve(order.order_id, order.lines, order.total, ttl), msg=d.msg)
+            )
+
+    async def on_payments(deliveries: list[bus.Delivery[PaymentEvent]]) -> None:
+        for d in deliveries:
+            await actor.queue.put(Job(payment_command(d.value), msg=d.msg))
+
+    admin_decode = msgspec.json.Decoder(AdminRequest).decode
+
+    async def on_admin(msg: Msg) -> None:
+        try:
+            request = admin_decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await msg.respond(bus.encode(AdminReply(0, 0, (f"bad request: {exc}",))))
+            return
+        commands: list[Command] = [
+            Release(c.order_id, "admin") if isinstance(c, ReleaseOrder) else c
+            for c in request.commands
+        ]
+        outcomes = await asyncio.gather(*(actor.submit(c) for c in commands))
+        reply = AdminReply(
+            changed=sum(1 for o in outcomes if isinstance(o, list) and o),
+            unchanged=sum(1 for o in outcomes if isinstance(o, list) and not o),
+            errors=tuple(o for o in outcomes if isinstance(o, str)),
+        )
+        await msg.respond(bus.encode(reply))
+        _log.info("admin.applied", changed=reply.changed, errors=len(reply.errors))
+
+    admin = await nc.subscribe(subjects.INVENTORY_ADMIN, queue=subjects.INVENTORY_QUEUE, cb=on_admin)
+    _log.info("inventory.started", seq=actor.seq, products=len(actor.state.products))
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(actor.run(stop))
+            tasks.create_task(
+                bus.consume(
+                    js,
+                    service=SERVICE,
+                    stream=subjects.ORDERS,
+                    config=bus.durable(
+                        subjects.INVENTORY_ORDERS_CONSUMER, [subjects.ORDERS_PLACED_ALL]
+                    ),
+                    decode=msgspec.json.Decoder(OrderPlaced).decode,
+                    handle=on_orders,
+                    stop=stop,
+                )
+            )
+            tasks.create_task(
+                bus.consume(
+                    js,
+                    service=SERVICE,
+                    stream=subjects.PAYMENTS,
+                    config=bus.durable(
+                        subjects.INVENTORY_PAYMENTS_CONSUMER, subjects.PAYMENT_FACTS_FOR_INVENTORY
+                    ),
+                    decode=msgspec.json.Decoder(PaymentEvent).decode,
+                    handle=on_payments,
+                    stop=stop,
+                )
+            )
+    finally:
+        await admin.unsubscribe()
+        await actor.close()
+        await nc.drain()
+    _log.info("inventory.stopped", seq=actor.seq)
+
+
+async def _import_first_catalog(actor: Actor, settings: Settings, stop: asyncio.Event) -> None:
+    """An empty event log means a new shop: start it with the configured (or demo) catalog."""
+    path = settings.catalog_file or catalog.DEMO_CATALOG
+    try:
+        commands = catalog.load(path)
+    except catalog.CatalogError as exc:
+        _log.error("catalog.unusable", error=str(exc))
+        return
+    jobs = [Job(c) for c in commands]
+    await actor.apply(jobs, stop)
+    _log.info("catalog.imported", file=str(path), commands=len(commands), seq=actor.seq)

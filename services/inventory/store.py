@@ -1,0 +1,221 @@
+"""The inventory's storage on JetStream: the event log (with fencing), snapshots and read models."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+import msgspec
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from libs import log, subjects
+from libs.bus import TRANSIENT
+from libs.contracts import (
+    CatalogCategory,
+    CatalogProduct,
+    CategoryUpserted,
+    Committed,
+    CommitFailed,
+    InventoryEvent,
+    PriceSet,
+    ProductUpserted,
+    Rejected,
+    Released,
+    Reserved,
+    StockAdjusted,
+    StockLevel,
+)
+from services.inventory.core import EMPTY, State, decode_snapshot, encode_snapshot, evolve
+
+_log = log.get(__name__)
+_decode_event = msgspec.json.Decoder(InventoryEvent).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class AppendFailed(Exception):
+    """Some events of a batch may not be in the stream: fenced off by another writer, or no ack."""
+
+
+def subject_of(event: InventoryEvent) -> str:
+    """inventory.<fact>.<order id | sku | category id>; the fact is the event's tag."""
+    match event:
+        case Reserved() | Rejected() | Committed() | CommitFailed() | Released():
+            key = event.order_id
+        case StockAdjusted() | PriceSet() | ProductUpserted():
+            key = event.sku
+        case CategoryUpserted():
+            key = event.category_id
+    return subjects.inventory_fact(str(event.__struct_config__.tag), key)
+
+
+class EventLog:
+    """The INVENTORY stream as an append-only log with optimistic concurrency.
+
+    Every append says which sequence it expects to follow (`Nats-Expected-Last-Sequence`), so
+    an instance with a stale view cannot write: it fails, catches up, and decides again.
+    """
+
+    def __init__(self, js: JetStreamContext, snapshots: object) -> None:
+        self._js = js
+        self._snapshots = snapshots
+        self.stream_created = ""
+
+    async def load(self) -> tuple[State, int]:
+        info = await self._js.stream_info(subjects.INVENTORY)
+        self.stream_created = str(info.created)
+        state, seq = EMPTY, 0
+        started = time.perf_counter()
+        snapshot = await self._read_snapshot()
+        if snapshot is not None:
+            snap_state, snap_seq, created = snapshot
+            if created == self.stream_created and snap_seq <= info.state.last_seq:
+                state, seq = snap_state, snap_seq
+            else:
+                _log.warning("snapshot.ignored", reason="taken of another stream", seq=snap_seq)
+        state, new_seq = await self.catch_up(state, seq)
+        _log.info(
+            "inventory.loaded",
+            snapshot_seq=seq,
+            replayed=new_seq - seq,
+            seq=new_seq,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return state, new_seq
+
+    async def catch_up(self, state: State, seq: int) -> tuple[State, int]:
+        """Fold every event after `seq` into `state`, up to the stream's last sequence now."""
+        info = await self._js.stream_info(subjects.INVENTORY)
+        last = info.state.last_seq
+        if last <= seq:
+            return state, seq
+        sub = await self._js.subscribe(
+            subjects.INVENTORY_ALL,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1
+            ),
+        )
+        try:
+            while seq < last:
+                msg = await sub.next_msg(timeout=10)
+                seq = msg.metadata.sequence.stream
+                try:
+                    event = _decode_event(msg.data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    # Only the actor writes here; a stranger's message is logged and skipped.
+                    _log.error("event.undecodable", seq=seq, subject=msg.subject, error=str(exc))
+                    continue
+                state = evolve(state, event)
+        finally:
+            await sub.unsubscribe()
+        return state, seq
+
+    async def append(self, events: list[InventoryEvent], after_seq: int, timeout: float = 10.0) -> None:
+        """Append pipelined, each at exactly the next sequence; raise AppendFailed on any doubt."""
+        futures = []
+        try:
+            for offset, event in enumerate(events):
+                headers = {"Nats-Expected-Last-Sequence": str(after_seq + offset)}
+                futures.append(
+                    await self._js.publish_async(subject_of(event), _encode(event), headers=headers)
+                )
+            acks = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), timeout
+            )
+        except (*TRANSIENT, nats.js.errors.Error) as exc:
+            for future in futures:
+                future.cancel()
+            raise AppendFailed(repr(exc)) from exc
+        for offset, ack in enumerate(acks):
+            if isinstance(ack, BaseException):
+                raise AppendFailed(repr(ack))
+            if ack.seq != after_seq + offset + 1:
+                raise AppendFailed(f"ack at {ack.seq}, expected {after_seq + offset + 1}")
+
+    async def _read_snapshot(self) -> tuple[State, int, str] | None:
+        try:
+            result = await self._snapshots.get(subjects.SNAPSHOT_NAME)  # type: ignore[attr-defined]
+        except nats.js.errors.ObjectNotFoundError:
+            return None
+        try:
+            return decode_snapshot(result.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            _log.warning("snapshot.unreadable", error=str(exc))
+            return None
+
+    async def write_snapshot(self, state: State, seq: int) -> None:
+        started = time.perf_counter()
+        data = encode_snapshot(state, seq, self.stream_created)
+        await self._snapshots.put(subjects.SNAPSHOT_NAME, data)  # type: ignore[attr-defined]
+        _log.info(
+            "snapshot.written",
+            seq=seq,
+            bytes=len(data),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+
+class ReadModels:
+    """The bot's view: catalog and stock levels in KV, rewritten for what each commit touched."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._dirty_skus: set[str] = set()
+        self._dirty_catalog: set[str] = set()  # KV keys
+
+    def touch(self, events: Iterable[InventoryEvent]) -> None:
+        for event in events:
+            match event:
+                case Reserved(lines=lines) | Committed(lines=lines) | Released(lines=lines):
+                    self._dirty_skus.update(line.sku for line in lines)
+                case StockAdjusted(sku=sku):
+                    self._dirty_skus.add(sku)
+                case PriceSet(sku=sku) | ProductUpserted(sku=sku):
+                    self._dirty_catalog.add(f"product.{sku}")
+                    self._dirty_skus.add(sku)
+                case CategoryUpserted(category_id=category_id):
+                    self._dirty_catalog.add(f"category.{category_id}")
+
+    def touch_all(self, state: State) -> None:
+        self._dirty_skus.update(state.products.keys())
+        self._dirty_catalog.update(f"product.{sku}" for sku in state.products)
+        self._dirty_catalog.update(f"category.{cid}" for cid in state.categories)
+
+    async def flush(self, state: State, seq: int, timeout: float = 5.0) -> None:
+        """Write what changed; on failure keep it dirty for the next commit (read models lag, never lie for long)."""
+        skus, catalog = self._dirty_skus, self._dirty_catalog
+        self._dirty_skus, self._dirty_catalog = set(), set()
+        futures = []
+        try:
+            for sku in skus:
+                product = state.products[sku]
+                level = StockLevel(sku, product.on_hand, product.reserved, product.available, seq)
+                futures.append(
+                    await self._js.publish_async(f"$KV.{subjects.STOCK_BUCKET}.{sku}", _encode(level))
+                )
+            for key in catalog:
+                kind, _, ident = key.partition(".")
+                value: CatalogProduct | CatalogCategory
+                if kind == "product":
+                    p = state.products[ident]
+                    value = CatalogProduct(
+                        p.sku, p.title, p.description, p.price, p.photo_url, p.category_id, p.position
+                    )
+                else:
+                    c = state.categories[ident]
+                    value = CatalogCategory(c.category_id, c.title, c.position)
+                futures.append(
+                    await self._js.publish_async(f"$KV.{subjects.CATALOG_BUCKET}.{key}", _encode(value))
+                )
+            results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
+            if any(isinstance(r, BaseException) for r in results):
+                raise AppendFailed("read model write failed")
+        except (*TRANSIENT, nats.js.errors.Error, AppendFailed) as exc:
+            for future in futures:
+                future.cancel()
+            self._dirty_skus |= skus
+            self._dirty_catalog |= catalog
+            _log.warning("read_models.stale", error=repr(exc), pending=len(skus) + len(catalog))

@@ -1,0 +1,1 @@
+"""The YooKassa flow: not built yet, so `shop up` does not start it."""
