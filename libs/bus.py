@@ -11,6 +11,7 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
+import tenacity
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -69,7 +70,7 @@ async def connect(url: str, name: str, connect_timeout: float = 5.0) -> Client:
             error_cb=on_error,
             pending_size=64 * 1024 * 1024,
         )
-    except (nats.errors.NoServersError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
         raise BusUnreachable(f"cannot reach NATS at {redact_url(url)}: {exc}") from None
 
 
@@ -78,12 +79,119 @@ def encode(fact: msgspec.Struct) -> bytes:
 
 
 async def publish(
-    js: JetStreamContext, subject: str, fact: msgspec.Struct, msg_id: str, timeout: float = 5.0
+    js: JetStreamContext,
+    subject: str,
+    fact: msgspec.Struct,
+    msg_id: str,
+    timeout: float = 5.0,
+    give_up_after: float = 60.0,
 ) -> Any:
-    """Publish a fact and wait for JetStream's ack; `msg_id` makes a retried publish count once."""
-    return await js.publish(
-        subject, encode(fact), timeout=timeout, headers={"Nats-Msg-Id": msg_id}
+    """Publish a fact and wait for JetStream's ack, retrying through a NATS outage.
+
+    `msg_id` (Nats-Msg-Id) makes the retries safe: the stream keeps the fact once.
+    """
+    data = encode(fact)
+    headers = {"Nats-Msg-Id": msg_id}
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(TRANSIENT),
+        wait=tenacity.wait_random_exponential(multiplier=0.1, max=3.0),
+        stop=tenacity.stop_after_delay(give_up_after),
+        reraise=True,
     )
+    async for attempt in retrying:
+        with attempt:
+            return await js.publish(subject, data, timeout=timeout, headers=headers)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class PublishRefused(Exception):
+    """JetStream answered a publish with an error (a wrong expected sequence, say)."""
+
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__(f"{code}/{err_code}: {description}")
+        self.err_code = err_code
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    error: dict[str, Any] | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_PubAck).decode
+
+
+class PipelinedPublisher:
+    """Many JetStream publishes sent back to back, their acks awaited together.
+
+    nats-py's `publish_async` leaves a future pending forever when JetStream answers with an
+    error, so this keeps its own reply inbox: one subscription, one future per message.
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._next = 0
+        self._futures: dict[str, asyncio.Future[int]] = {}
+
+    async def publish(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]], timeout: float
+    ) -> list[int | BaseException]:
+        """Each message's stream sequence, or the exception that stopped it."""
+        if not self._prefix:
+            self._prefix = self._nc.new_inbox()
+            await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[int]] = []
+        try:
+            for subject, data, headers in messages:
+                self._next += 1
+                token = str(self._next)
+                future: asyncio.Future[int] = loop.create_future()
+                self._futures[token] = future
+                futures.append(future)
+                await self._nc.publish(
+                    subject, data, reply=f"{self._prefix}.{token}", headers=headers
+                )
+            done, _ = await asyncio.wait(futures, timeout=timeout)
+        except TRANSIENT as exc:
+            done = set()
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+        results: list[int | BaseException] = []
+        for future in futures:
+            if future in done or future.done():
+                error = future.exception()
+                results.append(future.result() if error is None else error)
+            else:
+                future.cancel()
+                results.append(TimeoutError())
+        for token in [t for t, f in self._futures.items() if f.done()]:
+            del self._futures[token]
+        return results
+
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self._futures.pop(msg.subject.rsplit(".", 1)[1], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(nats.errors.NoRespondersError())
+            return
+        try:
+            ack = _decode_ack(msg.data)
+        except msgspec.DecodeError as exc:
+            future.set_exception(exc)
+            return
+        if ack.error is not None:
+            future.set_exception(
+                PublishRefused(
+                    int(ack.error.get("code", 0)),
+                    int(ack.error.get("err_code", 0)),
+                    str(ack.error.get("description", "")),
+                )
+            )
+        else:
+            future.set_result(ack.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +218,16 @@ async def dead_letter(js: JetStreamContext, service: str, msg: Msg, reason: str)
     )
 
 
-def durable(name: str, filter_subjects: Sequence[str], max_ack_pending: int = 20_000) -> ConsumerConfig:
+def durable(
+    name: str, filter_subjects: Sequence[str], max_ack_pending: int = 5_000, ack_wait: float = 10.0
+) -> ConsumerConfig:
+    """A durable pull consumer with explicit acks; what a crashed instance held comes back
+    after `ack_wait`, and `max_ack_pending` bounds what one instance holds at once."""
     return ConsumerConfig(
         durable_name=name,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=30.0,
+        ack_wait=ack_wait,
         max_deliver=-1,
         max_ack_pending=max_ack_pending,
         filter_subjects=list(filter_subjects),
@@ -146,7 +258,7 @@ async def consume(
     while not stop.is_set():
         try:
             msgs = await sub.fetch(batch, timeout=idle_timeout)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             continue
         except TRANSIENT as exc:
             _log.warning("consumer.fetch_failed", consumer=config.durable_name, error=repr(exc))
@@ -175,5 +287,5 @@ async def consume(
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

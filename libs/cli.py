@@ -121,7 +121,9 @@ async def _print_stock(js: object) -> None:
     except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
         print("stock: nothing yet (the inventory has not started)")
         return
-    print(f"{'sku':<20} {'title':<32} {'price':>12} {'on hand':>8} {'reserved':>9} {'available':>10}")
+    print(
+        f"{'sku':<20} {'title':<32} {'price':>12} {'on hand':>8} {'reserved':>9} {'available':>10}"
+    )
     for sku in keys:
         level = msgspec.json.decode((await stock.get(sku)).value, type=StockLevel)
         try:

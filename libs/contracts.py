@@ -77,7 +77,7 @@ class StockAdjusted(Fact, frozen=True, tag="stock_adjusted"):
     delta: int
     on_hand: int  # after the adjustment
     reason: StockReason
-    adjustment_id: Token
+    adjustment_id: str  # empty for a count, which is idempotent by value
     at: datetime
 
 

@@ -106,7 +106,8 @@ async def declare_consumer(js: JetStreamContext, stream: str, config: ConsumerCo
     try:
         await js.add_consumer(stream, config)
     except nats.js.errors.BadRequestError:
-        await js.update_consumer(stream, config)
+        # Exists with another configuration: the server updates it in place on a second add.
+        await js.add_consumer(stream, config)
 
 
 async def declare_buckets(js: JetStreamContext) -> tuple[Any, Any, Any]:

@@ -40,7 +40,12 @@ async def up(settings: Settings) -> int:
             _log.error("nats.failed", error=str(exc))
             return 1
         url = nats.url
-        _log.info("nats.started", url=url, store=str(nats.store_dir), pid=nats.process and nats.process.pid)
+        _log.info(
+            "nats.started",
+            url=url,
+            store=str(nats.store_dir),
+            pid=nats.process and nats.process.pid,
+        )
     else:
         _log.info("nats.external", url=redact_url(url))
 
@@ -67,7 +72,11 @@ async def _supervise(name: str, env: dict[str, str], stop: asyncio.Event) -> Non
     backoff = 1.0
     while not stop.is_set():
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "libs.cli", "run", name,
+            sys.executable,
+            "-m",
+            "libs.cli",
+            "run",
+            name,
             env=env,
             start_new_session=True,  # Ctrl-C reaches us only; we stop services in order
         )
@@ -90,13 +99,15 @@ async def _supervise(name: str, env: dict[str, str], stop: asyncio.Event) -> Non
         backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
-async def _terminate(name: str, process: asyncio.subprocess.Process, exited: asyncio.Task[int]) -> None:
+async def _terminate(
+    name: str, process: asyncio.subprocess.Process, exited: asyncio.Task[int]
+) -> None:
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
     try:
         code = await asyncio.wait_for(asyncio.shield(exited), timeout=STOP_GRACE_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         _log.warning("service.killed", name=name, pid=process.pid, after_s=STOP_GRACE_S)
         with contextlib.suppress(ProcessLookupError):
             process.kill()

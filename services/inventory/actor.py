@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
@@ -31,12 +31,16 @@ class Job:
 
     command: Command
     msg: Msg | None = None
-    done: asyncio.Future[list[InventoryEvent] | str] | None = field(default=None)
+    done: asyncio.Future[list[InventoryEvent] | str] | None = None
 
 
 class Actor:
     def __init__(
-        self, events: EventLog, read_models: ReadModels, snapshot_every: int, queue_size: int = 20_000
+        self,
+        events: EventLog,
+        read_models: ReadModels,
+        snapshot_every: int,
+        queue_size: int = 20_000,
     ) -> None:
         self._events = events
         self._read_models = read_models
@@ -58,7 +62,9 @@ class Actor:
 
     async def submit(self, command: Command) -> list[InventoryEvent] | str:
         """Run one command through the actor; the events it caused, or why it was refused."""
-        done: asyncio.Future[list[InventoryEvent] | str] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[list[InventoryEvent] | str] = (
+            asyncio.get_running_loop().create_future()
+        )
         await self.queue.put(Job(command, done=done))
         return await done
 
@@ -76,7 +82,7 @@ class Actor:
                 wait = min(wait, max(0.0, (self._timers[0][0] - _now()).total_seconds()))
             try:
                 jobs.append(await asyncio.wait_for(self.queue.get(), timeout=wait))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         while len(jobs) < MAX_BATCH and not self.queue.empty():
             jobs.append(self.queue.get_nowait())
@@ -91,7 +97,9 @@ class Actor:
         backoff = 0.05
         while True:
             now = _now()
-            state, events, outcomes = self.state, [], []
+            state = self.state
+            events: list[InventoryEvent] = []
+            outcomes: list[list[InventoryEvent] | str] = []
             for job in jobs:
                 try:
                     decided = decide(state, job.command, now)
@@ -123,6 +131,7 @@ class Actor:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
         self.state = state
+        _log.debug("batch.committed", commands=len(jobs), events=len(events), seq=self.seq)
         self._after_commit(events)
         await self._read_models.flush(self.state, self.seq)
         for job, outcome in zip(jobs, outcomes, strict=True):

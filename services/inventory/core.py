@@ -1,4 +1,4 @@
-"""The inventory's pure core: `decide(state, command, now) -> events`, `evolve(state, event) -> state`.
+"""The inventory's pure core: `decide(state, command, now) -> events` and `evolve(state, event)`.
 
 No I/O here. The state is immutable (persistent maps), so the shell can decide a whole batch
 ahead and throw the result away if its append is fenced off. Every command is idempotent by its
@@ -16,9 +16,9 @@ from immutables import Map
 from libs.contracts import (
     AdjustStock,
     CategoryUpserted,
-    Committed,
     CommitFailed,
     CommitFailReason,
+    Committed,
     CountStock,
     InventoryEvent,
     LineProblem,
@@ -167,7 +167,7 @@ def decide(state: State, command: Command, now: datetime) -> list[InventoryEvent
             product = _product(state, sku)
             if delta == 0:
                 raise CommandRefused(f"{sku}: an adjustment of zero")
-            if reason == "restock" and delta < 0 or reason == "write_off" and delta > 0:
+            if (reason == "restock" and delta < 0) or (reason == "write_off" and delta > 0):
                 raise CommandRefused(f"{sku}: a {reason} of {delta:+d}")
             if delta < 0 and -delta > product.available:
                 raise CommandRefused(
@@ -355,17 +355,19 @@ def _commit(state: State, order_id: str, payment_id: str, now: datetime) -> list
 
 
 # evolve -------------------------------------------------------------------------------------------
-def _add(products: Map[str, Product], lines: tuple[ReservedLine, ...], on_hand: int, reserved: int) -> Map[str, Product]:
+def _add(
+    products: Map[str, Product], lines: tuple[ReservedLine, ...], on_hand: int, reserved: int
+) -> Map[str, Product]:
     """Move every line's quantity by the given signs (+1, 0 or -1) on on_hand and reserved."""
-    with products.mutate() as mutable:
-        for line in lines:
-            product = mutable[line.sku]
-            mutable[line.sku] = msgspec.structs.replace(
-                product,
-                on_hand=product.on_hand + on_hand * line.qty,
-                reserved=product.reserved + reserved * line.qty,
-            )
-        return mutable.finish()
+    mutable = products.mutate()
+    for line in lines:
+        product = mutable[line.sku]
+        mutable[line.sku] = msgspec.structs.replace(
+            product,
+            on_hand=product.on_hand + on_hand * line.qty,
+            reserved=product.reserved + reserved * line.qty,
+        )
+    return mutable.finish()
 
 
 def evolve(state: State, event: InventoryEvent) -> State:
@@ -387,7 +389,11 @@ def evolve(state: State, event: InventoryEvent) -> State:
                 orders=state.orders.set(order_id, Order("committed", lines)),
             )
         case CommitFailed(order_id=order_id):
-            order = state.orders.get(order_id, Order("commit_failed"))
+            order = state.orders.get(order_id)
+            if order is None:
+                # A payment for an order we never saw: remember nothing, so the order id stays
+                # free (a payment cannot precede its reservation in the real flow).
+                return state
             return replace(
                 state, orders=state.orders.set(order_id, replace(order, status="commit_failed"))
             )
@@ -404,9 +410,7 @@ def evolve(state: State, event: InventoryEvent) -> State:
             )
             return replace(
                 state,
-                products=state.products.set(
-                    sku, replace(product, on_hand=product.on_hand + delta)
-                ),
+                products=state.products.set(sku, replace(product, on_hand=product.on_hand + delta)),
                 adjustments=adjustments,
             )
         case PriceSet(sku=sku, price=price):

@@ -1,4 +1,4 @@
-"""The inventory process: connects the actor to its inputs (orders, payment facts, admin requests)."""
+"""The inventory process: the actor wired to its inputs (orders, payment facts, admin requests)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,9 @@ async def serve(settings: Settings) -> None:
         await msg.respond(bus.encode(reply))
         _log.info("admin.applied", changed=reply.changed, errors=len(reply.errors))
 
-    admin = await nc.subscribe(subjects.INVENTORY_ADMIN, queue=subjects.INVENTORY_QUEUE, cb=on_admin)
+    admin = await nc.subscribe(
+        subjects.INVENTORY_ADMIN, queue=subjects.INVENTORY_QUEUE, cb=on_admin
+    )
     _log.info("inventory.started", seq=actor.seq, products=len(actor.state.products))
     try:
         async with asyncio.TaskGroup() as tasks:

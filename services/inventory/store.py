@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 
@@ -12,13 +11,13 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from libs import log, subjects
-from libs.bus import TRANSIENT
+from libs.bus import PipelinedPublisher
 from libs.contracts import (
     CatalogCategory,
     CatalogProduct,
     CategoryUpserted,
-    Committed,
     CommitFailed,
+    Committed,
     InventoryEvent,
     PriceSet,
     ProductUpserted,
@@ -60,6 +59,7 @@ class EventLog:
 
     def __init__(self, js: JetStreamContext, snapshots: object) -> None:
         self._js = js
+        self._publisher = PipelinedPublisher(js._nc)
         self._snapshots = snapshots
         self.stream_created = ""
 
@@ -113,27 +113,26 @@ class EventLog:
             await sub.unsubscribe()
         return state, seq
 
-    async def append(self, events: list[InventoryEvent], after_seq: int, timeout: float = 10.0) -> None:
+    async def append(
+        self, events: list[InventoryEvent], after_seq: int, timeout: float = 10.0
+    ) -> None:
         """Append pipelined, each at exactly the next sequence; raise AppendFailed on any doubt."""
-        futures = []
-        try:
-            for offset, event in enumerate(events):
-                headers = {"Nats-Expected-Last-Sequence": str(after_seq + offset)}
-                futures.append(
-                    await self._js.publish_async(subject_of(event), _encode(event), headers=headers)
+        results = await self._publisher.publish(
+            [
+                (
+                    subject_of(event),
+                    _encode(event),
+                    {"Nats-Expected-Last-Sequence": str(after_seq + offset)},
                 )
-            acks = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), timeout
-            )
-        except (*TRANSIENT, nats.js.errors.Error) as exc:
-            for future in futures:
-                future.cancel()
-            raise AppendFailed(repr(exc)) from exc
-        for offset, ack in enumerate(acks):
-            if isinstance(ack, BaseException):
-                raise AppendFailed(repr(ack))
-            if ack.seq != after_seq + offset + 1:
-                raise AppendFailed(f"ack at {ack.seq}, expected {after_seq + offset + 1}")
+                for offset, event in enumerate(events)
+            ],
+            timeout,
+        )
+        for offset, result in enumerate(results):
+            if isinstance(result, BaseException):
+                raise AppendFailed(repr(result))
+            if result != after_seq + offset + 1:
+                raise AppendFailed(f"appended at {result}, expected {after_seq + offset + 1}")
 
     async def _read_snapshot(self) -> tuple[State, int, str] | None:
         try:
@@ -162,7 +161,7 @@ class ReadModels:
     """The bot's view: catalog and stock levels in KV, rewritten for what each commit touched."""
 
     def __init__(self, js: JetStreamContext) -> None:
-        self._js = js
+        self._publisher = PipelinedPublisher(js._nc)
         self._dirty_skus: set[str] = set()
         self._dirty_catalog: set[str] = set()  # KV keys
 
@@ -185,37 +184,32 @@ class ReadModels:
         self._dirty_catalog.update(f"category.{cid}" for cid in state.categories)
 
     async def flush(self, state: State, seq: int, timeout: float = 5.0) -> None:
-        """Write what changed; on failure keep it dirty for the next commit (read models lag, never lie for long)."""
+        """Write what changed; on failure keep it dirty for the next commit."""
         skus, catalog = self._dirty_skus, self._dirty_catalog
         self._dirty_skus, self._dirty_catalog = set(), set()
-        futures = []
-        try:
-            for sku in skus:
-                product = state.products[sku]
-                level = StockLevel(sku, product.on_hand, product.reserved, product.available, seq)
-                futures.append(
-                    await self._js.publish_async(f"$KV.{subjects.STOCK_BUCKET}.{sku}", _encode(level))
+        messages: list[tuple[str, bytes, dict[str, str] | None]] = []
+        for sku in skus:
+            p = state.products[sku]
+            level = StockLevel(sku, p.on_hand, p.reserved, p.available, seq)
+            messages.append((f"$KV.{subjects.STOCK_BUCKET}.{sku}", _encode(level), None))
+        for key in catalog:
+            kind, _, ident = key.partition(".")
+            value: CatalogProduct | CatalogCategory
+            if kind == "product":
+                p = state.products[ident]
+                value = CatalogProduct(
+                    p.sku, p.title, p.description, p.price, p.photo_url, p.category_id, p.position
                 )
-            for key in catalog:
-                kind, _, ident = key.partition(".")
-                value: CatalogProduct | CatalogCategory
-                if kind == "product":
-                    p = state.products[ident]
-                    value = CatalogProduct(
-                        p.sku, p.title, p.description, p.price, p.photo_url, p.category_id, p.position
-                    )
-                else:
-                    c = state.categories[ident]
-                    value = CatalogCategory(c.category_id, c.title, c.position)
-                futures.append(
-                    await self._js.publish_async(f"$KV.{subjects.CATALOG_BUCKET}.{key}", _encode(value))
-                )
-            results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
-            if any(isinstance(r, BaseException) for r in results):
-                raise AppendFailed("read model write failed")
-        except (*TRANSIENT, nats.js.errors.Error, AppendFailed) as exc:
-            for future in futures:
-                future.cancel()
+            else:
+                c = state.categories[ident]
+                value = CatalogCategory(c.category_id, c.title, c.position)
+            messages.append((f"$KV.{subjects.CATALOG_BUCKET}.{key}", _encode(value), None))
+        if not messages:
+            return
+        results = await self._publisher.publish(messages, timeout)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            # Read models lag behind the truth for a moment, never for long: retried next commit.
             self._dirty_skus |= skus
             self._dirty_catalog |= catalog
-            _log.warning("read_models.stale", error=repr(exc), pending=len(skus) + len(catalog))
+            _log.warning("read_models.stale", error=repr(failed[0]), pending=len(messages))

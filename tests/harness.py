@@ -1,0 +1,168 @@
+"""Test helpers: services as real processes, facts collected from the bus, waiting on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from libs import bus, subjects
+from libs.contracts import InventoryEvent, OrderLine, OrderPlaced, StockLevel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, what: str = ""
+) -> None:
+    """Poll a condition until it holds; fail naming `what` after `timeout` s. Never sleep blind."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
+        await asyncio.sleep(0.02)
+
+
+async def reset_bus(url: str) -> None:
+    """Delete every stream (buckets and object stores too): each test starts empty."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for info in await js.streams_info():
+        await js.delete_stream(str(info.config.name))
+    await nc.close()
+
+
+CATALOG = """
+categories:
+  - id: goods
+    title: Goods
+    products:
+      - {sku: LAST, title: The last one, price: 100, stock: 10}
+      - {sku: MANY, title: Plenty, price: "25.50", stock: 100000}
+      - {sku: FEW, title: A few, price: 990, stock: 50}
+"""
+
+
+class ServiceProcess:
+    """`shop run NAME` as a real OS process, killable with SIGKILL like a crash."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "libs.cli", "run", self.name],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Facts:
+    """Every inventory fact so far, by kind and by order id, fed by an ordered consumer."""
+
+    def __init__(self) -> None:
+        self.by_order: dict[str, list[InventoryEvent]] = defaultdict(list)
+        self.by_kind: dict[str, list[InventoryEvent]] = defaultdict(list)
+        self.count = 0
+        self._decode = msgspec.json.Decoder(InventoryEvent).decode
+
+    async def start(self, js: JetStreamContext) -> None:
+        async def on_msg(msg: Any) -> None:
+            event = self._decode(msg.data)
+            self.count += 1
+            self.by_kind[str(event.__struct_config__.tag)].append(event)
+            order_id = getattr(event, "order_id", None)
+            if order_id is not None:
+                self.by_order[order_id].append(event)
+
+        await js.subscribe(
+            subjects.INVENTORY_ALL,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            cb=on_msg,
+        )
+
+    def outcomes(self, order_ids: list[str]) -> int:
+        return sum(1 for oid in order_ids if self.by_order.get(oid))
+
+
+def order(order_id: str, *lines: tuple[str, int, int], customer_id: int = 1) -> OrderPlaced:
+    """An order with (sku, qty, unit_price) lines and the right total."""
+    order_lines = tuple(OrderLine(sku, qty, price) for sku, qty, price in lines)
+    return OrderPlaced(
+        order_id=order_id,
+        customer_id=customer_id,
+        lines=order_lines,
+        total=sum(line.qty * line.unit_price for line in order_lines),
+        placed_at=datetime.now(UTC),
+    )
+
+
+async def place(js: JetStreamContext, *orders: OrderPlaced) -> None:
+    """Publish orders concurrently, as many customers pressing Confirm at once."""
+    await asyncio.gather(
+        *(bus.publish(js, subjects.order_placed(o.order_id), o, msg_id=o.order_id) for o in orders)
+    )
+
+
+async def stock_level(js: JetStreamContext, sku: str) -> StockLevel | None:
+    try:
+        kv = await js.key_value(subjects.STOCK_BUCKET)
+        entry = await kv.get(sku)
+    except nats.js.errors.Error:
+        return None
+    assert entry.value is not None
+    return msgspec.json.decode(entry.value, type=StockLevel)
+
+
+async def inventory_ready(js: JetStreamContext, sku: str = "LAST") -> bool:
+    """The service is up once it imported its catalog and created its consumer."""
+    if await stock_level(js, sku) is None:
+        return False
+    try:
+        await js.consumer_info(subjects.ORDERS, subjects.INVENTORY_ORDERS_CONSUMER)
+    except nats.js.errors.NotFoundError:
+        return False
+    return True
