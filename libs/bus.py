@@ -45,33 +45,45 @@ class BusUnreachable(Exception):
     """NATS could not be reached at start; the message says where we looked."""
 
 
-async def connect(url: str, name: str, connect_timeout: float = 5.0) -> Client:
-    """Connect, then keep reconnecting forever: a service outlives a NATS restart."""
+async def connect(url: str, name: str, give_up_after: float = 10.0) -> Client:
+    """Connect (giving up after `give_up_after` s with a clear error), then reconnect forever:
+    a running service outlives a NATS restart."""
+    connected = False
 
     async def on_disconnect() -> None:
-        _log.warning("nats.disconnected")
+        if connected:
+            _log.warning("nats.disconnected")
 
     async def on_reconnect() -> None:
         _log.info("nats.reconnected")
 
     async def on_error(exc: Exception) -> None:
-        _log.warning("nats.error", error=str(exc) or type(exc).__name__)
+        if connected:  # before that, the one error that matters is raised below
+            _log.warning("nats.error", error=str(exc) or type(exc).__name__)
 
     try:
-        return await nats.connect(
-            servers=url.split(","),
-            name=name,
-            connect_timeout=connect_timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-            error_cb=on_error,
-            pending_size=64 * 1024 * 1024,
+        nc = await asyncio.wait_for(
+            nats.connect(
+                servers=url.split(","),
+                name=name,
+                connect_timeout=2,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                error_cb=on_error,
+                pending_size=64 * 1024 * 1024,
+            ),
+            timeout=give_up_after,
         )
-    except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
-        raise BusUnreachable(f"cannot reach NATS at {redact_url(url)}: {exc}") from None
+    except TRANSIENT as exc:
+        reason = str(exc) or type(exc).__name__
+        raise BusUnreachable(
+            f"cannot reach NATS at {redact_url(url)} (gave up after {give_up_after:g} s: {reason})"
+        ) from None
+    connected = True
+    return nc
 
 
 def encode(fact: msgspec.Struct) -> bytes:

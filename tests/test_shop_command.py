@@ -1,0 +1,196 @@
+"""The `shop` command as an operator runs it: up, down, a crash, import, status, bad settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from nats.js import JetStreamContext
+
+from libs import bus
+from libs.contracts import CatalogProduct
+from libs.embedded_nats import free_port
+from tests.harness import ROOT, ServiceProcess, inventory_ready, stock_level, wait_until
+
+Start = Callable[..., ServiceProcess]
+
+
+def shop(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "libs.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    return {**env, "LOG_FORMAT": "json", **settings}
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid`, read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _events(log_path: Path, name: str) -> list[dict[str, object]]:
+    events = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            event = json.loads(line)
+            if event.get("event") == name:
+                events.append(event)
+    return events
+
+
+@pytest.fixture
+def shop_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    port = free_port()
+    log_path = tmp_path / "shop-up.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "libs.cli", "up"],
+            env=_env(DATA_DIR=str(tmp_path / "data"), EMBEDDED_NATS_PORT=str(port)),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    yield process, f"nats://127.0.0.1:{port}", log_path
+    if process.poll() is None:
+        for pid in _descendants(process.pid):
+            os.kill(pid, signal.SIGKILL)
+        process.kill()
+        process.wait()
+
+
+async def test_shop_up_starts_everything_and_stops_cleanly(
+    shop_up: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    process, url, log_path = shop_up
+    await wait_until(lambda: bool(_events(log_path, "service.started")), what="services started")
+    nc = await bus.connect(url, name="test")
+    js = nc.jetstream()
+    # Ready: the demo catalog was imported on first start and the read models are written.
+    await wait_until(lambda: inventory_ready(js, "TEA-SENCHA-100"), timeout=30, what="ready")
+    level = await stock_level(js, "TEA-SENCHA-100")
+    assert level is not None and level.on_hand == 25
+    await nc.close()
+
+    children = _descendants(process.pid)
+    assert len(children) >= 2, "nats-server and the inventory run as processes of their own"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert not [pid for pid in children if _alive(pid)], "something was left running"
+    stopped = _events(log_path, "service.stopped")
+    assert [e["name"] for e in stopped] == ["inventory"] and stopped[0]["code"] == 0
+    assert _events(log_path, "nats.stopped")
+
+
+async def test_shop_up_restarts_a_service_that_dies(
+    shop_up: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    process, _, log_path = shop_up
+    await wait_until(lambda: bool(_events(log_path, "service.started")), what="services started")
+    (first,) = _events(log_path, "service.started")
+    os.kill(int(str(first["pid"])), signal.SIGKILL)
+    await wait_until(lambda: len(_events(log_path, "service.started")) == 2, what="a restart")
+    (died,) = _events(log_path, "service.died")
+    assert died["name"] == "inventory" and died["code"] == -signal.SIGKILL
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+
+
+async def test_catalog_import_and_status(
+    nats_url: str, js: JetStreamContext, services: Start, catalog_file: Path, tmp_path: Path
+) -> None:
+    services("inventory", nats_url, catalog_file=catalog_file)
+    await wait_until(lambda: inventory_ready(js), what="inventory ready")
+    env = _env(NATS_URL=nats_url)
+    updated = tmp_path / "updated.yaml"
+    updated.write_text(
+        catalog_file.read_text().replace("price: 990, stock: 50", "price: 1090, stock: 60")
+        + "      - {sku: NEW, title: Brand new, price: 12.5, stock: 3, photo: https://x.test/n.jpg}\n"
+    )
+    result = shop("catalog", "import", str(updated), env=env)
+    assert result.returncode == 0, result.stderr
+    # FEW's price and count changed, NEW was created and counted: four changes.
+    assert "4 changed" in result.stdout
+    catalog = await js.key_value("catalog")
+    entry = await catalog.get("product.FEW")
+    assert entry.value is not None
+    assert msgspec.json.decode(entry.value, type=CatalogProduct).price == 109000
+    await wait_until(lambda: _on_hand(js, "NEW", 3), what="NEW in stock")
+
+    again = shop("catalog", "import", str(updated), env=env)
+    assert again.returncode == 0 and "0 changed" in again.stdout
+
+    status = shop("status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "INVENTORY" in status.stdout and "ORDERS" in status.stdout
+    row = next(line for line in status.stdout.splitlines() if line.startswith("FEW "))
+    assert row.split()[-3:] == ["60", "0", "60"]  # on hand, reserved, available
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("categories:\n  - id: x\n    title: X\n    products:\n      - {sku: A}\n")
+    result = shop("catalog", "import", str(broken), env=env)
+    assert result.returncode == 1
+    assert str(broken) in result.stderr and "title" in result.stderr
+
+
+async def _on_hand(js: JetStreamContext, sku: str, expected: int) -> bool:
+    level = await stock_level(js, sku)
+    return level is not None and level.on_hand == expected
+
+
+def test_a_malformed_setting_stops_with_one_line_naming_it() -> None:
+    result = shop("run", "inventory", env=_env(NATS_URL="nats://x:1", RESERVATION_TTL="soon"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "shop: invalid setting RESERVATION_TTL: Expected `int`, got `str` (got 'soon')"
+    ]
+
+
+def test_unreachable_nats_is_one_clear_line() -> None:
+    url = f"nats://user:secret@127.0.0.1:{free_port()}"
+    result = shop("run", "inventory", env=_env(NATS_URL=url))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("shop: cannot reach NATS at nats://***@127.0.0.1:")
+    assert "secret" not in result.stderr
+
+
+def test_catalog_import_without_inventory_says_so(nats_url: str, catalog_file: Path) -> None:
+    result = shop("catalog", "import", str(catalog_file), env=_env(NATS_URL=nats_url))
+    assert result.returncode == 1
+    assert "inventory service is not running" in result.stderr
