@@ -49,9 +49,10 @@ async def connect(url: str, name: str, give_up_after: float = 10.0) -> Client:
     """Connect (giving up after `give_up_after` s with a clear error), then reconnect forever:
     a running service outlives a NATS restart."""
     connected = False
+    client: list[Client] = []
 
     async def on_disconnect() -> None:
-        if connected:
+        if connected and not (client[0].is_closed or client[0].is_draining):
             _log.warning("nats.disconnected")
 
     async def on_reconnect() -> None:
@@ -83,6 +84,7 @@ async def connect(url: str, name: str, give_up_after: float = 10.0) -> Client:
             f"cannot reach NATS at {redact_url(url)} (gave up after {give_up_after:g} s: {reason})"
         ) from None
     connected = True
+    client.append(nc)
     return nc
 
 

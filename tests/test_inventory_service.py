@@ -200,8 +200,8 @@ async def test_kill_9_during_burst_then_restart(
 async def test_two_instances_at_once_never_oversell(
     nats_url: str, js: JetStreamContext, facts: Facts, services: Start, catalog_file: Path
 ) -> None:
-    services("inventory", nats_url, catalog_file=catalog_file)
-    services("inventory", nats_url, catalog_file=catalog_file)
+    one = services("inventory", nats_url, catalog_file=catalog_file, log_level="debug")
+    two = services("inventory", nats_url, catalog_file=catalog_file, log_level="debug")
     await wait_until(lambda: inventory_ready(js), what="inventory ready")
     orders = [order(f"t{i}", ("LAST", 1, 10000)) for i in range(1000)]
     ids = [o.order_id for o in orders]
@@ -212,6 +212,12 @@ async def test_two_instances_at_once_never_oversell(
     _verify_one_outcome_each(facts, ids, {"LAST": 10})
     # The catalog was imported once, not once per instance.
     assert len(facts.by_kind["product_upserted"]) == 3
+    # Both took part: each committed orders of its own.
+    for instance in (one, two):
+        assert any(
+            '"batch.committed"' in line and '"commands": 0' not in line
+            for line in instance.log().splitlines()[3:]
+        ), instance.log()[-2000:]
 
 
 async def test_nats_restart_mid_run(tmp_path: Path, services: Start, catalog_file: Path) -> None:
