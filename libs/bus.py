@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -184,6 +186,44 @@ class PipelinedPublisher:
             del self._futures[token]
         return results
 
+    async def publish_atomic(
+        self,
+        messages: Sequence[tuple[str, bytes]],
+        timeout: float,
+        expected_last_seq: int | None = None,
+    ) -> int:
+        """All the messages or none (JetStream atomic batch, server 2.12+, at most 1,000).
+
+        The stream must allow atomic publish. Returns the last message's sequence; raises
+        PublishRefused (a wrong expected sequence, say) or a transient error, in which case
+        nothing of the batch is stored.
+        """
+        if not self._prefix:
+            self._prefix = self._nc.new_inbox()
+            await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
+        self._next += 1
+        token = str(self._next)
+        batch_id = f"{self._prefix.rsplit('.', 1)[1]}-{token}"  # unique per connection
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        last = len(messages)
+        try:
+            for number, (subject, data) in enumerate(messages, 1):
+                headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
+                if number == 1 and expected_last_seq is not None:
+                    headers["Nats-Expected-Last-Sequence"] = str(expected_last_seq)
+                if number == last:
+                    headers["Nats-Batch-Commit"] = "1"
+                await self._nc.publish(
+                    subject,
+                    data,
+                    reply=f"{self._prefix}.{token}" if number == last else "",
+                    headers=headers,
+                )
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._futures.pop(token, None)
+
     async def _on_ack(self, msg: Msg) -> None:
         future = self._futures.pop(msg.subject.rsplit(".", 1)[1], None)
         if future is None or future.done():
@@ -248,6 +288,66 @@ def durable(
     )
 
 
+class _Puller:
+    """Pull requests answered into one inbox by callback.
+
+    nats-py's `fetch` awaits each message of a batch on its own (a timer and a task apiece);
+    here the messages land in a buffer as they arrive and the loop takes them all at once.
+    One request is outstanding at a time; it ends when its batch is delivered, or with a
+    status (408 expired, 404 nothing pending, 409 ...), or when it is overdue (a NATS restart
+    forgets requests).
+    """
+
+    def __init__(self, nc: Client, stream: str, durable: str, batch: int, expires: float) -> None:
+        self._nc = nc
+        self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._batch = batch
+        self._expires = expires
+        self._inbox = nc.new_inbox()
+        self._sub: Any = None
+        self.buffer: list[Msg] = []
+        self._arrived = asyncio.Event()
+        self._owed = 0  # messages the outstanding request may still bring
+        self._deadline = 0.0
+        self.status = ""
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status:
+            if status != "100":  # 100 is a heartbeat; anything else ends the request
+                self._owed = 0
+                self.status = f"{status} {headers.get('Description', '')}".strip()
+        else:
+            self.buffer.append(msg)
+            self._owed -= 1
+        self._arrived.set()
+
+    async def next(self) -> list[Msg]:
+        """What has arrived, waiting a moment if nothing has; asks for more when due."""
+        loop = asyncio.get_running_loop()
+        if self._owed <= 0 or loop.time() > self._deadline:
+            self._owed = self._batch
+            self._deadline = loop.time() + self._expires + 1.0
+            request = {"batch": self._batch, "expires": int(self._expires * 1e9)}
+            await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
+        if not self.buffer and self._owed > 0:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                # In short slices, so a stopping loop is not held up by an idle request.
+                wait = min(0.25, self._deadline - loop.time())
+                await asyncio.wait_for(self._arrived.wait(), wait)
+        msgs, self.buffer = self.buffer, []
+        return msgs
+
+
 async def consume(
     js: JetStreamContext,
     *,
@@ -260,46 +360,52 @@ async def consume(
     batch: int = 500,
     idle_timeout: float = 1.0,
 ) -> None:
-    """Fetch in batches from a durable pull consumer until `stop` is set.
+    """Take batches from a durable pull consumer until `stop` is set.
 
     `handle` owns acking: it acks each delivery once its effect is durable. Messages that do
     not decode are dead-lettered and acked here, so they never block the stream.
     """
     await subjects.declare_consumer(js, stream, config)
     assert config.durable_name is not None
-    sub = await js.pull_subscribe_bind(durable=config.durable_name, stream=stream)
+    puller = _Puller(js._nc, stream, config.durable_name, batch, idle_timeout)
+    await puller.start()
     backoff = 0.1
-    while not stop.is_set():
-        try:
-            msgs = await sub.fetch(batch, timeout=idle_timeout)
-        except (TimeoutError, nats.errors.TimeoutError):
-            continue
-        except TRANSIENT as exc:
-            _log.warning("consumer.fetch_failed", consumer=config.durable_name, error=repr(exc))
-            await _sleep_or_stop(stop, backoff)
-            backoff = min(backoff * 2, 5.0)
-            continue
-        backoff = 0.1
-        good: list[Delivery[T]] = []
-        for msg in msgs:
-            if msg.headers and msg.headers.get("Status"):
-                continue  # a flow-control status from the server, not a message
+    try:
+        while not stop.is_set():
             try:
-                good.append(Delivery(decode(msg.data), msg))
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                msgs = await puller.next()
+            except TRANSIENT as exc:
+                _log.warning("consumer.pull_failed", consumer=config.durable_name, error=repr(exc))
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if puller.status[:3] not in ("", "404", "408"):
+                # 409 and the like: the consumer was deleted or is overloaded; back off.
+                _log.warning("consumer.status", consumer=config.durable_name, status=puller.status)
+                puller.status = ""
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                with contextlib.suppress(*TRANSIENT, nats.js.errors.Error):
+                    await subjects.declare_consumer(js, stream, config)
+                continue
+            backoff = 0.1
+            good: list[Delivery[T]] = []
+            for msg in msgs:
                 try:
-                    await dead_letter(js, service, msg, str(exc))
-                    await msg.ack()
-                except TRANSIENT as err:
-                    # Not acked: it comes back and is dead-lettered then.
-                    _log.warning("dead_letter.failed", error=repr(err))
-        if good:
-            await handle(good)
-    await sub.unsubscribe()
+                    good.append(Delivery(decode(msg.data), msg))
+                except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                    try:
+                        await dead_letter(js, service, msg, str(exc))
+                        await msg.ack()
+                    except TRANSIENT as err:
+                        # Not acked: it comes back and is dead-lettered then.
+                        _log.warning("dead_letter.failed", error=repr(err))
+            if good:
+                await handle(good)
+    finally:
+        await puller.stop()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

@@ -82,12 +82,14 @@ STREAMS: tuple[StreamConfig, ...] = tuple(
         discard=DiscardPolicy.OLD,
         duplicate_window=DUPLICATE_WINDOW_S,
         max_age=max_age,
+        allow_atomic=atomic or None,
     )
-    for name, subjects, max_age in (
-        (ORDERS, ["orders.>"], 0.0),
-        (INVENTORY, [INVENTORY_ALL], 0.0),
-        (PAYMENTS, ["payments.>"], 0.0),
-        (DEADLETTER, ["deadletter.>"], DEADLETTER_MAX_AGE_S),
+    for name, subjects, max_age, atomic in (
+        (ORDERS, ["orders.>"], 0.0, False),
+        # The inventory appends its events in atomic batches (group commit with fencing).
+        (INVENTORY, [INVENTORY_ALL], 0.0, True),
+        (PAYMENTS, ["payments.>"], 0.0, False),
+        (DEADLETTER, ["deadletter.>"], DEADLETTER_MAX_AGE_S, False),
     )
 )
 

@@ -227,20 +227,28 @@ async def test_nats_restart_mid_run(tmp_path: Path, services: Start, catalog_fil
         nc = await bus.connect(server.url, name="test")
         js = nc.jetstream(timeout=10)
         await subjects.declare_streams(js)
+        facts = Facts()
+        await facts.start(js)
         services("inventory", server.url, catalog_file=catalog_file)
         await wait_until(lambda: inventory_ready(js), what="inventory ready")
-        await place(js, *(order(f"before{i}", ("FEW", 1, 99000)) for i in range(20)))
+        before = [order(f"before{i}", ("FEW", 1, 99000)) for i in range(20)]
+        await place(js, *before)
         await wait_until(lambda: _level_is(js, "FEW", reserved=20), what="first orders")
 
         server.stop()
         server.start()
         await wait_until(lambda: nc.is_connected, what="test client reconnected")
-        await place(js, *(order(f"after{i}", ("FEW", 1, 99000)) for i in range(40)))
+        after = [order(f"after{i}", ("FEW", 1, 99000)) for i in range(40)]
+        await place(js, *after)
+        ids = [o.order_id for o in before + after]
+        await wait_until(lambda: facts.outcomes(ids) == len(ids), what="every order decided")
         await wait_until(
-            lambda: _level_is(js, "FEW", reserved=50, available=0), what="orders after restart"
+            lambda: _level_is(js, "FEW", reserved=50, available=0), what="stock after restart"
         )
+        assert all(len(facts.by_order[oid]) == 1 for oid in ids), "one fact per order"
+        assert len(facts.by_kind["rejected"]) == 10
         info = await js.stream_info(subjects.INVENTORY)
-        assert info.state.messages == 7 + 60, "one fact per order, nothing twice"
+        assert info.state.messages == 7 + 60, "nothing appended twice"
         await nc.close()
     finally:
         server.stop()

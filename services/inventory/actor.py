@@ -22,6 +22,8 @@ from services.inventory.store import AppendFailed, EventLog, ReadModels
 
 _log = log.get(__name__)
 
+# Commands per group commit. Each makes at most one event, and one atomic batch of JetStream
+# holds at most 1,000 messages.
 MAX_BATCH = 1_000
 
 
@@ -94,6 +96,7 @@ class Actor:
 
     async def apply(self, jobs: list[Job], stop: asyncio.Event | None = None) -> None:
         """Group commit: decide all, append all, then ack and answer all."""
+        assert len(jobs) <= MAX_BATCH, "one group commit is one atomic batch"
         backoff = 0.05
         while True:
             now = _now()

@@ -22,7 +22,7 @@ from libs.contracts import (
 )
 from libs.settings import Settings
 from services.inventory import catalog
-from services.inventory.actor import Actor, Job
+from services.inventory.actor import MAX_BATCH, Actor, Job
 from services.inventory.core import Command, Commit, Release, Reserve
 from services.inventory.store import EventLog, ReadModels
 
@@ -138,6 +138,6 @@ async def _import_first_catalog(actor: Actor, settings: Settings, stop: asyncio.
     except catalog.CatalogError as exc:
         _log.error("catalog.unusable", error=str(exc))
         return
-    jobs = [Job(c) for c in commands]
-    await actor.apply(jobs, stop)
+    for start in range(0, len(commands), MAX_BATCH):
+        await actor.apply([Job(c) for c in commands[start : start + MAX_BATCH]], stop)
     _log.info("catalog.imported", file=str(path), commands=len(commands), seq=actor.seq)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 
 import msgspec
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from libs import log, subjects
-from libs.bus import PipelinedPublisher
+from libs.bus import TRANSIENT, PipelinedPublisher, PublishRefused
 from libs.contracts import (
     CatalogCategory,
     CatalogProduct,
@@ -91,48 +94,61 @@ class EventLog:
         last = info.state.last_seq
         if last <= seq:
             return state, seq
+        # Folded in the delivery callback: awaiting each message would cost more than folding it.
+        folded = asyncio.Event()
+        progress = [seq]
+
+        async def fold_one(msg: Msg) -> None:
+            nonlocal state
+            progress[0] = msg.metadata.sequence.stream
+            try:
+                state = evolve(state, _decode_event(msg.data))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                # Only the actor writes here; a stranger's message is logged and skipped.
+                _log.error(
+                    "event.undecodable", seq=progress[0], subject=msg.subject, error=str(exc)
+                )
+            if progress[0] >= last:
+                folded.set()
+
         sub = await self._js.subscribe(
             subjects.INVENTORY_ALL,
             ordered_consumer=True,
+            cb=fold_one,
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1
             ),
         )
         try:
-            while seq < last:
-                msg = await sub.next_msg(timeout=10)
-                seq = msg.metadata.sequence.stream
-                try:
-                    event = _decode_event(msg.data)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    # Only the actor writes here; a stranger's message is logged and skipped.
-                    _log.error("event.undecodable", seq=seq, subject=msg.subject, error=str(exc))
-                    continue
-                state = evolve(state, event)
+            while not folded.is_set():
+                before = progress[0]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(folded.wait(), timeout=10)
+                if progress[0] == before and not folded.is_set():
+                    raise TimeoutError(f"replay stalled at {before} of {last}")
         finally:
             await sub.unsubscribe()
-        return state, seq
+        return state, progress[0]
 
     async def append(
         self, events: list[InventoryEvent], after_seq: int, timeout: float = 10.0
     ) -> None:
-        """Append pipelined, each at exactly the next sequence; raise AppendFailed on any doubt."""
-        results = await self._publisher.publish(
-            [
-                (
-                    subject_of(event),
-                    _encode(event),
-                    {"Nats-Expected-Last-Sequence": str(after_seq + offset)},
-                )
-                for offset, event in enumerate(events)
-            ],
-            timeout,
-        )
-        for offset, result in enumerate(results):
-            if isinstance(result, BaseException):
-                raise AppendFailed(repr(result))
-            if result != after_seq + offset + 1:
-                raise AppendFailed(f"appended at {result}, expected {after_seq + offset + 1}")
+        """Append all or nothing, right after `after_seq`; raise AppendFailed on any doubt.
+
+        One atomic batch carries the expected last sequence on its first message, so a writer
+        whose view is stale stores nothing; per-message expectations would not be enough when
+        two writers' pipelines interleave.
+        """
+        try:
+            seq = await self._publisher.publish_atomic(
+                [(subject_of(event), _encode(event)) for event in events],
+                timeout,
+                expected_last_seq=after_seq,
+            )
+        except (*TRANSIENT, PublishRefused) as exc:
+            raise AppendFailed(repr(exc)) from exc
+        if seq != after_seq + len(events):
+            raise AppendFailed(f"appended up to {seq}, expected {after_seq + len(events)}")
 
     async def _read_snapshot(self) -> tuple[State, int, str] | None:
         try:

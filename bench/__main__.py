@@ -1,0 +1,60 @@
+"""Run every benchmark, each on its own fresh nats-server, and print the results and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bench import flash_sale, latency, replay, throughput
+from bench.common import BenchError, Result
+from libs import log
+from libs.settings import Settings
+
+BENCHMARKS: list[tuple[str, Callable[[Path], Awaitable[Result]]]] = [
+    ("1. durable reservations vs raw JetStream publish", throughput.run),
+    ("2. reservation latency at a steady rate", latency.run),
+    ("3. flash sale", flash_sale.run),
+    ("4. replay with and without a snapshot", replay.run),
+]
+
+
+async def main() -> int:
+    started = time.perf_counter()
+    results: list[Result] = []
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp:
+        for number, (title, benchmark) in enumerate(BENCHMARKS, 1):
+            print(f"\n{title}", flush=True)
+            t0 = time.perf_counter()
+            try:
+                result = await benchmark(Path(tmp) / f"bench{number}")
+            except BenchError as exc:
+                failed += 1
+                print(f"  FAILED: {exc}", flush=True)
+                continue
+            results.append(result)
+            for line in result.lines:
+                print(f"  {line}", flush=True)
+            print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
+    print(f"\nsummary ({time.perf_counter() - started:.0f} s, {_machine()}):")
+    for result in results:
+        for line in result.summary:
+            print(f"  {line}")
+    return 1 if failed else 0
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    return f"{os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    # The bench's own use of the shop's code (EventLog.load) logs at info: keep the output clean.
+    log.configure("bench", Settings(log_level="warning", log_format="console"))
+    sys.exit(asyncio.run(main()))
