@@ -151,8 +151,9 @@ async def wait_until(
     timeout: float,
     what: str,
     inventory: Inventory | None = None,
+    poll: float = POLL,
 ) -> None:
-    """Poll `condition` every POLL s until it holds; BenchError naming `what` after `timeout`."""
+    """Poll `condition` every `poll` s until it holds; BenchError naming `what` after `timeout`."""
     deadline = time.perf_counter() + timeout
     while True:
         result = condition()
@@ -164,7 +165,7 @@ async def wait_until(
             raise BenchError(f"the inventory process exited while waiting for {what}")
         if time.perf_counter() > deadline:
             raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(POLL)
+        await asyncio.sleep(poll)
 
 
 async def stock_level(js: JetStreamContext, sku: str) -> StockLevel | None:

@@ -106,7 +106,7 @@ async def run(workdir: Path) -> Result:
         writer = EventLog(b.js, snapshots)
         appended = time.perf_counter()
         for start in range(0, EVENTS, CHUNK):
-            await writer.append(events[start : start + CHUNK], after_seq=start)
+            await writer.append(events[start : start + CHUNK], after_seq=start, lease_seq=None)
         appended = time.perf_counter() - appended
 
         async def load() -> float:

@@ -190,13 +190,14 @@ class PipelinedPublisher:
         self,
         messages: Sequence[tuple[str, bytes]],
         timeout: float,
-        expected_last_seq: int | None = None,
+        expect: dict[str, str] | None = None,
     ) -> int:
         """All the messages or none (JetStream atomic batch, server 2.12+, at most 1,000).
 
-        The stream must allow atomic publish. Returns the last message's sequence; raises
-        PublishRefused (a wrong expected sequence, say) or a transient error, in which case
-        nothing of the batch is stored.
+        The stream must allow atomic publish. `expect` are the batch's conditions, headers of
+        its first message (`Nats-Expected-Last-Sequence`, say). Returns the last message's
+        sequence; raises PublishRefused (a condition not met, say) or a transient error, in
+        which case nothing of the batch is stored.
         """
         if not self._prefix:
             self._prefix = self._nc.new_inbox()
@@ -210,8 +211,8 @@ class PipelinedPublisher:
         try:
             for number, (subject, data) in enumerate(messages, 1):
                 headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
-                if number == 1 and expected_last_seq is not None:
-                    headers["Nats-Expected-Last-Sequence"] = str(expected_last_seq)
+                if number == 1 and expect:
+                    headers.update(expect)
                 if number == last:
                     headers["Nats-Batch-Commit"] = "1"
                 await self._nc.publish(
@@ -248,7 +249,7 @@ class PipelinedPublisher:
             future.set_result(ack.seq)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery(Generic[T]):
     """A decoded message and the JetStream message to ack once it has been acted upon."""
 
@@ -357,7 +358,7 @@ async def consume(
     decode: Callable[[bytes], T],
     handle: Callable[[list[Delivery[T]]], Awaitable[None]],
     stop: asyncio.Event,
-    batch: int = 500,
+    batch: int = 1000,
     idle_timeout: float = 1.0,
 ) -> None:
     """Take batches from a durable pull consumer until `stop` is set.

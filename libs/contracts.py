@@ -151,6 +151,13 @@ class Released(Fact, frozen=True, tag="released"):
     at: datetime
 
 
+class WriterClaimed(Fact, frozen=True, tag="writer_claimed"):
+    """An inventory instance took over as the one writer; appends of any earlier one now fail."""
+
+    writer_id: Token
+    at: datetime
+
+
 InventoryEvent = (
     CategoryUpserted
     | ProductUpserted
@@ -161,6 +168,7 @@ InventoryEvent = (
     | Committed
     | CommitFailed
     | Released
+    | WriterClaimed
 )
 
 

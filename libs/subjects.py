@@ -38,6 +38,10 @@ ORDERS_PLACED_ALL = "orders.placed.>"
 INVENTORY_ALL = "inventory.>"
 
 
+# The inventory's writer lease: every append expects the last message here to be its own claim.
+INVENTORY_WRITER = "inventory.writer"
+
+
 def inventory_fact(kind: str, key: str) -> str:
     return f"inventory.{kind}.{key}"
 

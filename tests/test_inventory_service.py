@@ -203,6 +203,9 @@ async def test_two_instances_at_once_never_oversell(
     one = services("inventory", nats_url, catalog_file=catalog_file, log_level="debug")
     two = services("inventory", nats_url, catalog_file=catalog_file, log_level="debug")
     await wait_until(lambda: inventory_ready(js), what="inventory ready")
+    await wait_until(
+        lambda: all("inventory.started" in i.log() for i in (one, two)), what="both running"
+    )
     orders = [order(f"t{i}", ("LAST", 1, 10000)) for i in range(1000)]
     ids = [o.order_id for o in orders]
     # In waves, so both instances hold deliveries at the same time and race to append.
@@ -248,7 +251,8 @@ async def test_nats_restart_mid_run(tmp_path: Path, services: Start, catalog_fil
         assert all(len(facts.by_order[oid]) == 1 for oid in ids), "one fact per order"
         assert len(facts.by_kind["rejected"]) == 10
         info = await js.stream_info(subjects.INVENTORY)
-        assert info.state.messages == 7 + 60, "nothing appended twice"
+        claims = len(facts.by_kind["writer_claimed"])
+        assert info.state.messages == claims + 7 + 60, "nothing appended twice"
         await nc.close()
     finally:
         server.stop()
@@ -270,7 +274,7 @@ async def test_restart_loads_snapshot_and_replays_the_rest(
         for line in second.log().splitlines()
         if '"inventory.loaded"' in line
     )
-    assert loaded["snapshot_seq"] > 0 and loaded["seq"] == 7 + 25
+    assert loaded["snapshot_seq"] > 0 and loaded["seq"] == 1 + 7 + 25  # its claim, catalog, orders
     # State is right after the restart: only 25 of 50 left, so 26 are refused.
     await place(js, order("s-after", ("FEW", 26, 99000)))
     await wait_until(lambda: facts.outcomes(["s-after"]) == 1)

@@ -1,14 +1,17 @@
 """The single-writer actor: one task feeds the pure core one command at a time, with group commit.
 
 Commands arrive on one queue (orders, payment facts, admin requests, expiry timers). The actor
-takes a batch, decides it against its state, appends the events pipelined, waits for the acks,
-and only then acks the inputs and answers. No locks: the queue is the serialisation.
+takes a batch, decides it against its state, appends its events as one atomic batch, and once
+that is acked, acks the inputs and answers. No locks: the queue is the serialisation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import random
+import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,108 +39,154 @@ class Job:
     done: asyncio.Future[list[InventoryEvent] | str] | None = None
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One group commit on its way: decided against the state its predecessors will leave."""
+
+    jobs: list[Job]
+    outcomes: list[list[InventoryEvent] | str]
+    events: list[InventoryEvent]
+    state: State  # after this batch
+    seq: int  # after this batch
+    append: asyncio.Task[None] | None = None  # None when it made no events
+
+
 class Actor:
+    """Feeds the core one command at a time, with group commit, pipelined and fenced.
+
+    The actor first claims the event log (see EventLog): from then on only it can append.
+    While one batch's append awaits its ack, the next batch is decided against the state the
+    first will leave and appended at once, expecting the sequence the first will end at. If
+    the first fails, the second fails too: no one else can append in between (the claim), so
+    the stream never reaches the sequence it expects. Then every batch in flight is decided
+    again after catching up (and claiming the log again if another instance took it over).
+    Acks and answers go out in order, once a batch and all before it are in the stream.
+    """
+
     def __init__(
         self,
         events: EventLog,
         read_models: ReadModels,
         snapshot_every: int,
-        queue_size: int = 20_000,
+        queue_size: int = 50,
+        pipeline: int = 2,
     ) -> None:
         self._events = events
         self._read_models = read_models
         self._snapshot_every = snapshot_every
-        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
-        self.state = State()
+        self._pipeline = pipeline
+        # Jobs in the lists they came in (a consumer's delivery batch, or one request).
+        self.queue: asyncio.Queue[list[Job]] = asyncio.Queue(maxsize=queue_size)
+        self.state = State()  # what the stream holds, up to seq
         self.seq = 0
+        self.writer_id = uuid.uuid4().hex[:16]
+        self._lease_seq = 0  # the sequence of our claim on the log
+        self._inflight: deque[_Batch] = deque()
+        self._redo: deque[Job] = deque()  # jobs of batches that must be decided again
         self._timers: list[tuple[datetime, str]] = []
         self._snapshot_seq = 0
         self._snapshot_task: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
         self.state, self.seq = await self._events.load()
+        await self._recover(None)
         self._snapshot_seq = self.seq
         self._timers = self.state.reservations()
         heapq.heapify(self._timers)
         self._read_models.touch_all(self.state)
-        await self._read_models.flush(self.state, self.seq)
+        self._read_models.start(self.state, self.seq)
 
     async def submit(self, command: Command) -> list[InventoryEvent] | str:
         """Run one command through the actor; the events it caused, or why it was refused."""
         done: asyncio.Future[list[InventoryEvent] | str] = (
             asyncio.get_running_loop().create_future()
         )
-        await self.queue.put(Job(command, done=done))
+        await self.queue.put([Job(command, done=done)])
         return await done
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            jobs = await self._next_batch(stop)
+        while not stop.is_set() or self._inflight:
+            jobs: list[Job] = []
+            if not stop.is_set() and len(self._inflight) < self._pipeline:
+                jobs = await self._next_batch(stop, block=not self._inflight)
             if jobs:
-                await self.apply(jobs, stop)
+                self._begin(jobs)
+            elif self._inflight:
+                await self._settle_oldest(stop)
 
-    async def _next_batch(self, stop: asyncio.Event) -> list[Job]:
+    async def apply(self, jobs: list[Job], stop: asyncio.Event | None = None) -> None:
+        """One group commit to the end: decide, append, ack and answer (retried if fenced)."""
+        assert not self._inflight, "apply is for when the run loop is not running"
+        self._redo.extend(jobs)
+        while self._redo and not (stop is not None and stop.is_set()):
+            self._begin([self._redo.popleft() for _ in range(min(MAX_BATCH, len(self._redo)))])
+            await self._settle_oldest(stop)
+
+    async def _next_batch(self, stop: asyncio.Event, block: bool) -> list[Job]:
         jobs: list[Job] = []
-        if self.queue.empty():
+        while self._redo and len(jobs) < MAX_BATCH:
+            jobs.append(self._redo.popleft())
+        if block and not jobs and self.queue.empty():
             wait = 1.0
             if self._timers:
                 wait = min(wait, max(0.0, (self._timers[0][0] - _now()).total_seconds()))
             try:
-                jobs.append(await asyncio.wait_for(self.queue.get(), timeout=wait))
+                jobs.extend(await asyncio.wait_for(self.queue.get(), timeout=wait))
             except TimeoutError:
                 pass
         while len(jobs) < MAX_BATCH and not self.queue.empty():
-            jobs.append(self.queue.get_nowait())
+            jobs.extend(self.queue.get_nowait())
+        if len(jobs) > MAX_BATCH:  # the rest goes first next time, in the order it came
+            self._redo.extendleft(reversed(jobs[MAX_BATCH:]))
+            del jobs[MAX_BATCH:]
         now = _now()
         while self._timers and self._timers[0][0] <= now and len(jobs) < MAX_BATCH:
             _, order_id = heapq.heappop(self._timers)
             jobs.append(Job(Expire(order_id)))
         return jobs
 
-    async def apply(self, jobs: list[Job], stop: asyncio.Event | None = None) -> None:
-        """Group commit: decide all, append all, then ack and answer all."""
+    def _begin(self, jobs: list[Job]) -> None:
+        """Decide a batch after those in flight; append it now if none is in flight."""
         assert len(jobs) <= MAX_BATCH, "one group commit is one atomic batch"
-        backoff = 0.05
-        while True:
-            now = _now()
-            state = self.state
-            events: list[InventoryEvent] = []
-            outcomes: list[list[InventoryEvent] | str] = []
-            for job in jobs:
-                try:
-                    decided = decide(state, job.command, now)
-                except CommandRefused as exc:
-                    outcomes.append(str(exc))
-                    continue
-                for event in decided:
-                    state = evolve(state, event)
-                events.extend(decided)
-                outcomes.append(decided)
-            if not events:
-                break
+        before = self._inflight[-1] if self._inflight else None
+        state, seq = (before.state, before.seq) if before else (self.state, self.seq)
+        now = _now()
+        events: list[InventoryEvent] = []
+        outcomes: list[list[InventoryEvent] | str] = []
+        for job in jobs:
             try:
-                await self._events.append(events, self.seq)
-                self.seq += len(events)
-                break
-            except AppendFailed as exc:
-                # Fenced off (another writer got there first) or unsure: what is in the stream is
-                # the truth; take it in and decide the whole batch again.
-                _log.warning("append.failed", error=str(exc), seq=self.seq, batch=len(jobs))
-                while True:
-                    try:
-                        self.state, self.seq = await self._events.catch_up(self.state, self.seq)
-                        break
-                    except (*TRANSIENT, AppendFailed) as err:
-                        _log.warning("catch_up.failed", error=repr(err))
-                    if stop is not None and stop.is_set():
-                        return  # inputs stay unacked and come back to whoever runs next
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-        self.state = state
-        _log.debug("batch.committed", commands=len(jobs), events=len(events), seq=self.seq)
-        self._after_commit(events)
-        await self._read_models.flush(self.state, self.seq)
-        for job, outcome in zip(jobs, outcomes, strict=True):
+                decided = decide(state, job.command, now)
+            except CommandRefused as exc:
+                outcomes.append(str(exc))
+                continue
+            for event in decided:
+                state = evolve(state, event)
+            events.extend(decided)
+            outcomes.append(decided)
+        append = None
+        if events:
+            append = asyncio.create_task(self._events.append(events, seq, self._lease_seq))
+        self._inflight.append(_Batch(jobs, outcomes, events, state, seq + len(events), append))
+
+    async def _settle_oldest(self, stop: asyncio.Event | None) -> None:
+        """Wait for the oldest batch in flight; commit it, or redo everything in flight."""
+        batch = self._inflight[0]
+        try:
+            if batch.append is not None:
+                await batch.append
+        except AppendFailed as exc:
+            # Fenced off (another writer got there first) or unsure: what is in the stream is
+            # the truth; take it in and decide every batch in flight again.
+            _log.warning("append.failed", error=str(exc), seq=self.seq, batch=len(batch.jobs))
+            await self._redo_inflight(stop)
+            return
+        self._inflight.popleft()
+        self.state, self.seq = batch.state, batch.seq
+        _log.debug(
+            "batch.committed", commands=len(batch.jobs), events=len(batch.events), seq=self.seq
+        )
+        self._after_commit(batch.events)
+        for job, outcome in zip(batch.jobs, batch.outcomes, strict=True):
             if job.msg is not None:
                 try:
                     await job.msg.ack()
@@ -148,8 +197,39 @@ class Actor:
         if self.seq - self._snapshot_seq >= self._snapshot_every:
             self._snapshot()
 
+    async def _redo_inflight(self, stop: asyncio.Event | None) -> None:
+        appends = [b.append for b in self._inflight if b.append is not None]
+        await asyncio.gather(*appends, return_exceptions=True)
+        jobs = [job for batch in self._inflight for job in batch.jobs]
+        self._inflight.clear()
+        self._redo.extendleft(reversed(jobs))
+        await self._recover(stop)
+
+    async def _recover(self, stop: asyncio.Event | None) -> None:
+        """Catch up with the stream and hold the claim on it; retried until done or stopped.
+
+        If stopped first, the inputs stay unacked and come back to whoever runs next.
+        """
+        backoff = 0.05
+        while not (stop is not None and stop.is_set()):
+            try:
+                self.state, self.seq = await self._events.catch_up(self.state, self.seq)
+                if self._events.lease == (self.writer_id, self._lease_seq):
+                    return
+                if self._lease_seq:
+                    # Another instance took over: let it commit what it holds, then take back.
+                    _log.info("writer.taken_over", by=self._events.lease[0])
+                    await asyncio.sleep(random.uniform(0.0, 0.1))
+                self._lease_seq = await self._events.claim(self.writer_id)
+                _log.info("writer.claimed", writer_id=self.writer_id, seq=self._lease_seq)
+                continue  # catch up to the claim; another may have claimed since
+            except (*TRANSIENT, AppendFailed, TimeoutError) as err:
+                _log.warning("catch_up.failed", error=repr(err))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
     def _after_commit(self, events: list[InventoryEvent]) -> None:
-        self._read_models.touch(events)
+        self._read_models.touch(events, self.state, self.seq)
         for event in events:
             if isinstance(event, Reserved):
                 heapq.heappush(self._timers, (event.expires_at, event.order_id))
@@ -176,6 +256,7 @@ class Actor:
     async def close(self) -> None:
         if self._snapshot_task is not None:
             await asyncio.wait([self._snapshot_task], timeout=10)
+        await self._read_models.close()
 
 
 def _now() -> datetime:

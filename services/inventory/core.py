@@ -35,6 +35,7 @@ from libs.contracts import (
     StockAdjusted,
     UpsertCategory,
     UpsertProduct,
+    WriterClaimed,
 )
 
 MAX_LINE_QTY = 1_000  # more than any small shop sells in one line; above it is a typo or an attack
@@ -267,43 +268,43 @@ def _reserve(state: State, command: Reserve, now: datetime) -> list[InventoryEve
         return reject("empty_order")
     if len(lines) > MAX_LINES:
         return reject("too_many_lines")
-    unknown = [line for line in lines if line.sku not in state.products]
-    if unknown:
-        return reject("unknown_sku", *(LineProblem(line.sku, line.qty, 0) for line in unknown))
-    bad_qty = [line for line in lines if not 1 <= line.qty <= MAX_LINE_QTY]
-    if bad_qty:
-        return reject(
-            "bad_quantity",
-            *(
-                LineProblem(line.sku, line.qty, state.products[line.sku].available)
-                for line in bad_qty
-            ),
-        )
-    wrong_price = [line for line in lines if line.unit_price != state.products[line.sku].price]
-    if wrong_price:
-        return reject(
-            "price_mismatch",
-            *(
+    products = state.products
+    unknown: list[LineProblem] = []
+    bad_qty: list[LineProblem] = []
+    wrong_price: list[LineProblem] = []
+    wanted: dict[str, int] = {}
+    total = 0
+    for line in lines:
+        product = products.get(line.sku)
+        if product is None:
+            unknown.append(LineProblem(line.sku, line.qty, 0))
+            continue
+        if not 1 <= line.qty <= MAX_LINE_QTY:
+            bad_qty.append(LineProblem(line.sku, line.qty, product.available))
+        if line.unit_price != product.price:
+            wrong_price.append(
                 LineProblem(
                     line.sku,
                     line.qty,
-                    state.products[line.sku].available,
+                    product.available,
                     unit_price=line.unit_price,
-                    catalog_price=state.products[line.sku].price,
+                    catalog_price=product.price,
                 )
-                for line in wrong_price
-            ),
-        )
-    total = sum(line.qty * line.unit_price for line in lines)
+            )
+        total += line.qty * line.unit_price
+        wanted[line.sku] = wanted.get(line.sku, 0) + line.qty
+    if unknown:
+        return reject("unknown_sku", *unknown)
+    if bad_qty:
+        return reject("bad_quantity", *bad_qty)
+    if wrong_price:
+        return reject("price_mismatch", *wrong_price)
     if command.total != total:
         return reject("total_mismatch")
-    wanted: Counter[str] = Counter()
-    for line in lines:
-        wanted[line.sku] += line.qty
     short = [
-        LineProblem(sku, qty, state.products[sku].available)
+        LineProblem(sku, qty, products[sku].available)
         for sku, qty in wanted.items()
-        if qty > state.products[sku].available
+        if qty > products[sku].available
     ]
     if short:
         return reject("out_of_stock", *short)
@@ -439,6 +440,8 @@ def evolve(state: State, event: InventoryEvent) -> State:
                     category_id, Category(category_id, title, position)
                 ),
             )
+        case WriterClaimed():
+            return state  # about who may write, not about the stock
     raise TypeError(f"not an inventory event: {event!r}")  # pragma: no cover
 
 

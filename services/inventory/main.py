@@ -49,7 +49,7 @@ async def serve(settings: Settings) -> None:
     actor = Actor(EventLog(js, snapshots), ReadModels(js), settings.snapshot_every)
     await actor.load()
     stop = asyncio.Event()
-    if actor.seq == 0:
+    if not actor.state.products and not actor.state.categories:
         await _import_first_catalog(actor, settings, stop)
 
     loop = asyncio.get_running_loop()
@@ -59,15 +59,14 @@ async def serve(settings: Settings) -> None:
     ttl = settings.reservation_ttl
 
     async def on_orders(deliveries: list[bus.Delivery[OrderPlaced]]) -> None:
+        jobs = []
         for d in deliveries:
-            order = d.value
-            await actor.queue.put(
-                Job(Reserve(order.order_id, order.lines, order.total, ttl), msg=d.msg)
-            )
+            placed = d.value
+            jobs.append(Job(Reserve(placed.order_id, placed.lines, placed.total, ttl), d.msg))
+        await actor.queue.put(jobs)
 
     async def on_payments(deliveries: list[bus.Delivery[PaymentEvent]]) -> None:
-        for d in deliveries:
-            await actor.queue.put(Job(payment_command(d.value), msg=d.msg))
+        await actor.queue.put([Job(payment_command(d.value), d.msg) for d in deliveries])
 
     admin_decode = msgspec.json.Decoder(AdminRequest).decode
 
@@ -131,7 +130,7 @@ async def serve(settings: Settings) -> None:
 
 
 async def _import_first_catalog(actor: Actor, settings: Settings, stop: asyncio.Event) -> None:
-    """An empty event log means a new shop: start it with the configured (or demo) catalog."""
+    """No catalog in the event log means a new shop: start it with the configured (or demo) one."""
     path = settings.catalog_file or catalog.DEMO_CATALOG
     try:
         commands = catalog.load(path)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import msgspec
 import nats.js.errors
@@ -29,6 +30,7 @@ from libs.contracts import (
     Reserved,
     StockAdjusted,
     StockLevel,
+    WriterClaimed,
 )
 from services.inventory.core import EMPTY, State, decode_snapshot, encode_snapshot, evolve
 
@@ -50,14 +52,20 @@ def subject_of(event: InventoryEvent) -> str:
             key = event.sku
         case CategoryUpserted():
             key = event.category_id
+        case WriterClaimed():
+            return subjects.INVENTORY_WRITER
     return subjects.inventory_fact(str(event.__struct_config__.tag), key)
 
 
 class EventLog:
-    """The INVENTORY stream as an append-only log with optimistic concurrency.
+    """The INVENTORY stream as an append-only log with one writer at a time.
 
-    Every append says which sequence it expects to follow (`Nats-Expected-Last-Sequence`), so
-    an instance with a stale view cannot write: it fails, catches up, and decides again.
+    A writer first claims the log (a `writer_claimed` event on `inventory.writer`). Each of its
+    appends then carries two conditions the stream checks: the sequence it follows
+    (`Nats-Expected-Last-Sequence`) and that the last claim is still its own
+    (`Nats-Expected-Last-Subject-Sequence` on `inventory.writer`). An instance with a stale
+    view, or one another instance has taken over from, cannot write: it fails, catches up,
+    and decides again (claiming the log back first if it was taken over).
     """
 
     def __init__(self, js: JetStreamContext, snapshots: object) -> None:
@@ -65,6 +73,7 @@ class EventLog:
         self._publisher = PipelinedPublisher(js._nc)
         self._snapshots = snapshots
         self.stream_created = ""
+        self.lease = ("", 0)  # the last claim seen: (writer id, its sequence)
 
     async def load(self) -> tuple[State, int]:
         info = await self._js.stream_info(subjects.INVENTORY)
@@ -102,7 +111,10 @@ class EventLog:
             nonlocal state
             progress[0] = msg.metadata.sequence.stream
             try:
-                state = evolve(state, _decode_event(msg.data))
+                event = _decode_event(msg.data)
+                if isinstance(event, WriterClaimed):
+                    self.lease = (event.writer_id, progress[0])
+                state = evolve(state, event)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 # Only the actor writes here; a stranger's message is logged and skipped.
                 _log.error(
@@ -131,24 +143,46 @@ class EventLog:
         return state, progress[0]
 
     async def append(
-        self, events: list[InventoryEvent], after_seq: int, timeout: float = 10.0
+        self,
+        events: list[InventoryEvent],
+        after_seq: int,
+        lease_seq: int | None,
+        timeout: float = 10.0,
     ) -> None:
         """Append all or nothing, right after `after_seq`; raise AppendFailed on any doubt.
 
-        One atomic batch carries the expected last sequence on its first message, so a writer
-        whose view is stale stores nothing; per-message expectations would not be enough when
-        two writers' pipelines interleave.
+        `lease_seq` is the sequence of this writer's claim (None only to make a claim). The
+        conditions ride on the first message of one atomic batch: per-message conditions would
+        not be enough when two writers' pipelines interleave.
         """
+        expect = {"Nats-Expected-Last-Sequence": str(after_seq)}
+        if lease_seq is not None:
+            expect["Nats-Expected-Last-Subject-Sequence"] = str(lease_seq)
+            expect["Nats-Expected-Last-Subject-Sequence-Subject"] = subjects.INVENTORY_WRITER
         try:
             seq = await self._publisher.publish_atomic(
-                [(subject_of(event), _encode(event)) for event in events],
-                timeout,
-                expected_last_seq=after_seq,
+                [(subject_of(event), _encode(event)) for event in events], timeout, expect
             )
         except (*TRANSIENT, PublishRefused) as exc:
             raise AppendFailed(repr(exc)) from exc
         if seq != after_seq + len(events):
             raise AppendFailed(f"appended up to {seq}, expected {after_seq + len(events)}")
+
+    async def claim(self, writer_id: str, timeout: float = 10.0) -> int:
+        """Become the one writer: from the claim's sequence (returned) on, only we can append.
+
+        Unconditional, so a new instance always gets in; the one it took over from fails its
+        next append and finds out.
+        """
+        claim = WriterClaimed(writer_id, datetime.now(UTC))
+        try:
+            seq = await self._publisher.publish_atomic(
+                [(subject_of(claim), _encode(claim))], timeout
+            )
+        except (*TRANSIENT, PublishRefused) as exc:
+            raise AppendFailed(repr(exc)) from exc
+        self.lease = (writer_id, seq)
+        return seq
 
     async def _read_snapshot(self) -> tuple[State, int, str] | None:
         try:
@@ -174,14 +208,29 @@ class EventLog:
 
 
 class ReadModels:
-    """The bot's view: catalog and stock levels in KV, rewritten for what each commit touched."""
+    """The bot's view: catalog and stock levels in KV, rewritten for what the commits touched.
+
+    Written by a task of its own, one write at a time, off the actor's path: what several
+    commits touched meanwhile goes out together, and a failed write is retried. The values are
+    what the stream holds (they carry its sequence), never ahead of it.
+    """
 
     def __init__(self, js: JetStreamContext) -> None:
         self._publisher = PipelinedPublisher(js._nc)
         self._dirty_skus: set[str] = set()
         self._dirty_catalog: set[str] = set()  # KV keys
+        self._state: State = EMPTY
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
-    def touch(self, events: Iterable[InventoryEvent]) -> None:
+    def start(self, state: State, seq: int) -> None:
+        self._state, self._seq = state, seq
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._writer())
+
+    def touch(self, events: Iterable[InventoryEvent], state: State, seq: int) -> None:
         for event in events:
             match event:
                 case Reserved(lines=lines) | Committed(lines=lines) | Released(lines=lines):
@@ -193,14 +242,46 @@ class ReadModels:
                     self._dirty_skus.add(sku)
                 case CategoryUpserted(category_id=category_id):
                     self._dirty_catalog.add(f"category.{category_id}")
+        self._state, self._seq = state, seq
+        if self._dirty_skus or self._dirty_catalog:
+            self._wake.set()
 
     def touch_all(self, state: State) -> None:
         self._dirty_skus.update(state.products.keys())
         self._dirty_catalog.update(f"product.{sku}" for sku in state.products)
         self._dirty_catalog.update(f"category.{cid}" for cid in state.categories)
 
-    async def flush(self, state: State, seq: int, timeout: float = 5.0) -> None:
-        """Write what changed; on failure keep it dirty for the next commit."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop the writer after one last write of what is still dirty."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        with contextlib.suppress(*TRANSIENT):
+            await self.flush(timeout)
+
+    async def _writer(self) -> None:
+        backoff = 0.1
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                written = await self.flush()
+            except Exception as exc:  # the writer must outlive any one failure
+                _log.warning("read_models.stale", error=repr(exc))
+                written = False
+            if written:
+                backoff = 0.1
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._wake.set()
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Write what changed; on failure keep it dirty for the next time. True when written."""
+        state, seq = self._state, self._seq
         skus, catalog = self._dirty_skus, self._dirty_catalog
         self._dirty_skus, self._dirty_catalog = set(), set()
         messages: list[tuple[str, bytes, dict[str, str] | None]] = []
@@ -221,11 +302,17 @@ class ReadModels:
                 value = CatalogCategory(c.category_id, c.title, c.position)
             messages.append((f"$KV.{subjects.CATALOG_BUCKET}.{key}", _encode(value), None))
         if not messages:
-            return
-        results = await self._publisher.publish(messages, timeout)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            # Read models lag behind the truth for a moment, never for long: retried next commit.
-            self._dirty_skus |= skus
-            self._dirty_catalog |= catalog
-            _log.warning("read_models.stale", error=repr(failed[0]), pending=len(messages))
+            return True
+        written = False
+        try:
+            results = await self._publisher.publish(messages, timeout)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                _log.warning("read_models.stale", error=repr(failed[0]), pending=len(messages))
+            written = not failed
+        finally:
+            if not written:
+                # Read models lag behind the truth for a moment, never for long: retried.
+                self._dirty_skus |= skus
+                self._dirty_catalog |= catalog
+        return written
