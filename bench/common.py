@@ -212,8 +212,8 @@ def order(order_id: str, sku: str, qty: int = 1, customer_id: int = 1) -> OrderP
 class Outcomes:
     """When each order's outcome (reserved or rejected) arrived, from a core subscription.
 
-    JetStream's publishes are delivered to core subscribers too, so `inventory.>` sees every
-    fact the actor appends, as soon as the server has stored it.
+    JetStream's publishes are delivered to core subscribers too, so `inventory.reserved.>` and
+    `inventory.rejected.>` see those facts as soon as the server has stored them.
     """
 
     def __init__(self) -> None:
@@ -224,11 +224,12 @@ class Outcomes:
         async def on_msg(msg: Msg) -> None:
             now = time.perf_counter()
             _, kind, key = msg.subject.split(".", 2)
-            if kind in ("reserved", "rejected") and key not in self.arrived:
+            if key not in self.arrived:
                 self.arrived[key] = now
                 self.kinds[key] = kind
 
-        await nc.subscribe(subjects.INVENTORY_ALL, cb=on_msg)
+        for kind in ("reserved", "rejected"):
+            await nc.subscribe(subjects.inventory_fact(kind, ">"), cb=on_msg)
         await nc.flush()
 
     def answered(self, order_ids: list[str]) -> int:

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-
-import msgspec
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from bench.common import BenchError, Result, fresh_bus
 from libs import subjects
@@ -70,32 +64,6 @@ def history() -> tuple[list[InventoryEvent], State, State]:
     return events, state, partial
 
 
-async def replay_by_callback(js: JetStreamContext, final: State) -> float:
-    """Seconds to fold the whole stream from a push callback instead of next_msg per event."""
-    decode = msgspec.json.Decoder(InventoryEvent).decode
-    state = EMPTY
-    count = 0
-    finished = asyncio.Event()
-
-    async def on_msg(msg: Msg) -> None:
-        nonlocal state, count
-        state = evolve(state, decode(msg.data))
-        count += 1
-        if count == EVENTS:
-            finished.set()
-
-    started = time.perf_counter()
-    sub = await js.subscribe(
-        subjects.INVENTORY_ALL, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=on_msg
-    )
-    await asyncio.wait_for(finished.wait(), 120)
-    seconds = time.perf_counter() - started
-    await sub.unsubscribe()
-    if state != final:
-        raise BenchError("the callback replay ended in a different state")
-    return seconds
-
-
 async def run(workdir: Path) -> Result:
     result = Result("replay")
     generated = time.perf_counter()
@@ -125,7 +93,6 @@ async def run(workdir: Path) -> Result:
         with_full = await load()
         await writer.write_snapshot(partial, PARTIAL)
         with_partial = await load()
-        by_callback = await replay_by_callback(b.js, final)
     result.lines += [
         f"{EVENTS:,} events ({len(final.orders):,} orders, {len(SKUS)} SKUs) made by the core "
         f"in {generated:.2f} s, appended in {appended:.2f} s",
@@ -135,8 +102,6 @@ async def run(workdir: Path) -> Result:
         f"({without / with_full:.0f}x faster)",
         f"load from a snapshot at {PARTIAL:,} + replay {EVENTS - PARTIAL:,}: {with_partial:.3f} s "
         f"({without / with_partial:.1f}x faster)",
-        f"  for comparison, the same {EVENTS:,} events by an ordered-consumer callback, decoded "
-        f"and folded: {by_callback:.2f} s (EventLog.catch_up awaits each with next_msg)",
     ]
     result.summary.append(
         f"replay of {EVENTS:,} events: {without:.2f} s without a snapshot, {with_full:.3f} s from "

@@ -106,18 +106,36 @@ async def raw_publish(b: Bus) -> tuple[float, float | None, float | None]:
 
 async def parts(b: Bus, catalog_file: Path) -> list[str]:
     """The inventory's per-order steps, each measured alone in this process on the same data."""
-    # nats-py's pull fetch, as bus.consume uses it (batches of 500, nothing else done).
-    config = bus.durable("bench-fetch", [subjects.ORDERS_PLACED_ALL], max_ack_pending=N + 1)
-    await subjects.declare_consumer(b.js, subjects.ORDERS, config)
-    sub = await b.js.pull_subscribe_bind(durable="bench-fetch", stream=subjects.ORDERS)
+    # The shop's durable pull consumer, as the inventory uses it (decoded, not acted upon).
+    config = bus.durable("bench-pull", [subjects.ORDERS_PLACED_ALL], max_ack_pending=N + 1)
     fetched: list[Msg] = []
+    pulled = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def handle(deliveries: list[bus.Delivery[OrderPlaced]]) -> None:
+        fetched.extend(d.msg for d in deliveries)
+        if len(fetched) >= N:
+            pulled.set()
+            stop.set()
+
+    decode_order = msgspec.json.Decoder(OrderPlaced).decode
     cpu, started = time.process_time(), time.perf_counter()
-    while len(fetched) < N:
-        fetched.extend(await sub.fetch(500, timeout=5))
+    consumer = asyncio.create_task(
+        bus.consume(
+            b.js,
+            service="bench",
+            stream=subjects.ORDERS,
+            config=config,
+            decode=decode_order,
+            handle=handle,
+            stop=stop,
+        )
+    )
+    await asyncio.wait_for(pulled.wait(), 60)
     fetch_cpu = (time.process_time() - cpu) / N
     fetch_rate = N / (time.perf_counter() - started)
-    await sub.unsubscribe()
-    await b.js.delete_consumer(subjects.ORDERS, "bench-fetch")
+    await consumer
+    await b.js.delete_consumer(subjects.ORDERS, "bench-pull")
 
     # The same messages pushed to a callback (an ordered consumer): what receiving costs.
     received = 0
@@ -155,7 +173,7 @@ async def parts(b: Bus, catalog_file: Path) -> list[str]:
             _ = (subject_of(event), encode(event))
     core_cpu = (time.process_time() - cpu) / N
     return [
-        f"  the inventory's steps alone, CPU per order: nats-py pull fetch {us(fetch_cpu)} "
+        f"  the inventory's steps alone, CPU per order: durable pull consumer {us(fetch_cpu)} "
         f"({fetch_rate:,.0f}/s; the same messages by push callback: {us(push_cpu)}), "
         f"decode+decide+evolve+encode {us(core_cpu)}"
     ]
