@@ -69,7 +69,7 @@ class PriceSet(Fact, frozen=True, tag="price_set"):
     at: datetime
 
 
-StockReason = Literal["restock", "write_off", "count"]
+StockReason = Literal["restock", "write_off", "count", "refund"]
 
 
 class StockAdjusted(Fact, frozen=True, tag="stock_adjusted"):
@@ -173,6 +173,17 @@ InventoryEvent = (
 
 
 # payments.* (the payments service) ----------------------------------------------------------------
+class PaymentPending(Fact, frozen=True, tag="payment_pending"):
+    """A payment was created: the customer can pay at `confirmation_url` until `expires_at`."""
+
+    order_id: Token
+    payment_id: str
+    amount: int
+    confirmation_url: str
+    expires_at: datetime  # when the reservation (and so the offer) ends
+    at: datetime
+
+
 class PaymentAuthorized(Fact, frozen=True, tag="payment_authorized"):
     order_id: Token
     payment_id: str
@@ -188,20 +199,54 @@ class PaymentSucceeded(Fact, frozen=True, tag="payment_succeeded"):
 
 
 class PaymentCanceled(Fact, frozen=True, tag="payment_canceled"):
+    """YooKassa's `cancellation_details`: who (`party`) and why (`reason`, e.g.
+    `expired_on_confirmation`, `insufficient_funds`, `canceled_by_merchant`)."""
+
     order_id: Token
     payment_id: str
     reason: str
     at: datetime
+    party: str = ""
 
 
 class PaymentFailed(Fact, frozen=True, tag="payment_failed"):
+    """The payment could not be made at all (YooKassa refused the request for good)."""
+
     order_id: Token
     payment_id: str
     reason: str
     at: datetime
 
 
-PaymentEvent = PaymentAuthorized | PaymentSucceeded | PaymentCanceled | PaymentFailed
+class PaymentRefunded(Fact, frozen=True, tag="payment_refunded"):
+    """Money went back: `lines` are what was returned (empty: no goods were handed over)."""
+
+    order_id: Token
+    payment_id: str
+    refund_id: str
+    amount: int
+    lines: tuple[OrderLine, ...]
+    reason: str
+    at: datetime
+
+
+class RefundRequested(Fact, frozen=True, tag="refund_requested"):
+    """A command to payments: refund these lines of a paid order (none listed: all of it)."""
+
+    request_id: Token
+    order_id: Token
+    reason: str
+    lines: tuple[OrderLine, ...] = ()
+
+
+PaymentEvent = (
+    PaymentPending
+    | PaymentAuthorized
+    | PaymentSucceeded
+    | PaymentCanceled
+    | PaymentFailed
+    | PaymentRefunded
+)
 
 
 # Admin commands to the inventory (request/reply on subjects.INVENTORY_ADMIN) ----------------------

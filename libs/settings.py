@@ -27,6 +27,37 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     snapshot_every: Annotated[int, msgspec.Meta(ge=10)] = 10_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
+    # payments
+    yookassa_shop_id: str | None = None  # unset: the sandbox provider
+    yookassa_secret_key: str | None = None
+    yookassa_api_url: str = "https://api.yookassa.ru/v3"
+    yookassa_trusted_networks: str = ""  # comma-separated; empty: YooKassa's published networks
+    payments_trusted_proxies: str = ""  # whose X-Forwarded-For is believed
+    payments_http_host: str = "127.0.0.1"
+    payments_http_port: Port = 8081
+    payments_public_url: str = ""  # where browsers reach the sandbox checkout; empty: host:port
+    payments_return_url: str = ""  # where YooKassa sends the customer back; empty: a thanks page
+    payments_capture: Literal["two_stage", "one_stage"] = "two_stage"
+    payments_reconcile_after: Seconds = 180
+    payments_reconcile_every: Seconds = 30
+    receipts: bool = False  # 54-FZ receipts with each payment and refund
+    receipt_vat_code: Annotated[int, msgspec.Meta(ge=1, le=12)] = 1
+    receipt_payment_subject: str = "commodity"
+    receipt_payment_mode: str = "full_prepayment"
+
+    def __post_init__(self) -> None:
+        if self.yookassa_shop_id and not self.yookassa_secret_key:
+            raise ValueError("YOOKASSA_SECRET_KEY is required with YOOKASSA_SHOP_ID")
+
+    @property
+    def sandbox(self) -> bool:
+        return not self.yookassa_shop_id
+
+    @property
+    def payments_base_url(self) -> str:
+        return self.payments_public_url.rstrip("/") or (
+            f"http://{self.payments_http_host}:{self.payments_http_port}"
+        )
 
 
 class SettingsError(Exception):
@@ -44,7 +75,9 @@ def load(environ: dict[str, str] | None = None) -> Settings:
     except msgspec.ValidationError as exc:
         # msgspec says "... - at `$.NAME`"; put the name first, where an operator looks.
         message, _, where = str(exc).partition(" - at `$.")
-        name = where.rstrip("`") or "settings"
+        name = where.rstrip("`")
+        if not name:  # a rule across settings (__post_init__): its message names them
+            raise SettingsError(f"invalid settings: {message}") from None
         value = raw.get(name)
         shown = f" (got {value!r})" if value is not None else ""
         raise SettingsError(f"invalid setting {name}: {message}{shown}") from None

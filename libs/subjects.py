@@ -51,11 +51,15 @@ def payment_fact(kind: str, order_id: str) -> str:
 
 
 # Payment facts the inventory acts on (commit on money, release on its absence).
+REFUND_REQUESTED_ALL = "payments.refund_requested.>"
+PAYMENTS_RECORDS_BUCKET = "payments"  # keys: order id -> the payments service's record
+
 PAYMENT_FACTS_FOR_INVENTORY = [
     "payments.authorized.>",
     "payments.succeeded.>",
     "payments.canceled.>",
     "payments.failed.>",
+    "payments.refunded.>",
 ]
 
 
@@ -70,6 +74,14 @@ INVENTORY_QUEUE = "inventory"
 # Durable consumers --------------------------------------------------------------------------------
 INVENTORY_ORDERS_CONSUMER = "inventory-orders"
 INVENTORY_PAYMENTS_CONSUMER = "inventory-payments"
+PAYMENTS_INVENTORY_CONSUMER = "payments-inventory"
+PAYMENTS_REFUNDS_CONSUMER = "payments-refunds"
+INVENTORY_FACTS_FOR_PAYMENTS = [
+    "inventory.reserved.>",
+    "inventory.committed.>",
+    "inventory.commit_failed.>",
+    "inventory.released.>",
+]
 
 # Buckets ------------------------------------------------------------------------------------------
 CATALOG_BUCKET = "catalog"  # keys: category.<id>, product.<sku>

@@ -20,6 +20,7 @@ from libs.settings import Settings, redact_url
 # Services that exist; one not listed here is not built yet and so not started.
 SERVICES: dict[str, str] = {
     "inventory": "services.inventory.main",
+    "payments": "services.payments.main",
 }
 
 STOP_GRACE_S = 15.0

@@ -100,13 +100,21 @@ class ServiceProcess:
 
 
 class Facts:
-    """Every inventory fact so far, by kind and by order id, fed by an ordered consumer."""
+    """Every fact of a stream so far (the inventory's unless told), by kind and by order id."""
 
-    def __init__(self) -> None:
-        self.by_order: dict[str, list[InventoryEvent]] = defaultdict(list)
-        self.by_kind: dict[str, list[InventoryEvent]] = defaultdict(list)
+    def __init__(self, subject: str = subjects.INVENTORY_ALL, kind: Any = InventoryEvent) -> None:
+        self.by_order: dict[str, list[Any]] = defaultdict(list)
+        self.by_kind: dict[str, list[Any]] = defaultdict(list)
         self.count = 0
-        self._decode = msgspec.json.Decoder(InventoryEvent).decode
+        self._subject = subject
+        self._decode = msgspec.json.Decoder(kind).decode
+
+    def kinds(self, order_id: str) -> list[str]:
+        return [str(e.__struct_config__.tag) for e in self.by_order.get(order_id, [])]
+
+    def of(self, order_id: str, kind: str) -> list[Any]:
+        """The order's facts of one kind (a tag: "reserved", "payment_pending", ...)."""
+        return [e for e in self.by_order.get(order_id, []) if e.__struct_config__.tag == kind]
 
     async def start(self, js: JetStreamContext) -> None:
         async def on_msg(msg: Any) -> None:
@@ -118,7 +126,7 @@ class Facts:
                 self.by_order[order_id].append(event)
 
         await js.subscribe(
-            subjects.INVENTORY_ALL,
+            self._subject,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
             cb=on_msg,

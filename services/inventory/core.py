@@ -65,11 +65,20 @@ class Expire(msgspec.Struct, frozen=True, tag="expire"):
     order_id: str
 
 
+class ReturnStock(msgspec.Struct, frozen=True, tag="return_stock"):
+    """Goods of a paid order came back with a refund: they are on hand again."""
+
+    order_id: str
+    refund_id: str
+    lines: tuple[OrderLine, ...]
+
+
 Command = (
     Reserve
     | Commit
     | Release
     | Expire
+    | ReturnStock
     | UpsertCategory
     | UpsertProduct
     | SetPrice
@@ -148,6 +157,8 @@ def decide(state: State, command: Command, now: datetime) -> list[InventoryEvent
             if order.expires_at > now:
                 return []
             return [Released(order_id=order_id, lines=order.lines, reason="expired", at=now)]
+        case ReturnStock():
+            return _return_stock(state, command, now)
         case UpsertCategory(category_id=category_id, title=title, position=position):
             if not title.strip():
                 raise CommandRefused(f"category {category_id}: empty title")
@@ -317,6 +328,39 @@ def _reserve(state: State, command: Reserve, now: datetime) -> list[InventoryEve
             at=now,
         )
     ]
+
+
+def _return_stock(state: State, command: ReturnStock, now: datetime) -> list[InventoryEvent]:
+    """Only what a committed order took can come back, and each refund's lines only once."""
+    order = state.orders.get(command.order_id)
+    if order is None or order.status != "committed":
+        return []  # nothing was taken from the stock (a refund of a payment that never committed)
+    sold: dict[str, int] = {}
+    for line in order.lines:
+        sold[line.sku] = sold.get(line.sku, 0) + line.qty
+    returned: dict[str, int] = {}
+    for back in command.lines:
+        if back.sku in sold:
+            returned[back.sku] = min(sold[back.sku], returned.get(back.sku, 0) + back.qty)
+    events: list[InventoryEvent] = []
+    for sku, qty in returned.items():
+        adjustment_id = f"refund:{command.refund_id}:{sku}"
+        if qty < 1 or adjustment_id in state.adjustments or sku not in state.products:
+            continue
+        on_hand = state.products[sku].on_hand + sum(
+            e.delta for e in events if isinstance(e, StockAdjusted) and e.sku == sku
+        )
+        events.append(
+            StockAdjusted(
+                sku=sku,
+                delta=qty,
+                on_hand=on_hand + qty,
+                reason="refund",
+                adjustment_id=adjustment_id,
+                at=now,
+            )
+        )
+    return events
 
 
 def _commit(state: State, order_id: str, payment_id: str, now: datetime) -> list[InventoryEvent]:

@@ -17,21 +17,27 @@ from libs.contracts import (
     PaymentCanceled,
     PaymentEvent,
     PaymentFailed,
+    PaymentPending,
+    PaymentRefunded,
     PaymentSucceeded,
     ReleaseOrder,
 )
 from libs.settings import Settings
 from services.inventory import catalog
 from services.inventory.actor import MAX_BATCH, Actor, Job
-from services.inventory.core import Command, Commit, Release, Reserve
+from services.inventory.core import Command, Commit, Release, Reserve, ReturnStock
 from services.inventory.store import EventLog, ReadModels
 
 _log = log.get(__name__)
 SERVICE = "inventory"
 
 
-def payment_command(fact: PaymentEvent) -> Command:
+def payment_command(fact: PaymentEvent) -> Command | None:
     match fact:
+        case PaymentRefunded():
+            return ReturnStock(fact.order_id, fact.refund_id, fact.lines)
+        case PaymentPending():
+            return None
         case PaymentAuthorized() | PaymentSucceeded():
             return Commit(fact.order_id, fact.payment_id)
         case PaymentCanceled():
@@ -66,7 +72,14 @@ async def serve(settings: Settings) -> None:
         await actor.queue.put(jobs)
 
     async def on_payments(deliveries: list[bus.Delivery[PaymentEvent]]) -> None:
-        await actor.queue.put([Job(payment_command(d.value), d.msg) for d in deliveries])
+        jobs = []
+        for d in deliveries:
+            command = payment_command(d.value)
+            if command is None:  # not the inventory's business (the consumer's filter excludes it)
+                await d.msg.ack()
+            else:
+                jobs.append(Job(command, d.msg))
+        await actor.queue.put(jobs)
 
     admin_decode = msgspec.json.Decoder(AdminRequest).decode
 

@@ -1,0 +1,176 @@
+"""The payments service's decisions, without I/O: what to ask YooKassa, what to believe.
+
+A `PaymentRecord` is what the service keeps per order (in the `payments` KV bucket): enough to
+create the payment again with the same key, to check what YooKassa reports against what was
+asked, and to know which facts were already told.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+import msgspec
+
+from libs.contracts import (
+    Contact,
+    OrderLine,
+    PaymentAuthorized,
+    PaymentCanceled,
+    PaymentEvent,
+    PaymentSucceeded,
+    ReservedLine,
+)
+
+Status = Literal["creating", "pending", "waiting_for_capture", "succeeded", "canceled", "failed"]
+OPEN: frozenset[str] = frozenset({"creating", "pending", "waiting_for_capture"})
+CURRENCY = "RUB"
+
+
+class PaymentRecord(msgspec.Struct, frozen=True, kw_only=True):
+    order_id: str
+    amount: int  # kopecks
+    lines: tuple[ReservedLine, ...]
+    expires_at: datetime  # the reservation's
+    contact: Contact = Contact()
+    status: Status = "creating"
+    payment_id: str = ""
+    confirmation_url: str = ""
+    refunded: int = 0  # kopecks
+    told: tuple[str, ...] = ()  # statuses already published as facts
+    updated_at: datetime | None = None
+
+
+class ReceiptConfig(msgspec.Struct, frozen=True):
+    vat_code: int
+    payment_subject: str
+    payment_mode: str
+
+
+def rub(kopecks: int) -> str:
+    """Kopecks as YooKassa writes money: "1234.50"."""
+    return f"{kopecks // 100}.{kopecks % 100:02d}"
+
+
+def kopecks(value: object) -> int:
+    """YooKassa's "1234.50" (or a Decimal) as kopecks; ValueError if it is not exact money."""
+    try:
+        amount = Decimal(str(value)) * 100
+    except InvalidOperation:
+        raise ValueError(f"not an amount: {value!r}") from None
+    if amount != amount.to_integral_value():
+        raise ValueError(f"not an amount in kopecks: {value!r}")
+    return int(amount)
+
+
+def idempotence_key(kind: str, ident: str, attempt: int = 1) -> str:
+    """One key per operation: a retry after a timeout or a crash is the same request."""
+    return f"shop-{kind}-{ident}-{attempt}"
+
+
+def create_params(
+    record: PaymentRecord,
+    return_url: str,
+    titles: dict[str, str],
+    capture: bool,
+    receipt: ReceiptConfig | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "amount": {"value": rub(record.amount), "currency": CURRENCY},
+        "capture": capture,
+        "confirmation": {"type": "redirect", "return_url": return_url},
+        "description": f"Заказ №{record.order_id}"[:128],
+        "metadata": {"order_id": record.order_id},
+    }
+    if receipt is not None:
+        params["receipt"] = receipt_params(record.lines, record.contact, titles, receipt)
+    return params
+
+
+def receipt_params(
+    lines: tuple[ReservedLine, ...] | tuple[OrderLine, ...],
+    contact: Contact,
+    titles: dict[str, str],
+    config: ReceiptConfig,
+) -> dict[str, Any]:
+    """A 54-FZ receipt: one item per line; the customer by phone (digits only) or email."""
+    customer: dict[str, str] = {}
+    if contact.phone:
+        customer["phone"] = contact.phone.lstrip("+")
+    if contact.email:
+        customer["email"] = contact.email
+    if contact.name:
+        customer["full_name"] = contact.name[:256]
+    return {
+        "customer": customer,
+        "items": [
+            {
+                "description": titles.get(line.sku, line.sku)[:128],
+                "quantity": f"{line.qty}.00",
+                "amount": {"value": rub(line.unit_price), "currency": CURRENCY},
+                "vat_code": config.vat_code,
+                "payment_subject": config.payment_subject,
+                "payment_mode": config.payment_mode,
+            }
+            for line in lines
+        ],
+    }
+
+
+def mismatch(record: PaymentRecord, payment: dict[str, Any]) -> str | None:
+    """Why YooKassa's payment is not the one this order asked for, or None if it is."""
+    if payment.get("id") != record.payment_id:
+        return f"payment {payment.get('id')} is not the order's ({record.payment_id or 'none'})"
+    metadata = payment.get("metadata") or {}
+    if metadata.get("order_id") != record.order_id:
+        return f"metadata.order_id {metadata.get('order_id')!r} is not {record.order_id!r}"
+    amount = payment.get("amount") or {}
+    if amount.get("currency") != CURRENCY:
+        return f"currency {amount.get('currency')!r}, not {CURRENCY}"
+    try:
+        value = kopecks(amount.get("value"))
+    except ValueError as exc:
+        return str(exc)
+    if value != record.amount:
+        return f"amount {value} kopecks, the order's is {record.amount}"
+    return None
+
+
+def claimed_mismatch(claimed: dict[str, Any], actual: dict[str, Any]) -> str | None:
+    """Why a notification's copy of the payment disagrees with the API's, or None."""
+    for field in ("amount", "metadata"):
+        mine, theirs = claimed.get(field) or {}, actual.get(field) or {}
+        if field == "amount":
+            try:
+                same = kopecks(mine.get("value")) == kopecks(theirs.get("value")) and mine.get(
+                    "currency"
+                ) == theirs.get("currency")
+            except ValueError:
+                same = False
+        else:
+            same = mine.get("order_id") == theirs.get("order_id")
+        if not same:
+            return f"the notification's {field} does not match the payment's"
+    return None
+
+
+def fact_for(record: PaymentRecord, payment: dict[str, Any], now: datetime) -> PaymentEvent | None:
+    """The fact YooKassa's payment status makes true, if it is one worth telling."""
+    status = payment.get("status")
+    pid = record.payment_id
+    match status:
+        case "waiting_for_capture":
+            return PaymentAuthorized(record.order_id, pid, record.amount, now)
+        case "succeeded":
+            return PaymentSucceeded(record.order_id, pid, record.amount, now)
+        case "canceled":
+            details = payment.get("cancellation_details") or {}
+            return PaymentCanceled(
+                record.order_id,
+                pid,
+                str(details.get("reason", "canceled")),
+                now,
+                party=str(details.get("party", "")),
+            )
+    return None

@@ -1,0 +1,548 @@
+"""The payments process: YooKassa payments for reservations, verified webhooks, a reconciler.
+
+Inputs: inventory facts (reserved, committed, commit_failed, released), refund requests, and
+YooKassa's notifications. Outputs: `payments.*` facts, each told once (`Nats-Msg-Id` is the
+payment id and status). YooKassa is the truth about money: a notification is only a hint to
+re-read the payment from the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+
+from libs import bus, log, subjects
+from libs.contracts import (
+    CatalogProduct,
+    CommitFailed,
+    Committed,
+    Contact,
+    InventoryEvent,
+    OrderLine,
+    OrderPlaced,
+    PaymentFailed,
+    PaymentPending,
+    PaymentRefunded,
+    RefundRequested,
+    Released,
+    Reserved,
+)
+from libs.settings import Settings
+from services.payments import core, web
+from services.payments.core import PaymentRecord
+from services.payments.provider import (
+    PaymentNotFound,
+    PaymentRefused,
+    ProviderUnavailable,
+    YooKassa,
+)
+
+_log = log.get(__name__)
+SERVICE = "payments"
+SANDBOX_CREDENTIALS = ("sandbox", "sandbox")  # the local sandbox API only; never a real account
+
+_decode_record = msgspec.json.Decoder(PaymentRecord).decode
+_decode_order = msgspec.json.Decoder(OrderPlaced).decode
+_decode_product = msgspec.json.Decoder(CatalogProduct).decode
+_FACT_KIND = {
+    "waiting_for_capture": "authorized",
+    "succeeded": "succeeded",
+    "canceled": "canceled",
+}
+
+
+class Records:
+    """Per-order records in the `payments` KV bucket, updated by compare-and-set."""
+
+    def __init__(self, kv: Any) -> None:
+        self._kv = kv
+
+    async def get(self, order_id: str) -> tuple[PaymentRecord, int] | None:
+        try:
+            entry = await self._kv.get(order_id)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return _decode_record(entry.value), entry.revision
+
+    async def create(self, record: PaymentRecord) -> PaymentRecord:
+        """Store a new record; if another instance was first, theirs."""
+        try:
+            await self._kv.create(record.order_id, bus.encode(record))
+            return record
+        except nats.js.errors.KeyWrongLastSequenceError:
+            found = await self.get(record.order_id)
+            assert found is not None
+            return found[0]
+
+    async def update(
+        self, order_id: str, change: Callable[[PaymentRecord], PaymentRecord]
+    ) -> PaymentRecord:
+        """Apply `change` to the current record, again if someone else wrote in between."""
+        while True:
+            found = await self.get(order_id)
+            if found is None:
+                raise KeyError(order_id)
+            record, revision = found
+            new = msgspec.structs.replace(change(record), updated_at=_now())
+            try:
+                await self._kv.update(order_id, bus.encode(new), last=revision)
+                return new
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+
+    async def all(self) -> list[PaymentRecord]:
+        try:
+            keys = await self._kv.keys()
+        except nats.js.errors.NoKeysError:
+            return []
+        records = []
+        for key in keys:
+            found = await self.get(key)
+            if found is not None:
+                records.append(found[0])
+        return records
+
+
+class Payments:
+    """What the service does; the consumers, the webhook and the reconciler all call in here."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        records: Records,
+        catalog: Any,
+        api: YooKassa,
+        settings: Settings,
+    ) -> None:
+        self._js = js
+        self.records = records
+        self._catalog = catalog
+        self.api = api
+        self._settings = settings
+        self._two_stage = settings.payments_capture == "two_stage"
+        self._receipt = (
+            core.ReceiptConfig(
+                settings.receipt_vat_code,
+                settings.receipt_payment_subject,
+                settings.receipt_payment_mode,
+            )
+            if settings.receipts
+            else None
+        )
+        self.reconciled_at: datetime | None = None
+
+    # inventory facts ------------------------------------------------------------------------------
+    async def on_inventory(self, event: InventoryEvent) -> None:
+        match event:
+            case Reserved():
+                await self.reserved(event)
+            case Committed(order_id=order_id):
+                await self.committed(order_id)
+            case CommitFailed(order_id=order_id):
+                await self.commit_failed(order_id)
+            case Released(order_id=order_id):
+                await self.released(order_id)
+
+    async def reserved(self, event: Reserved) -> None:
+        found = await self.records.get(event.order_id)
+        if found is None:
+            order = await self._order(event.order_id)
+            record = await self.records.create(
+                PaymentRecord(
+                    order_id=event.order_id,
+                    amount=event.total,
+                    lines=event.lines,
+                    expires_at=event.expires_at,
+                    contact=order.contact if order else Contact(),
+                    updated_at=_now(),
+                )
+            )
+        else:
+            record = found[0]
+        await self.ensure_created(record)
+
+    async def ensure_created(self, record: PaymentRecord) -> None:
+        """Create the order's payment (once, whatever happens) and tell that it is pending."""
+        if record.status == "creating":
+            params = core.create_params(
+                record,
+                self._settings.payments_return_url or f"{self._settings.payments_base_url}/return",
+                await self._titles(record),
+                capture=not self._two_stage,
+                receipt=self._receipt,
+            )
+            try:
+                payment = await self.api.create(
+                    params, core.idempotence_key("pay", record.order_id)
+                )
+            except PaymentRefused as exc:
+                _log.warning("payment.refused", order_id=record.order_id, error=str(exc))
+                failed = PaymentFailed(record.order_id, "", exc.code, _now())
+                await bus.publish(
+                    self._js,
+                    subjects.payment_fact("failed", record.order_id),
+                    failed,
+                    msg_id=f"failed:{record.order_id}",
+                )
+                await self.records.update(
+                    record.order_id, lambda r: msgspec.structs.replace(r, status="failed")
+                )
+                return
+            confirmation = payment.get("confirmation") or {}
+            record = await self.records.update(
+                record.order_id,
+                lambda r: msgspec.structs.replace(
+                    r,
+                    status="pending" if r.status == "creating" else r.status,
+                    payment_id=str(payment["id"]),
+                    confirmation_url=str(confirmation.get("confirmation_url", "")),
+                ),
+            )
+            _log.info("payment.created", order_id=record.order_id, payment_id=record.payment_id)
+        if record.payment_id and "pending" not in record.told:
+            fact = PaymentPending(
+                record.order_id,
+                record.payment_id,
+                record.amount,
+                record.confirmation_url,
+                record.expires_at,
+                _now(),
+            )
+            await bus.publish(
+                self._js,
+                subjects.payment_fact("pending", record.order_id),
+                fact,
+                msg_id=f"{record.payment_id}:pending",
+            )
+            await self._told(record.order_id, "pending")
+
+    async def committed(self, order_id: str) -> None:
+        """The stock is the customer's: take the money held (two-stage)."""
+        record = await self._record(order_id)
+        if record is None or not self._two_stage:
+            return
+        payment = await self.api.get(record.payment_id)
+        if payment.get("status") == "waiting_for_capture":
+            payment = await self.api.capture(
+                record.payment_id, core.idempotence_key("capture", record.payment_id)
+            )
+            _log.info("payment.captured", order_id=order_id, payment_id=record.payment_id)
+        await self.observe(record, payment)
+
+    async def commit_failed(self, order_id: str) -> None:
+        """Paid, but the stock is gone: release the hold, or give the money back (one-stage)."""
+        record = await self._record(order_id)
+        if record is None:
+            return
+        payment = await self.api.get(record.payment_id)
+        status = payment.get("status")
+        if status == "waiting_for_capture":
+            payment = await self.api.cancel(
+                record.payment_id, core.idempotence_key("cancel", record.payment_id)
+            )
+            _log.info("payment.hold_released", order_id=order_id, payment_id=record.payment_id)
+        elif status == "succeeded":
+            await self.refund(record, (), "stock_gone", f"stock-gone-{order_id}")
+        await self.observe(record, payment)
+
+    async def released(self, order_id: str) -> None:
+        """The reservation ended unpaid: cancel what YooKassa lets us cancel (a held payment).
+
+        A payment still waiting for the customer cannot be cancelled; YooKassa expires it. If
+        the customer pays it after all, the inventory decides: the stock again, or commit_failed.
+        """
+        record = await self._record(order_id)
+        if record is None or record.status not in ("pending", "waiting_for_capture"):
+            return
+        payment = await self.api.get(record.payment_id)
+        if payment.get("status") == "waiting_for_capture":
+            payment = await self.api.cancel(
+                record.payment_id, core.idempotence_key("cancel", record.payment_id)
+            )
+        await self.observe(record, payment)
+
+    # refunds --------------------------------------------------------------------------------------
+    async def on_refund_requested(self, request: RefundRequested) -> None:
+        record = await self._record(request.order_id)
+        if record is None or record.status != "succeeded":
+            _log.warning(
+                "refund.refused",
+                order_id=request.order_id,
+                reason="the order has no succeeded payment",
+                status=record.status if record else None,
+            )
+            return
+        await self.refund(record, request.lines or None, request.reason, request.request_id)
+
+    async def refund(
+        self,
+        record: PaymentRecord,
+        lines: tuple[OrderLine, ...] | None,
+        reason: str,
+        request_id: str,
+    ) -> None:
+        """Refund `lines` (None: everything that is left; (): the money only, no goods back)."""
+        if lines is None:
+            back = tuple(OrderLine(ln.sku, ln.qty, ln.unit_price) for ln in record.lines)
+            amount = record.amount - record.refunded
+        else:
+            back = lines
+            amount = sum(ln.qty * ln.unit_price for ln in lines) or record.amount - record.refunded
+        amount = min(amount, record.amount - record.refunded)
+        if amount <= 0:
+            return
+        params: dict[str, Any] = {
+            "payment_id": record.payment_id,
+            "amount": {"value": core.rub(amount), "currency": core.CURRENCY},
+            "description": f"Возврат по заказу №{record.order_id}: {reason}"[:250],
+        }
+        if self._receipt is not None:
+            params["receipt"] = core.receipt_params(
+                back or tuple(OrderLine(ln.sku, ln.qty, ln.unit_price) for ln in record.lines),
+                record.contact,
+                await self._titles(record),
+                self._receipt,
+            )
+        refund = await self.api.refund(params, core.idempotence_key("refund", request_id))
+        refund_id = str(refund["id"])
+        fact = PaymentRefunded(
+            record.order_id, record.payment_id, refund_id, amount, back, reason, _now()
+        )
+        await bus.publish(
+            self._js,
+            subjects.payment_fact("refunded", record.order_id),
+            fact,
+            msg_id=f"refund:{refund_id}",
+        )
+        await self.records.update(
+            record.order_id, lambda r: msgspec.structs.replace(r, refunded=r.refunded + amount)
+        )
+        _log.info("payment.refunded", order_id=record.order_id, refund_id=refund_id, amount=amount)
+
+    # what YooKassa says ---------------------------------------------------------------------------
+    async def observe(self, record: PaymentRecord, payment: dict[str, Any]) -> None:
+        """YooKassa's payment, as read from its API: tell the fact its status makes true, once."""
+        status = str(payment.get("status", ""))
+        fact = core.fact_for(record, payment, _now())
+        if fact is not None and status not in record.told:
+            await bus.publish(
+                self._js,
+                subjects.payment_fact(_FACT_KIND[status], record.order_id),
+                fact,
+                msg_id=f"{record.payment_id}:{status}",
+                give_up_after=5.0,
+            )
+            _log.info(
+                "payment.told",
+                order_id=record.order_id,
+                payment_id=record.payment_id,
+                status=status,
+            )
+        if status in core.OPEN or status in ("succeeded", "canceled"):
+            await self.records.update(
+                record.order_id,
+                lambda r: msgspec.structs.replace(
+                    r,
+                    status=status,
+                    told=r.told if status in r.told or fact is None else (*r.told, status),
+                ),
+            )
+
+    async def notified(self, claimed: dict[str, Any]) -> tuple[int, str]:
+        """A payment notification's object (trusted for nothing): re-read, check, tell."""
+        payment_id = claimed.get("id")
+        if not isinstance(payment_id, str) or not payment_id:
+            return 400, "no payment id"
+        try:
+            payment = await self.api.get(payment_id)
+        except PaymentNotFound:
+            return 400, f"unknown payment {payment_id}"
+        except (PaymentRefused, ProviderUnavailable) as exc:
+            return 503, f"cannot read the payment now: {exc}"
+        why = core.claimed_mismatch(claimed, payment)
+        if why is not None:
+            return 400, why
+        order_id = (payment.get("metadata") or {}).get("order_id")
+        found = await self.records.get(order_id) if isinstance(order_id, str) else None
+        if found is None:
+            return 400, f"payment {payment_id} is not for an order of this shop"
+        why = core.mismatch(found[0], payment)
+        if why is not None:
+            return 400, why
+        await self.observe(found[0], payment)
+        return 200, "ok"
+
+    async def reconcile(self) -> None:
+        """Open payments not heard of for a while: ask YooKassa (a notification may be lost)."""
+        quiet_since = _now() - timedelta(seconds=self._settings.payments_reconcile_after)
+        for record in await self.records.all():
+            if record.status not in core.OPEN:
+                continue
+            if record.updated_at is not None and record.updated_at > quiet_since:
+                continue
+            try:
+                if record.status == "creating":
+                    await self.ensure_created(record)
+                    continue
+                payment = await self.api.get(record.payment_id)
+                if core.mismatch(record, payment) is None:
+                    await self.observe(record, payment)
+            except (PaymentRefused, ProviderUnavailable, *bus.TRANSIENT) as exc:
+                _log.warning("reconcile.failed", order_id=record.order_id, error=str(exc))
+        self.reconciled_at = _now()
+
+    # helpers --------------------------------------------------------------------------------------
+    async def _record(self, order_id: str) -> PaymentRecord | None:
+        found = await self.records.get(order_id)
+        if found is None or not found[0].payment_id:
+            return None
+        return found[0]
+
+    async def _told(self, order_id: str, status: str) -> None:
+        await self.records.update(
+            order_id,
+            lambda r: r if status in r.told else msgspec.structs.replace(r, told=(*r.told, status)),
+        )
+
+    async def _order(self, order_id: str) -> OrderPlaced | None:
+        """The order as placed (for the customer's contact), from the ORDERS stream."""
+        try:
+            msg = await self._js.get_last_msg(subjects.ORDERS, subjects.order_placed(order_id))
+            return _decode_order(msg.data or b"")
+        except (nats.js.errors.NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+
+    async def _titles(self, record: PaymentRecord) -> dict[str, str]:
+        titles = {}
+        for line in record.lines:
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError, msgspec.DecodeError):
+                entry = await self._catalog.get(f"product.{line.sku}")
+                if entry.value:
+                    titles[line.sku] = _decode_product(entry.value).title
+        return titles
+
+
+async def _each(deliveries: list[bus.Delivery[Any]], act: Callable[[Any], Awaitable[None]]) -> None:
+    """Act on each delivery concurrently; ack what is done, leave for later what could not be."""
+
+    async def one(delivery: bus.Delivery[Any]) -> None:
+        try:
+            await act(delivery.value)
+        except (ProviderUnavailable, *bus.TRANSIENT) as exc:
+            _log.warning("delivery.retry_later", subject=delivery.msg.subject, error=str(exc))
+            with contextlib.suppress(*bus.TRANSIENT):
+                await delivery.msg.nak(delay=5)
+            return
+        except PaymentRefused as exc:
+            _log.warning("delivery.refused", subject=delivery.msg.subject, error=str(exc))
+        with contextlib.suppress(*bus.TRANSIENT):
+            await delivery.msg.ack()
+
+    await asyncio.gather(*(one(d) for d in deliveries))
+
+
+async def serve(settings: Settings) -> None:
+    assert settings.nats_url, "shop run/up sets NATS_URL"
+    nc = await bus.connect(settings.nats_url, name=SERVICE)
+    js = nc.jetstream(timeout=10)
+    await subjects.declare_streams(js)
+    catalog, _, _ = await subjects.declare_buckets(js)
+    kv = await js.create_key_value(
+        KeyValueConfig(bucket=subjects.PAYMENTS_RECORDS_BUCKET, history=1, storage=StorageType.FILE)
+    )
+    if settings.sandbox:
+        shop_id, secret = SANDBOX_CREDENTIALS
+        api_url = f"http://{_local(settings.payments_http_host)}:{settings.payments_http_port}"
+        api_url += f"{web.SANDBOX_PREFIX}/api/v3"
+    else:
+        assert settings.yookassa_shop_id and settings.yookassa_secret_key
+        shop_id, secret, api_url = (
+            settings.yookassa_shop_id,
+            settings.yookassa_secret_key,
+            settings.yookassa_api_url,
+        )
+    payments = Payments(js, Records(kv), catalog, YooKassa(shop_id, secret, api_url), settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    runner = await web.start(payments, nc, settings)
+    _log.info(
+        "payments.started",
+        provider="sandbox" if settings.sandbox else "yookassa",
+        capture=settings.payments_capture,
+        receipts=settings.receipts,
+        listen=f"{settings.payments_http_host}:{settings.payments_http_port}",
+    )
+    decode_inventory = msgspec.json.Decoder(InventoryEvent).decode
+    decode_refund = msgspec.json.Decoder(RefundRequested).decode
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(
+                bus.consume(
+                    js,
+                    service=SERVICE,
+                    stream=subjects.INVENTORY,
+                    config=bus.durable(
+                        subjects.PAYMENTS_INVENTORY_CONSUMER,
+                        subjects.INVENTORY_FACTS_FOR_PAYMENTS,
+                        ack_wait=90.0,
+                    ),
+                    decode=decode_inventory,
+                    handle=lambda ds: _each(ds, payments.on_inventory),
+                    stop=stop,
+                    batch=100,
+                )
+            )
+            tasks.create_task(
+                bus.consume(
+                    js,
+                    service=SERVICE,
+                    stream=subjects.PAYMENTS,
+                    config=bus.durable(
+                        subjects.PAYMENTS_REFUNDS_CONSUMER,
+                        [subjects.REFUND_REQUESTED_ALL],
+                        ack_wait=90.0,
+                    ),
+                    decode=decode_refund,
+                    handle=lambda ds: _each(ds, payments.on_refund_requested),
+                    stop=stop,
+                    batch=100,
+                )
+            )
+            tasks.create_task(_reconciler(payments, settings, stop))
+    finally:
+        await runner.cleanup()
+        await nc.drain()
+    _log.info("payments.stopped")
+
+
+async def _reconciler(payments: Payments, settings: Settings, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await payments.reconcile()
+        except (*bus.TRANSIENT, nats.errors.Error) as exc:
+            _log.warning("reconcile.failed", error=repr(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.payments_reconcile_every)
+
+
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

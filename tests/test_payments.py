@@ -1,0 +1,340 @@
+"""The payments service on a real nats-server with the real inventory, and the real yookassa SDK
+talking to a fake YooKassa over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from nats.js import JetStreamContext
+
+from libs.contracts import PaymentEvent, RefundRequested
+from libs.embedded_nats import free_port
+from tests.fakes.yookassa import FakeYooKassa
+from tests.harness import (
+    Facts,
+    ServiceProcess,
+    inventory_ready,
+    order,
+    place,
+    stock_level,
+    wait_until,
+)
+
+Start = Callable[..., ServiceProcess]
+YOOKASSA_IP = "185.71.76.10"  # inside YooKassa's published 185.71.76.0/27
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeYooKassa]:
+    server = FakeYooKassa()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def money(js: JetStreamContext) -> Facts:
+    """Every fact on the PAYMENTS stream."""
+    collected = Facts("payments.>", PaymentEvent | RefundRequested)
+    await collected.start(js)
+    return collected
+
+
+class Shop:
+    """The inventory and payments processes, and how to reach the payments listener."""
+
+    def __init__(self, payments: ServiceProcess, port: int) -> None:
+        self.payments = payments
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def healthy(self) -> bool:
+        try:
+            async with aiohttp.ClientSession() as http, http.get(f"{self.url}/healthz") as reply:
+                return reply.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    async def notify(self, body: dict[str, Any], caller: str = YOOKASSA_IP) -> int:
+        """A notification as if from `caller`, through the trusted proxy (127.0.0.1)."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{self.url}/yookassa/webhook", json=body, headers={"X-Forwarded-For": caller}
+            ) as reply,
+        ):
+            return reply.status
+
+
+async def _start(
+    services: Start,
+    nats_url: str,
+    catalog_file: Path,
+    js: JetStreamContext,
+    fake: FakeYooKassa | None,
+    **settings: Any,
+) -> Shop:
+    port = free_port()
+    env: dict[str, Any] = {
+        "payments_http_port": port,
+        "payments_reconcile_every": 1,
+        "payments_reconcile_after": 2,
+        "payments_trusted_proxies": "127.0.0.1/32",
+    }
+    if fake is not None:
+        fake.webhook_url = f"http://127.0.0.1:{port}/yookassa/webhook"
+        env |= {
+            "yookassa_shop_id": fake.shop_id,
+            "yookassa_secret_key": fake.secret_key,
+            "yookassa_api_url": fake.api_url,
+            "yookassa_trusted_networks": "127.0.0.1/32",
+        }
+    env |= settings
+    inventory_settings = {"reservation_ttl": settings.get("reservation_ttl", 900)}
+    services("inventory", nats_url, catalog_file=catalog_file, **inventory_settings)
+    payments = services("payments", nats_url, **env)
+    shop = Shop(payments, port)
+    await wait_until(lambda: inventory_ready(js), what="inventory ready")
+    await wait_until(shop.healthy, what="payments healthy")
+    return shop
+
+
+def _payment_id(money: Facts, order_id: str) -> str:
+    (pending,) = [
+        f for f in money.by_order[order_id] if f.__struct_config__.tag == "payment_pending"
+    ]
+    return str(pending.payment_id)
+
+
+async def _stock_is(js: JetStreamContext, sku: str, on_hand: int, reserved: int) -> bool:
+    level = await stock_level(js, sku)
+    return level is not None and (level.on_hand, level.reserved) == (on_hand, reserved)
+
+
+@pytest.mark.parametrize("capture", ["two_stage", "one_stage"])
+async def test_happy_path(
+    capture: str,
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    await _start(services, nats_url, catalog_file, js, fake, payments_capture=capture)
+    await place(js, order("happy", ("FEW", 2, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("happy"), what="pending")
+    payment_id = _payment_id(money, "happy")
+    created = fake.payments[payment_id]
+    assert created["amount"] == {"value": "1980.00", "currency": "RUB"}
+    assert created["metadata"]["order_id"] == "happy"
+    assert created["confirmation"]["confirmation_url"]
+
+    await fake.pay(payment_id)
+    await wait_until(lambda: "payment_succeeded" in money.kinds("happy"), what="succeeded")
+    await wait_until(lambda: "committed" in facts.kinds("happy"), what="committed")
+    expected = ["payment_pending", "payment_succeeded"]
+    if capture == "two_stage":
+        expected.insert(1, "payment_authorized")
+    assert money.kinds("happy") == expected
+    assert fake.payments[payment_id]["status"] == "succeeded"
+    captures = [r for r in fake.requests if r[0] == "POST" and r[1].endswith("/capture")]
+    assert len(captures) == (1 if capture == "two_stage" else 0)
+    await wait_until(lambda: _stock_is(js, "FEW", 48, 0), what="two sold")
+
+
+async def test_ten_identical_notifications_make_one_fact(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    await _start(services, nats_url, catalog_file, js, fake, payments_capture="one_stage")
+    await place(js, order("tenfold", ("FEW", 1, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("tenfold"), what="pending")
+    payment_id = _payment_id(money, "tenfold")
+    fake.auto_notify = False
+    await fake.pay(payment_id)
+    statuses = await fake.notify(payment_id, times=10)
+    assert statuses == [200] * 10
+    await wait_until(lambda: "committed" in facts.kinds("tenfold"), what="committed")
+    assert money.kinds("tenfold") == ["payment_pending", "payment_succeeded"]
+    assert facts.kinds("tenfold") == ["reserved", "committed"]
+
+
+async def test_forged_notifications_are_refused(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    # YooKassa's own networks are trusted (the default), behind our proxy at 127.0.0.1.
+    shop = await _start(services, nats_url, catalog_file, js, fake, yookassa_trusted_networks="")
+    await place(js, order("forged", ("FEW", 1, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("forged"), what="pending")
+    payment_id = _payment_id(money, "forged")
+    fake.auto_notify = False
+    await fake.pay(payment_id)  # really paid: only the notifications below are forged
+    real = {"type": "notification", "event": "payment.waiting_for_capture"}
+    paid = dict(fake.payments[payment_id])
+
+    assert await shop.notify(real | {"object": paid}, caller="203.0.113.7") == 403
+    unknown = paid | {"id": "2f000000-000f-5000-8000-000000000000"}
+    assert await shop.notify(real | {"object": unknown}) == 400
+    cheaper = paid | {"amount": {"value": "1.00", "currency": "RUB"}}
+    assert await shop.notify(real | {"object": cheaper}) == 400
+    other = paid | {"metadata": {"order_id": "someone-else"}}
+    assert await shop.notify(real | {"object": other}) == 400
+    assert await shop.notify({"type": "notification", "event": "nonsense"}) == 400
+    log = shop.payments.log()
+    assert log.count('"webhook.refused"') == 5, log[-3000:]
+
+    assert money.kinds("forged") == ["payment_pending"], "nothing published"
+    assert facts.kinds("forged") == ["reserved"], "nothing committed"
+    # The genuine notification from YooKassa's network is believed.
+    assert await shop.notify(real | {"object": paid}) == 200
+    await wait_until(lambda: "committed" in facts.kinds("forged"), what="committed")
+
+
+async def test_yookassa_down_for_30_seconds_during_creation(
+    nats_url: str,
+    js: JetStreamContext,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    fake.fail("500", seconds=30, paths="POST /payments")
+    await _start(services, nats_url, catalog_file, js, fake)
+    await place(js, order("outage", ("FEW", 1, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("outage"), timeout=75, what="pending")
+    creates = [r for r in fake.requests if r[0] == "POST" and r[1].endswith("/payments")]
+    assert len(creates) > 3, "retried"
+    assert len({r[2] for r in creates}) == 1, "always with the same Idempotence-Key"
+    assert fake.created == 1
+
+
+async def test_killed_after_the_payment_was_created(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    shop = await _start(services, nats_url, catalog_file, js, fake)
+
+    def crash(_: dict[str, Any]) -> None:
+        fake.after_create = None
+        shop.payments.kill()
+
+    fake.after_create = crash
+    await place(js, order("crash", ("FEW", 1, 99000)))
+    await wait_until(lambda: not shop.payments.alive(), what="the crash")
+    assert fake.created == 1
+    assert money.kinds("crash") == []
+    shop.payments.start()
+    await wait_until(lambda: "payment_pending" in money.kinds("crash"), timeout=30, what="pending")
+    assert fake.created == 1, "the same payment, not a second one"
+    await fake.pay(_payment_id(money, "crash"))
+    await wait_until(lambda: "payment_succeeded" in money.kinds("crash"), what="succeeded")
+    assert facts.kinds("crash") == ["reserved", "committed"]
+
+
+async def test_lost_notification_is_reconciled(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    shop = await _start(services, nats_url, catalog_file, js, fake)
+    await place(js, order("lost", ("FEW", 1, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("lost"), what="pending")
+    fake.auto_notify = False
+    await fake.pay(_payment_id(money, "lost"))
+    await wait_until(lambda: "payment_succeeded" in money.kinds("lost"), what="reconciled")
+    assert money.kinds("lost") == ["payment_pending", "payment_authorized", "payment_succeeded"]
+    assert facts.kinds("lost") == ["reserved", "committed"]
+    assert '"webhook' not in shop.payments.log(), "no notification came: the reconciler did it"
+
+
+@pytest.mark.parametrize("capture", ["two_stage", "one_stage"])
+async def test_late_payment_after_the_stock_was_sold(
+    capture: str,
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    await _start(
+        services, nats_url, catalog_file, js, fake, payments_capture=capture, reservation_ttl=2
+    )
+    await place(js, order("late", ("LAST", 10, 10000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("late"), what="pending")
+    await wait_until(lambda: "released" in facts.kinds("late"), what="the reservation expired")
+    await place(js, order("prompt", ("LAST", 10, 10000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("prompt"), what="prompt pending")
+    await fake.pay(_payment_id(money, "prompt"))
+    await wait_until(lambda: "committed" in facts.kinds("prompt"), what="prompt committed")
+
+    late_payment = _payment_id(money, "late")
+    await fake.pay(late_payment)  # the first customer pays after all
+    await wait_until(lambda: "commit_failed" in facts.kinds("late"), what="commit refused")
+    if capture == "two_stage":
+        await wait_until(lambda: "payment_canceled" in money.kinds("late"), what="hold released")
+        assert fake.payments[late_payment]["status"] == "canceled"
+    else:
+        await wait_until(lambda: "payment_refunded" in money.kinds("late"), what="refunded")
+        refunded = [
+            f for f in money.by_order["late"] if f.__struct_config__.tag == "payment_refunded"
+        ]
+        assert refunded[0].amount == 100000 and refunded[0].lines == ()
+    await wait_until(lambda: _stock_is(js, "LAST", 0, 0), what="sold once, to the prompt one")
+
+
+async def test_sandbox_checkout_pay_and_decline(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+) -> None:
+    await _start(services, nats_url, catalog_file, js, None)
+    await place(js, order("sb-pay", ("FEW", 1, 99000)), order("sb-decline", ("FEW", 1, 99000)))
+    await wait_until(
+        lambda: all("payment_pending" in money.kinds(o) for o in ("sb-pay", "sb-decline")),
+        what="pending",
+    )
+    urls = {o: money.of(o, "payment_pending")[0].confirmation_url for o in ("sb-pay", "sb-decline")}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(urls["sb-pay"]) as page:
+            text = await page.text()
+            assert page.status == 200 and "TEST" in text
+        async with http.post(f"{urls['sb-pay']}/pay", allow_redirects=False) as reply:
+            assert reply.status == 303
+        async with http.post(f"{urls['sb-decline']}/decline", allow_redirects=False) as reply:
+            assert reply.status == 303
+    await wait_until(lambda: "committed" in facts.kinds("sb-pay"), what="paid and committed")
+    await wait_until(lambda: "payment_succeeded" in money.kinds("sb-pay"), what="captured")
+    await wait_until(lambda: "released" in facts.kinds("sb-decline"), what="declined, released")
+    (canceled,) = money.of("sb-decline", "payment_canceled")
+    assert canceled.reason == "general_decline"
