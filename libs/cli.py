@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         if not url:
             fail(f"NATS_URL is not set: `shop {args.command}` needs the bus that `shop up` runs")
         if args.command == "run":
+            # Stopped while still importing (before the service's own handlers): a clean stop.
+            signal.signal(signal.SIGTERM, _stopped_early)
             module = importlib.import_module(SERVICES[args.service])
             asyncio.run(module.serve(config))
         elif args.command == "catalog":
@@ -54,6 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _stopped_early(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(0)
 
 
 def fail(message: str) -> NoReturn:

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from nats.js import JetStreamContext
 
-from libs.contracts import PaymentEvent, RefundRequested
+from libs import bus, subjects
+from libs.contracts import Contact, OrderLine, PaymentEvent, RefundRequested
 from libs.embedded_nats import free_port
 from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import (
@@ -338,3 +340,86 @@ async def test_sandbox_checkout_pay_and_decline(
     await wait_until(lambda: "released" in facts.kinds("sb-decline"), what="declined, released")
     (canceled,) = money.of("sb-decline", "payment_canceled")
     assert canceled.reason == "general_decline"
+
+
+async def test_refund_by_lines_then_the_rest_returns_the_stock(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    await _start(services, nats_url, catalog_file, js, fake, payments_capture="one_stage")
+    await place(js, order("refund", ("FEW", 3, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("refund"), what="pending")
+    await fake.pay(_payment_id(money, "refund"))
+    await wait_until(lambda: "committed" in facts.kinds("refund"), what="committed")
+    await wait_until(lambda: _stock_is(js, "FEW", 47, 0), what="three sold")
+
+    one = RefundRequested("r1", "refund", "returned by the customer", (OrderLine("FEW", 1, 99000),))
+    for attempt in range(2):  # the same request twice: one refund
+        await bus.publish(
+            js, subjects.payment_fact("refund_requested", "refund"), one, msg_id=f"r1-{attempt}"
+        )
+    await wait_until(lambda: "payment_refunded" in money.kinds("refund"), what="refunded")
+    await wait_until(lambda: _stock_is(js, "FEW", 48, 0), what="one back on the shelf")
+    rest = RefundRequested("r2", "refund", "order cancelled")
+    await bus.publish(js, subjects.payment_fact("refund_requested", "refund"), rest, msg_id="r2")
+    await wait_until(lambda: len(money.of("refund", "payment_refunded")) == 2, what="the rest")
+    await wait_until(lambda: _stock_is(js, "FEW", 50, 0), what="all back")
+    first, second = money.of("refund", "payment_refunded")
+    assert (first.amount, second.amount) == (99000, 198000)
+    assert sorted(r["amount"]["value"] for r in fake.refunds.values()) == ["1980.00", "990.00"]
+    assert len(money.of("refund", "payment_refunded")) == 2, "the repeated request refunded once"
+
+
+async def test_receipts_go_with_payments_and_a_final_refusal_releases_the_stock(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    await _start(services, nats_url, catalog_file, js, fake, receipts="true")
+    with_phone = msgspec.structs.replace(
+        order("receipt", ("FEW", 2, 99000)), contact=Contact(name="Анна", phone="+79001234567")
+    )
+    # No phone and no email: YooKassa refuses the receipt (400), for good.
+    await place(js, with_phone, order("no-contact", ("FEW", 1, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("receipt"), what="pending")
+    assert fake.payments[_payment_id(money, "receipt")]["receipt_registration"] == "pending"
+    await wait_until(lambda: "payment_failed" in money.kinds("no-contact"), what="failed")
+    (failed,) = money.of("no-contact", "payment_failed")
+    assert failed.reason == "invalid_request"
+    await wait_until(lambda: "released" in facts.kinds("no-contact"), what="stock released")
+
+
+async def test_yookassa_cancels_with_its_reason_and_retries_on_429_and_202(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    fake.fail("429", count=2, paths="POST /payments")
+    fake.fail("202", count=2, paths="POST /payments")
+    await _start(services, nats_url, catalog_file, js, fake)
+    await place(js, order("gone", ("FEW", 1, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("gone"), what="pending")
+    assert fake.created == 1
+    statuses = [r[3] for r in fake.requests if r[:2] == ("POST", "/payments")]
+    assert statuses == [429, 429, 202, 202, 200]
+    payment_id = _payment_id(money, "gone")
+    fake.set_status(payment_id, "canceled")  # YooKassa gave up waiting for the customer
+    assert await fake.notify(payment_id) == [200]
+    await wait_until(lambda: "released" in facts.kinds("gone"), what="stock released")
+    (canceled,) = money.of("gone", "payment_canceled")
+    assert (canceled.party, canceled.reason) == ("yoo_money", "expired_on_confirmation")
+    (released,) = facts.of("gone", "released")
+    assert released.reason == "payment_canceled"

@@ -81,7 +81,11 @@ def shop_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "libs.cli", "up"],
-            env=_env(DATA_DIR=str(tmp_path / "data"), EMBEDDED_NATS_PORT=str(port)),
+            env=_env(
+                DATA_DIR=str(tmp_path / "data"),
+                EMBEDDED_NATS_PORT=str(port),
+                PAYMENTS_HTTP_PORT=str(free_port()),
+            ),
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -108,12 +112,13 @@ async def test_shop_up_starts_everything_and_stops_cleanly(
     await nc.close()
 
     children = _descendants(process.pid)
-    assert len(children) >= 2, "nats-server and the inventory run as processes of their own"
+    assert len(children) >= 3, "nats-server and each service run as processes of their own"
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
     assert not [pid for pid in children if _alive(pid)], "something was left running"
     stopped = _events(log_path, "service.stopped")
-    assert [e["name"] for e in stopped] == ["inventory"] and stopped[0]["code"] == 0
+    assert sorted(str(e["name"]) for e in stopped) == ["inventory", "payments"]
+    assert all(e["code"] == 0 for e in stopped), stopped
     assert _events(log_path, "nats.stopped")
 
 
@@ -121,10 +126,12 @@ async def test_shop_up_restarts_a_service_that_dies(
     shop_up: tuple[subprocess.Popen[bytes], str, Path],
 ) -> None:
     process, _, log_path = shop_up
-    await wait_until(lambda: bool(_events(log_path, "service.started")), what="services started")
-    (first,) = _events(log_path, "service.started")
+    await wait_until(
+        lambda: len(_events(log_path, "service.started")) == 2, what="services started"
+    )
+    (first,) = [e for e in _events(log_path, "service.started") if e["name"] == "inventory"]
     os.kill(int(str(first["pid"])), signal.SIGKILL)
-    await wait_until(lambda: len(_events(log_path, "service.started")) == 2, what="a restart")
+    await wait_until(lambda: len(_events(log_path, "service.started")) == 3, what="a restart")
     (died,) = _events(log_path, "service.died")
     assert died["name"] == "inventory" and died["code"] == -signal.SIGKILL
     process.send_signal(signal.SIGTERM)

@@ -48,19 +48,19 @@ def payment_command(fact: PaymentEvent) -> Command | None:
 
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
+    # First of all, so a stop that comes while starting is a clean stop too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     nc = await bus.connect(settings.nats_url, name=SERVICE)
     js = nc.jetstream(timeout=10)
     await subjects.declare_streams(js)
     _, _, snapshots = await subjects.declare_buckets(js)
     actor = Actor(EventLog(js, snapshots), ReadModels(js), settings.snapshot_every)
     await actor.load()
-    stop = asyncio.Event()
     if not actor.state.products and not actor.state.categories:
         await _import_first_catalog(actor, settings, stop)
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     ttl = settings.reservation_ttl
 

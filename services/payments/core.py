@@ -38,6 +38,8 @@ class PaymentRecord(msgspec.Struct, frozen=True, kw_only=True):
     payment_id: str = ""
     confirmation_url: str = ""
     refunded: int = 0  # kopecks
+    returned: tuple[OrderLine, ...] = ()  # goods that came back with refunds
+    refund_ids: tuple[str, ...] = ()
     told: tuple[str, ...] = ()  # statuses already published as facts
     updated_at: datetime | None = None
 
@@ -116,6 +118,20 @@ def receipt_params(
             for line in lines
         ],
     }
+
+
+def not_returned(record: PaymentRecord) -> tuple[OrderLine, ...]:
+    """The order's lines less what earlier refunds took back."""
+    back: dict[str, int] = {}
+    for returned in record.returned:
+        back[returned.sku] = back.get(returned.sku, 0) + returned.qty
+    left = []
+    for line in record.lines:
+        taken = min(line.qty, back.get(line.sku, 0))
+        back[line.sku] = back.get(line.sku, 0) - taken
+        if line.qty > taken:
+            left.append(OrderLine(line.sku, line.qty - taken, line.unit_price))
+    return tuple(left)
 
 
 def mismatch(record: PaymentRecord, payment: dict[str, Any]) -> str | None:

@@ -295,7 +295,7 @@ class Payments:
     ) -> None:
         """Refund `lines` (None: everything that is left; (): the money only, no goods back)."""
         if lines is None:
-            back = tuple(OrderLine(ln.sku, ln.qty, ln.unit_price) for ln in record.lines)
+            back = core.not_returned(record)
             amount = record.amount - record.refunded
         else:
             back = lines
@@ -327,7 +327,17 @@ class Payments:
             msg_id=f"refund:{refund_id}",
         )
         await self.records.update(
-            record.order_id, lambda r: msgspec.structs.replace(r, refunded=r.refunded + amount)
+            record.order_id,
+            lambda r: (
+                r
+                if refund_id in r.refund_ids
+                else msgspec.structs.replace(
+                    r,
+                    refunded=r.refunded + amount,
+                    returned=(*r.returned, *back),
+                    refund_ids=(*r.refund_ids, refund_id),
+                )
+            ),
         )
         _log.info("payment.refunded", order_id=record.order_id, refund_id=refund_id, amount=amount)
 
@@ -434,7 +444,11 @@ class Payments:
         return titles
 
 
-async def _each(deliveries: list[bus.Delivery[Any]], act: Callable[[Any], Awaitable[None]]) -> None:
+async def _each(
+    js: JetStreamContext,
+    deliveries: list[bus.Delivery[Any]],
+    act: Callable[[Any], Awaitable[None]],
+) -> None:
     """Act on each delivery concurrently; ack what is done, leave for later what could not be."""
 
     async def one(delivery: bus.Delivery[Any]) -> None:
@@ -447,14 +461,31 @@ async def _each(deliveries: list[bus.Delivery[Any]], act: Callable[[Any], Awaita
             return
         except PaymentRefused as exc:
             _log.warning("delivery.refused", subject=delivery.msg.subject, error=str(exc))
+        except Exception as exc:  # a bug or a surprise must not stop the service: park the input
+            _log.exception("delivery.failed", subject=delivery.msg.subject)
+            with contextlib.suppress(*bus.TRANSIENT):
+                await bus.dead_letter(js, SERVICE, delivery.msg, f"{type(exc).__name__}: {exc}")
         with contextlib.suppress(*bus.TRANSIENT):
             await delivery.msg.ack()
 
-    await asyncio.gather(*(one(d) for d in deliveries))
+    async def in_order(of_one_order: list[bus.Delivery[Any]]) -> None:
+        for delivery in of_one_order:
+            await one(delivery)
+
+    # One order's facts one after the other (they build on each other); orders side by side.
+    by_order: dict[str, list[bus.Delivery[Any]]] = {}
+    for delivery in deliveries:
+        by_order.setdefault(getattr(delivery.value, "order_id", ""), []).append(delivery)
+    await asyncio.gather(*(in_order(group) for group in by_order.values()))
 
 
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
+    # First of all, so a stop that comes while starting is a clean stop too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     nc = await bus.connect(settings.nats_url, name=SERVICE)
     js = nc.jetstream(timeout=10)
     await subjects.declare_streams(js)
@@ -474,10 +505,6 @@ async def serve(settings: Settings) -> None:
             settings.yookassa_api_url,
         )
     payments = Payments(js, Records(kv), catalog, YooKassa(shop_id, secret, api_url), settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     runner = await web.start(payments, nc, settings)
     _log.info(
@@ -502,7 +529,7 @@ async def serve(settings: Settings) -> None:
                         ack_wait=90.0,
                     ),
                     decode=decode_inventory,
-                    handle=lambda ds: _each(ds, payments.on_inventory),
+                    handle=lambda ds: _each(js, ds, payments.on_inventory),
                     stop=stop,
                     batch=100,
                 )
@@ -518,7 +545,7 @@ async def serve(settings: Settings) -> None:
                         ack_wait=90.0,
                     ),
                     decode=decode_refund,
-                    handle=lambda ds: _each(ds, payments.on_refund_requested),
+                    handle=lambda ds: _each(js, ds, payments.on_refund_requested),
                     stop=stop,
                     batch=100,
                 )
@@ -536,6 +563,8 @@ async def _reconciler(payments: Payments, settings: Settings, stop: asyncio.Even
             await payments.reconcile()
         except (*bus.TRANSIENT, nats.errors.Error) as exc:
             _log.warning("reconcile.failed", error=repr(exc))
+        except Exception:  # the reconciler is the safety net: it must outlive any surprise
+            _log.exception("reconcile.failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=settings.payments_reconcile_every)
 

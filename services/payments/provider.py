@@ -153,6 +153,10 @@ class YooKassa:
             if _transient(exc):
                 raise ProviderUnavailable(f"{what}: {_brief(exc)}") from None
             raise PaymentRefused(*_code(exc)) from None
+        except (ValueError, TypeError) as exc:
+            # The SDK checks a request before sending it (a receipt without a phone or an email,
+            # say): what YooKassa would refuse with a 400, refused here.
+            raise PaymentRefused("invalid_request", str(exc)) from None
         except Exception as exc:
             if _transient(exc):
                 raise ProviderUnavailable(f"{what}: {_brief(exc)}") from None
