@@ -77,15 +77,24 @@ def catalog_yaml(stock: dict[str, int], price_rub: int = 100) -> str:
 
 
 class Inventory:
-    """`python -m libs.cli run inventory` as a separate OS process, as in production."""
+    """`python -m libs.cli run SERVICE` (the inventory unless told) as its own OS process."""
 
-    def __init__(self, bus_: Bus, stock: dict[str, int], name: str = "inventory") -> None:
+    def __init__(
+        self,
+        bus_: Bus,
+        stock: dict[str, int],
+        name: str = "inventory",
+        service: str = "inventory",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self._dir = bus_.workdir
         self._url = bus_.server.url
         self.catalog_file = self._dir / "catalog.yaml"
         self.catalog_file.write_text(catalog_yaml(stock))
         self.log_file = self._dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._service = service
+        self._env = env or {}
 
     def start(self) -> None:
         env = {
@@ -95,10 +104,11 @@ class Inventory:
             "CATALOG_FILE": str(self.catalog_file),
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "warning",
+            **self._env,
         }
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "libs.cli", "run", "inventory"],
+                [sys.executable, "-m", "libs.cli", "run", self._service],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

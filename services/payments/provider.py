@@ -9,7 +9,9 @@ Idempotence-Key, bounded, with jittered exponential backoff; a final 4xx raises 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import requests
@@ -65,13 +67,27 @@ class _TimeoutAdapter(HTTPAdapter):
         return super().send(request, stream, timeout, verify, cert, proxies)
 
 
+class _KeptSession(requests.Session):
+    """The SDK closes its session after every request; keeping it keeps the connection alive."""
+
+    def close(self) -> None:
+        pass
+
+
+_sessions = threading.local()
+
+
 def _session(self: ApiClient) -> requests.Session:
-    # The SDK's own session retries 202 only over https and has no timeout; ours does neither
-    # retry (tenacity does, with backoff and a budget) nor wait for ever.
-    session = requests.Session()
-    adapter = _TimeoutAdapter(max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
+    # One session per worker thread, kept (TLS handshakes are not free). The SDK's own session
+    # retries 202 only over https and has no timeout; ours does neither retry (tenacity does,
+    # with backoff and a budget) nor wait for ever.
+    session: requests.Session | None = getattr(_sessions, "session", None)
+    if session is None:
+        session = _KeptSession()
+        adapter = _TimeoutAdapter(max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        _sessions.session = session
     return session
 
 
@@ -100,8 +116,12 @@ class YooKassa:
         api_url: str,
         retry_for: float = 60.0,
         max_wait: float = 5.0,
+        threads: int = 32,
     ) -> None:
         yookassa.Configuration.configure(shop_id, secret_key, api_url=api_url.rstrip("/"))
+        # The SDK blocks a thread per call; enough threads that a burst of notifications is not
+        # queued behind a handful of them.
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="yookassa")
         self._retry_for = retry_for
         self._max_wait = max_wait
 
@@ -146,7 +166,8 @@ class YooKassa:
         try:
             async for attempt in retrying:
                 with attempt:
-                    result = await asyncio.to_thread(fn, *args)
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(self._threads, lambda: fn(*args))
         except NotFoundError as exc:
             raise PaymentNotFound(*_code(exc)) from None
         except ApiError as exc:
