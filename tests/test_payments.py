@@ -61,6 +61,11 @@ class Shop:
         except aiohttp.ClientError:
             return False
 
+    async def health(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/healthz") as reply:
+            report: dict[str, Any] = await reply.json()
+            return report
+
     async def notify(self, body: dict[str, Any], caller: str = YOOKASSA_IP) -> int:
         """A notification as if from `caller`, through the trusted proxy (127.0.0.1)."""
         async with (
@@ -112,6 +117,10 @@ def _payment_id(money: Facts, order_id: str) -> str:
     return str(pending.payment_id)
 
 
+async def _reconciled(shop: Shop) -> bool:
+    return (await shop.health())["reconciler_last_run"] is not None
+
+
 async def _stock_is(js: JetStreamContext, sku: str, on_hand: int, reserved: int) -> bool:
     level = await stock_level(js, sku)
     return level is not None and (level.on_hand, level.reserved) == (on_hand, reserved)
@@ -128,7 +137,7 @@ async def test_happy_path(
     catalog_file: Path,
     fake: FakeYooKassa,
 ) -> None:
-    await _start(services, nats_url, catalog_file, js, fake, payments_capture=capture)
+    shop = await _start(services, nats_url, catalog_file, js, fake, payments_capture=capture)
     await place(js, order("happy", ("FEW", 2, 99000)))
     await wait_until(lambda: "payment_pending" in money.kinds("happy"), what="pending")
     payment_id = _payment_id(money, "happy")
@@ -148,6 +157,9 @@ async def test_happy_path(
     captures = [r for r in fake.requests if r[0] == "POST" and r[1].endswith("/capture")]
     assert len(captures) == (1 if capture == "two_stage" else 0)
     await wait_until(lambda: _stock_is(js, "FEW", 48, 0), what="two sold")
+    report = await shop.health()
+    assert report["nats"] == "connected" and report["provider"] == "yookassa"
+    await wait_until(lambda: _reconciled(shop), what="the reconciler ran")
 
 
 async def test_ten_identical_notifications_make_one_fact(
