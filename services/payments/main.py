@@ -19,7 +19,6 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 
 from libs import bus, log, subjects
 from libs.contracts import (
@@ -37,6 +36,7 @@ from libs.contracts import (
     Released,
     Reserved,
 )
+from libs.kv import Documents
 from libs.settings import Settings
 from services.payments import core, web
 from services.payments.core import PaymentRecord
@@ -51,7 +51,6 @@ _log = log.get(__name__)
 SERVICE = "payments"
 SANDBOX_CREDENTIALS = ("sandbox", "sandbox")  # the local sandbox API only; never a real account
 
-_decode_record = msgspec.json.Decoder(PaymentRecord).decode
 _decode_order = msgspec.json.Decoder(OrderPlaced).decode
 _decode_product = msgspec.json.Decoder(CatalogProduct).decode
 _FACT_KIND = {
@@ -64,54 +63,34 @@ _FACT_KIND = {
 class Records:
     """Per-order records in the `payments` KV bucket, updated by compare-and-set."""
 
-    def __init__(self, kv: Any) -> None:
-        self._kv = kv
+    def __init__(self, documents: Documents[PaymentRecord]) -> None:
+        self._docs = documents
 
-    async def get(self, order_id: str) -> tuple[PaymentRecord, int] | None:
-        try:
-            entry = await self._kv.get(order_id)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        if entry.value is None:
-            return None
-        return _decode_record(entry.value), entry.revision
+    async def get(self, order_id: str) -> PaymentRecord | None:
+        return await self._docs.get(order_id)
 
     async def create(self, record: PaymentRecord) -> PaymentRecord:
         """Store a new record; if another instance was first, theirs."""
-        try:
-            await self._kv.create(record.order_id, bus.encode(record))
-            return record
-        except nats.js.errors.KeyWrongLastSequenceError:
-            found = await self.get(record.order_id)
-            assert found is not None
-            return found[0]
+        return await self._docs.create(record.order_id, record)
 
     async def update(
         self, order_id: str, change: Callable[[PaymentRecord], PaymentRecord]
     ) -> PaymentRecord:
         """Apply `change` to the current record, again if someone else wrote in between."""
-        while True:
-            found = await self.get(order_id)
-            if found is None:
+
+        def changed(record: PaymentRecord | None) -> PaymentRecord:
+            if record is None:
                 raise KeyError(order_id)
-            record, revision = found
-            new = msgspec.structs.replace(change(record), updated_at=_now())
-            try:
-                await self._kv.update(order_id, bus.encode(new), last=revision)
-                return new
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
+            return msgspec.structs.replace(change(record), updated_at=_now())
+
+        return await self._docs.update(order_id, changed)
 
     async def all(self) -> list[PaymentRecord]:
-        try:
-            keys = await self._kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
         records = []
-        for key in keys:
-            found = await self.get(key)
-            if found is not None:
-                records.append(found[0])
+        for key in await self._docs.keys():
+            record = await self._docs.get(key)
+            if record is not None:
+                records.append(record)
         return records
 
 
@@ -156,8 +135,8 @@ class Payments:
                 await self.released(order_id)
 
     async def reserved(self, event: Reserved) -> None:
-        found = await self.records.get(event.order_id)
-        if found is None:
+        record = await self.records.get(event.order_id)
+        if record is None:
             order = await self._order(event.order_id)
             record = await self.records.create(
                 PaymentRecord(
@@ -169,8 +148,6 @@ class Payments:
                     updated_at=_now(),
                 )
             )
-        else:
-            record = found[0]
         await self.ensure_created(record)
 
     async def ensure_created(self, record: PaymentRecord) -> None:
@@ -385,13 +362,13 @@ class Payments:
         if why is not None:
             return 400, why
         order_id = (payment.get("metadata") or {}).get("order_id")
-        found = await self.records.get(order_id) if isinstance(order_id, str) else None
-        if found is None:
+        record = await self.records.get(order_id) if isinstance(order_id, str) else None
+        if record is None:
             return 400, f"payment {payment_id} is not for an order of this shop"
-        why = core.mismatch(found[0], payment)
+        why = core.mismatch(record, payment)
         if why is not None:
             return 400, why
-        await self.observe(found[0], payment)
+        await self.observe(record, payment)
         return 200, "ok"
 
     async def reconcile(self) -> None:
@@ -415,10 +392,10 @@ class Payments:
 
     # helpers --------------------------------------------------------------------------------------
     async def _record(self, order_id: str) -> PaymentRecord | None:
-        found = await self.records.get(order_id)
-        if found is None or not found[0].payment_id:
+        record = await self.records.get(order_id)
+        if record is None or not record.payment_id:
             return None
-        return found[0]
+        return record
 
     async def _told(self, order_id: str, status: str) -> None:
         await self.records.update(
@@ -490,9 +467,7 @@ async def serve(settings: Settings) -> None:
     js = nc.jetstream(timeout=10)
     await subjects.declare_streams(js)
     catalog, _, _ = await subjects.declare_buckets(js)
-    kv = await js.create_key_value(
-        KeyValueConfig(bucket=subjects.PAYMENTS_RECORDS_BUCKET, history=1, storage=StorageType.FILE)
-    )
+    records = Records(await Documents.open(js, subjects.PAYMENTS_RECORDS_BUCKET, PaymentRecord))
     if settings.sandbox:
         shop_id, secret = SANDBOX_CREDENTIALS
         api_url = f"http://{_local(settings.payments_http_host)}:{settings.payments_http_port}"
@@ -504,7 +479,7 @@ async def serve(settings: Settings) -> None:
             settings.yookassa_secret_key,
             settings.yookassa_api_url,
         )
-    payments = Payments(js, Records(kv), catalog, YooKassa(shop_id, secret, api_url), settings)
+    payments = Payments(js, records, catalog, YooKassa(shop_id, secret, api_url), settings)
 
     runner = await web.start(payments, nc, settings)
     _log.info(
