@@ -6,6 +6,7 @@ A missing or malformed variable stops the process with one line naming it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 
 Seconds = Annotated[int, msgspec.Meta(ge=1)]
+_BOT_TOKEN = re.compile(r"\d+:[\w-]+")
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 
@@ -27,6 +29,19 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     snapshot_every: Annotated[int, msgspec.Meta(ge=10)] = 10_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
+    # bot
+    bot_token: str | None = None  # required by the bot; never logged
+    telegram_api_url: str = "https://api.telegram.org"
+    bot_mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str = ""  # the public https URL Telegram posts updates to (webhook mode)
+    webhook_secret: str = ""  # checked in X-Telegram-Bot-Api-Secret-Token
+    bot_http_host: str = "127.0.0.1"
+    bot_http_port: Port = 8082
+    shop_name: str = "Чайная лавка"
+    admin_chat_id: int | None = None
+    admin_user_ids: str = ""  # comma-separated Telegram user ids
+    low_stock_threshold: Annotated[int, msgspec.Meta(ge=0)] = 3
+    reminder_before: Seconds = 120  # remind the customer this long before the reservation ends
     # payments
     yookassa_shop_id: str | None = None  # unset: the sandbox provider
     yookassa_secret_key: str | None = None
@@ -48,6 +63,17 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     def __post_init__(self) -> None:
         if self.yookassa_shop_id and not self.yookassa_secret_key:
             raise ValueError("YOOKASSA_SECRET_KEY is required with YOOKASSA_SHOP_ID")
+        if self.bot_mode == "webhook" and not (self.webhook_url and self.webhook_secret):
+            raise ValueError("BOT_MODE=webhook needs WEBHOOK_URL and WEBHOOK_SECRET")
+        if self.bot_token is not None and not _BOT_TOKEN.fullmatch(self.bot_token):
+            raise ValueError("BOT_TOKEN does not look like a bot token (123456:ABC-...)")
+        for part in self.admin_user_ids.split(","):
+            if part.strip() and not part.strip().lstrip("-").isdigit():
+                raise ValueError(f"ADMIN_USER_IDS: {part.strip()!r} is not a Telegram user id")
+
+    @property
+    def admins(self) -> frozenset[int]:
+        return frozenset(int(p) for p in self.admin_user_ids.split(",") if p.strip())
 
     @property
     def sandbox(self) -> bool:

@@ -75,6 +75,20 @@ INVENTORY_QUEUE = "inventory"
 INVENTORY_ORDERS_CONSUMER = "inventory-orders"
 INVENTORY_PAYMENTS_CONSUMER = "inventory-payments"
 PAYMENTS_INVENTORY_CONSUMER = "payments-inventory"
+INVENTORY_FACTS_FOR_BOT = [
+    "inventory.reserved.>",
+    "inventory.rejected.>",
+    "inventory.committed.>",
+    "inventory.commit_failed.>",
+    "inventory.released.>",
+]
+PAYMENT_FACTS_FOR_BOT = [
+    "payments.pending.>",
+    "payments.succeeded.>",
+    "payments.canceled.>",
+    "payments.failed.>",
+    "payments.refunded.>",
+]
 PAYMENTS_REFUNDS_CONSUMER = "payments-refunds"
 INVENTORY_FACTS_FOR_PAYMENTS = [
     "inventory.reserved.>",

@@ -1,0 +1,1 @@
+"""The bot\x27s routers, one per flow."""

@@ -1,0 +1,203 @@
+"""The shop window: /start, the main menu, the catalog and the cart. Navigation edits in place."""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandStart
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, LinkPreviewOptions, Message
+
+from libs.contracts import CatalogProduct
+from libs.money import format_rub
+from libs.settings import Settings
+from services.bot import callbacks as cb
+from services.bot import keyboards as kb
+from services.bot.model import Cart, Store
+from services.bot.texts import Texts
+
+router = Router(name=__name__)
+MAX_QTY = 99
+
+
+async def show(
+    where: Message | CallbackQuery,
+    text: str,
+    markup: InlineKeyboardMarkup,
+    preview: LinkPreviewOptions | None = None,
+) -> None:
+    """Edit the message a button was on, or answer a typed message with a new one."""
+    options = preview or LinkPreviewOptions(is_disabled=True)
+    if isinstance(where, CallbackQuery) and isinstance(where.message, Message):
+        with contextlib.suppress(TelegramBadRequest):  # "not modified": already shown
+            await where.message.edit_text(text, reply_markup=markup, link_preview_options=options)
+        await where.answer()
+        return
+    target = where.message if isinstance(where, CallbackQuery) else where
+    if isinstance(target, Message):
+        await target.answer(text, reply_markup=markup, link_preview_options=options)
+
+
+@router.message(CommandStart())
+async def start(message: Message, t: Texts, settings: Settings) -> None:
+    await message.answer(
+        t.t("start.greeting", shop=settings.shop_name), reply_markup=kb.main_menu(t)
+    )
+
+
+@router.message(Command("help"))
+async def help_command(message: Message, t: Texts) -> None:
+    await message.answer(t.t("help.text"), reply_markup=kb.main_menu(t))
+
+
+@router.callback_query(cb.Menu.filter(F.to == "home"))
+async def home(query: CallbackQuery, t: Texts, settings: Settings) -> None:
+    await show(query, t.t("start.greeting", shop=settings.shop_name), kb.main_menu(t))
+
+
+@router.callback_query(cb.Menu.filter(F.to == "help"))
+async def help_button(query: CallbackQuery, t: Texts) -> None:
+    await show(query, t.t("help.text"), kb.main_menu(t))
+
+
+@router.message(Command("catalog"))
+@router.callback_query(cb.Menu.filter(F.to == "catalog"))
+async def catalog(event: Message | CallbackQuery, t: Texts, store: Store) -> None:
+    found = await store.categories()
+    await show(event, t.t("catalog.title" if found else "catalog.empty"), kb.categories(t, found))
+
+
+@router.callback_query(cb.CategoryPage.filter())
+async def category(
+    query: CallbackQuery, callback_data: cb.CategoryPage, t: Texts, store: Store
+) -> None:
+    found = await store.category(callback_data.category_id)
+    if found is None:
+        await query.answer(t.t("input.toast.stale_button"), show_alert=False)
+        return
+    items = await store.products(found.category_id)
+    text = t.t("catalog.category", category=found.title) if items else t.t("catalog.category_empty")
+    await show(query, text, kb.products(t, found.category_id, items, callback_data.page))
+
+
+async def _available(store: Store, sku: str) -> int:
+    level = await store.level(sku)
+    return max(0, level.available) if level else 0
+
+
+FEW = 5  # at or below this many, the card says how many are left
+
+
+def card(t: Texts, item: CatalogProduct, available: int) -> str:
+    if available <= 0:
+        stock = t.t("catalog.out_of_stock")
+    elif available <= FEW:
+        stock = t.t("catalog.few_left", count=available)
+    else:
+        stock = t.t("catalog.in_stock")
+    price = format_rub(item.price)
+    if item.description:
+        return t.t(
+            "catalog.product",
+            title=item.title,
+            description=item.description,
+            price=price,
+            availability=stock,
+        )
+    return t.t("catalog.product_short", title=item.title, price=price, availability=stock)
+
+
+@router.callback_query(cb.ProductCard.filter())
+async def product(
+    query: CallbackQuery, callback_data: cb.ProductCard, t: Texts, store: Store
+) -> None:
+    item = await store.product(callback_data.sku)
+    if item is None:
+        await query.answer(t.t("input.toast.stale_button"))
+        return
+    available = await _available(store, item.sku)
+    qty = min(max(1, callback_data.qty), max(1, min(available, MAX_QTY)))
+    preview = (
+        LinkPreviewOptions(url=item.photo_url, prefer_large_media=True, show_above_text=True)
+        if item.photo_url
+        else None
+    )
+    await show(
+        query,
+        card(t, item, available),
+        kb.product(t, item, qty, available, callback_data.page),
+        preview,
+    )
+
+
+@router.callback_query(cb.AddToCart.filter())
+async def add_to_cart(
+    query: CallbackQuery, callback_data: cb.AddToCart, t: Texts, store: Store
+) -> None:
+    item = await store.product(callback_data.sku)
+    if item is None or query.from_user is None:
+        await query.answer(t.t("input.toast.stale_button"))
+        return
+    qty = max(1, min(callback_data.qty, MAX_QTY))
+
+    def add(current: Cart | None) -> Cart:
+        lines = dict(current.lines) if current else {}
+        lines[item.sku] = min(MAX_QTY, lines.get(item.sku, 0) + qty)
+        return Cart(lines)
+
+    await store.carts.update(str(query.from_user.id), add)
+    await query.answer(t.t("catalog.toast.added", title=item.title, qty=qty))
+
+
+async def cart_view(t: Texts, store: Store, user_id: int) -> tuple[str, InlineKeyboardMarkup]:
+    current = await store.carts.get(str(user_id)) or Cart()
+    lines: list[tuple[CatalogProduct, int]] = []
+    for sku, qty in current.lines.items():
+        item = await store.product(sku)
+        if item is not None and qty > 0:
+            lines.append((item, qty))
+    if not lines:
+        return t.t("cart.empty"), kb.cart(t, [])
+    rows = [
+        t.t("cart.line", title=i.title, qty=q, amount=format_rub(i.price * q)) for i, q in lines
+    ]
+    total = sum(i.price * q for i, q in lines)
+    text = t.lines([t.t("cart.title"), "", *rows, "", t.t("cart.total", total=format_rub(total))])
+    return text, kb.cart(t, lines)
+
+
+@router.message(Command("cart"))
+@router.callback_query(cb.Menu.filter(F.to == "cart"))
+async def cart(event: Message | CallbackQuery, t: Texts, store: Store) -> None:
+    if event.from_user is None:
+        return
+    text, markup = await cart_view(t, store, event.from_user.id)
+    await show(event, text, markup)
+
+
+@router.callback_query(cb.CartLine.filter())
+async def change_line(
+    query: CallbackQuery, callback_data: cb.CartLine, t: Texts, store: Store
+) -> None:
+    sku, action = callback_data.sku, callback_data.action
+
+    def change(current: Cart | None) -> Cart:
+        lines = dict(current.lines) if current else {}
+        qty = lines.get(sku, 0) + {"inc": 1, "dec": -1, "del": -MAX_QTY}[action]
+        if qty > 0:
+            lines[sku] = min(qty, MAX_QTY)
+        else:
+            lines.pop(sku, None)
+        return Cart(lines)
+
+    await store.carts.update(str(query.from_user.id), change)
+    text, markup = await cart_view(t, store, query.from_user.id)
+    await show(query, text, markup)
+
+
+@router.callback_query(cb.CartAction.filter(F.action == "clear"))
+async def clear_cart(query: CallbackQuery, t: Texts, store: Store) -> None:
+    await store.carts.put(str(query.from_user.id), Cart())
+    text, markup = await cart_view(t, store, query.from_user.id)
+    await show(query, text, markup)

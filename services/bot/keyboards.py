@@ -1,0 +1,182 @@
+"""The bot's keyboards, built from texts and callback data; no I/O."""
+
+from __future__ import annotations
+
+from aiogram.types import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+)
+
+from libs.contracts import CatalogCategory, CatalogProduct
+from libs.money import format_rub
+from services.bot import callbacks as cb
+from services.bot.texts import Texts
+
+PAGE = 6  # products per page
+
+
+def _button(text: str, data: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=text, callback_data=data)
+
+
+def _markup(rows: list[list[InlineKeyboardButton]]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def main_menu(t: Texts) -> InlineKeyboardMarkup:
+    return _markup(
+        [
+            [_button(t.t("menu.button.catalog"), cb.Menu(to="catalog").pack())],
+            [
+                _button(t.t("menu.button.cart"), cb.Menu(to="cart").pack()),
+                _button(t.t("menu.button.orders"), cb.Menu(to="orders").pack()),
+            ],
+            [_button(t.t("menu.button.help"), cb.Menu(to="help").pack())],
+        ]
+    )
+
+
+def back_home(t: Texts) -> list[InlineKeyboardButton]:
+    return [_button(t.t("common.button.menu"), cb.Menu(to="home").pack())]
+
+
+def categories(t: Texts, found: list[CatalogCategory]) -> InlineKeyboardMarkup:
+    rows = [[_button(c.title, cb.CategoryPage(category_id=c.category_id).pack())] for c in found]
+    return _markup([*rows, back_home(t)])
+
+
+def products(
+    t: Texts, category_id: str, found: list[CatalogProduct], page: int
+) -> InlineKeyboardMarkup:
+    pages = max(1, -(-len(found) // PAGE))
+    page = min(max(page, 0), pages - 1)
+    rows = [
+        [
+            _button(
+                t.t("catalog.button.product", title=p.title, price=format_rub(p.price)),
+                cb.ProductCard(sku=p.sku, page=page).pack(),
+            )
+        ]
+        for p in found[page * PAGE : (page + 1) * PAGE]
+    ]
+    if pages > 1:
+        nav = []
+        if page > 0:
+            nav.append(_button("◀︎", cb.CategoryPage(category_id=category_id, page=page - 1).pack()))
+        nav.append(
+            _button(
+                t.t("catalog.button.page", page=page + 1, pages=pages),
+                cb.CategoryPage(category_id=category_id, page=page).pack(),
+            )
+        )
+        if page < pages - 1:
+            nav.append(_button("▶︎", cb.CategoryPage(category_id=category_id, page=page + 1).pack()))
+        rows.append(nav)
+    rows.append([_button(t.t("common.button.back"), cb.Menu(to="catalog").pack())])
+    return _markup(rows)
+
+
+def product(
+    t: Texts, item: CatalogProduct, qty: int, available: int, page: int
+) -> InlineKeyboardMarkup:
+    rows: list[list[InlineKeyboardButton]] = []
+    more = min(available, qty + 1)
+    if available > 0:
+        rows.append(
+            [
+                _button("➖", cb.ProductCard(sku=item.sku, qty=max(1, qty - 1), page=page).pack()),
+                _button(str(qty), cb.ProductCard(sku=item.sku, qty=qty, page=page).pack()),
+                _button("➕", cb.ProductCard(sku=item.sku, qty=more, page=page).pack()),
+            ]
+        )
+        rows.append(
+            [_button(t.t("catalog.button.add"), cb.AddToCart(sku=item.sku, qty=qty).pack())]
+        )
+    rows.append(
+        [
+            _button(
+                t.t("common.button.back"),
+                cb.CategoryPage(category_id=item.category_id, page=page).pack(),
+            ),
+            _button(t.t("menu.button.cart"), cb.Menu(to="cart").pack()),
+        ]
+    )
+    return _markup(rows)
+
+
+def cart(t: Texts, lines: list[tuple[CatalogProduct, int]]) -> InlineKeyboardMarkup:
+    rows = []
+    for item, qty in lines:
+        rows.append(
+            [
+                _button("➖", cb.CartLine(action="dec", sku=item.sku).pack()),
+                _button(
+                    t.t("cart.button.line", title=item.title, qty=qty),
+                    cb.ProductCard(sku=item.sku, qty=qty).pack(),
+                ),
+                _button("➕", cb.CartLine(action="inc", sku=item.sku).pack()),
+                _button("✖", cb.CartLine(action="del", sku=item.sku).pack()),
+            ]
+        )
+    if lines:
+        rows.append([_button(t.t("cart.button.checkout"), cb.CartAction(action="checkout").pack())])
+        rows.append([_button(t.t("cart.button.clear"), cb.CartAction(action="clear").pack())])
+    rows.append([_button(t.t("menu.button.catalog"), cb.Menu(to="catalog").pack()), *back_home(t)])
+    return _markup(rows)
+
+
+def share_phone(t: Texts) -> ReplyKeyboardMarkup:
+    return ReplyKeyboardMarkup(
+        keyboard=[[KeyboardButton(text=t.t("checkout.button.share_phone"), request_contact=True)]],
+        resize_keyboard=True,
+        one_time_keyboard=True,
+    )
+
+
+def reuse(t: Texts) -> InlineKeyboardMarkup:
+    return _markup(
+        [
+            [_button(t.t("checkout.button.use_saved"), cb.Checkout(action="reuse").pack())],
+            [_button(t.t("checkout.button.enter_new"), cb.Checkout(action="fresh").pack())],
+        ]
+    )
+
+
+def skip(t: Texts) -> InlineKeyboardMarkup:
+    return _markup([[_button(t.t("checkout.button.skip"), cb.Checkout(action="skip").pack())]])
+
+
+def summary(t: Texts, fields: list[str]) -> InlineKeyboardMarkup:
+    edits = [
+        _button(
+            t.t(f"checkout.button.edit_{field}"), cb.Checkout(action="edit", field=field).pack()
+        )
+        for field in fields
+    ]
+    return _markup(
+        [
+            [_button(t.t("checkout.button.confirm"), cb.Checkout(action="confirm").pack())],
+            *[edits[i : i + 2] for i in range(0, len(edits), 2)],
+            [_button(t.t("checkout.button.cancel"), cb.Checkout(action="cancel").pack())],
+        ]
+    )
+
+
+def pay(t: Texts, url: str, amount: int) -> InlineKeyboardMarkup:
+    return _markup(
+        [[InlineKeyboardButton(text=t.t("order.button.pay", amount=format_rub(amount)), url=url)]]
+    )
+
+
+def fixes(t: Texts, options: list[tuple[str, str, int]]) -> InlineKeyboardMarkup:
+    """(label, sku, qty to set) per one-tap fix, then the cart."""
+    rows = [[_button(label, cb.FixOrder(sku=sku, qty=qty).pack())] for label, sku, qty in options]
+    rows.append([_button(t.t("menu.button.cart"), cb.Menu(to="cart").pack())])
+    return _markup(rows)
+
+
+def orders(t: Texts, found: list[tuple[str, str]]) -> InlineKeyboardMarkup:
+    rows = [[_button(label, cb.OrderCard(order_id=oid).pack())] for oid, label in found]
+    return _markup([*rows, back_home(t)])

@@ -1,0 +1,139 @@
+"""The bot process: aiogram wired to the shop's read models, the bus and the notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiogram import BaseMiddleware, Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import BotCommand, TelegramObject, User
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+
+from libs import bus, log, subjects
+from libs.contracts import InventoryEvent, PaymentEvent
+from libs.kv import Documents
+from libs.settings import Settings
+from services.bot.handlers import admin, checkout, fallback, orders, shop
+from services.bot.model import CONVERSATIONS, Store
+from services.bot.notify import Notifier, handle
+from services.bot.sender import Sender
+from services.bot.storage import Conversation, NatsStorage
+from services.bot.texts import for_language
+
+_log = log.get(__name__)
+SERVICE = "bot"
+WEBHOOK_PATH = "/telegram/webhook"
+
+
+class TextsFor(BaseMiddleware):
+    """The user's language for every handler, as `t`."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        user: User | None = data.get("event_from_user")
+        data["t"] = for_language(user.language_code if user else None)
+        return await handler(event, data)
+
+
+def dispatcher(storage: NatsStorage, settings: Settings, **deps: Any) -> Dispatcher:
+    dp = Dispatcher(storage=storage, settings=settings, **deps)
+    dp.update.middleware(TextsFor())
+    dp.include_routers(
+        admin.router_for(settings.admins),
+        checkout.router,
+        shop.router,
+        orders.router,
+        fallback.router,
+    )
+    return dp
+
+
+async def serve(settings: Settings) -> None:
+    assert settings.nats_url, "shop run/up sets NATS_URL"
+    if not settings.bot_token:
+        message = "shop: BOT_TOKEN is not set: the bot needs the token @BotFather gave"
+        print(message, file=sys.stderr)  # noqa: T201 - one line for the operator, then exit
+        raise SystemExit(2)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    nc = await bus.connect(settings.nats_url, name=SERVICE)
+    js = nc.jetstream(timeout=10)
+    await subjects.declare_streams(js)
+    store = await Store.open(js)
+    storage = NatsStorage(await Documents.open(js, CONVERSATIONS, Conversation))
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    bot = Bot(settings.bot_token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
+    sender = Sender()
+    notifier = Notifier(bot, sender, store, settings)
+    dp = dispatcher(storage, settings, store=store, sender=sender, js=js)
+    for language in ("ru", "en"):
+        t = for_language(language)
+        commands = [BotCommand(command=c, description=d) for c, d in t.commands()]
+        await bot.set_my_commands(commands, language_code=None if language == "ru" else language)
+
+    runner: web.AppRunner | None = None
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            for stream, name, filters, kind in (
+                (
+                    subjects.INVENTORY,
+                    "bot-inventory",
+                    subjects.INVENTORY_FACTS_FOR_BOT,
+                    InventoryEvent,
+                ),
+                (subjects.PAYMENTS, "bot-payments", subjects.PAYMENT_FACTS_FOR_BOT, PaymentEvent),
+            ):
+                decode = msgspec.json.Decoder(kind).decode
+                tasks.create_task(
+                    bus.consume(
+                        js,
+                        service=SERVICE,
+                        stream=stream,
+                        config=bus.durable(name, filters, ack_wait=120.0),
+                        decode=decode,
+                        handle=lambda ds: handle(notifier, ds),
+                        stop=stop,
+                        batch=100,
+                    )
+                )
+            tasks.create_task(notifier.remind(stop))
+            if settings.bot_mode == "webhook":
+                runner = await _webhook(dp, bot, settings)
+            else:
+                await bot.delete_webhook(drop_pending_updates=False)
+                polling = tasks.create_task(dp.start_polling(bot, handle_signals=False))
+            _log.info("bot.started", mode=settings.bot_mode, shop=settings.shop_name)
+            await stop.wait()
+            if settings.bot_mode != "webhook":
+                await dp.stop_polling()
+                await polling
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await bot.session.close()
+        await nc.drain()
+    _log.info("bot.stopped")
+
+
+async def _webhook(dp: Dispatcher, bot: Bot, settings: Settings) -> web.AppRunner:
+    app = web.Application()
+    SimpleRequestHandler(dp, bot, secret_token=settings.webhook_secret).register(app, WEBHOOK_PATH)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.bot_http_host, settings.bot_http_port).start()
+    await bot.set_webhook(settings.webhook_url, secret_token=settings.webhook_secret)
+    return runner

@@ -1,0 +1,151 @@
+"""What the bot keeps and reads: carts, customers' saved details, its view of their orders, and
+the inventory's catalog and stock read models. All in NATS KV, none in memory."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeVar
+
+import msgspec
+import nats.js.errors
+from nats.js import JetStreamContext
+
+from libs import subjects
+from libs.contracts import CatalogCategory, CatalogProduct, Contact, OrderLine, StockLevel
+from libs.kv import Documents
+
+CARTS = "bot-carts"  # user id -> Cart
+CUSTOMERS = "bot-customers"  # user id -> Contact last used
+ORDERS = "bot-orders"  # order id -> OrderView
+USER_ORDERS = "bot-user-orders"  # user id -> RecentOrders
+CONVERSATIONS = "bot-fsm"
+RECENT = 20
+T = TypeVar("T")
+
+
+class Cart(msgspec.Struct):
+    lines: dict[str, int] = {}  # sku -> qty, in the order added
+
+
+OrderStatus = str  # placed | reserved | awaiting_payment | paid | cancelled | expired | refunded
+
+
+class OrderView(msgspec.Struct, kw_only=True):
+    """The bot's view of one order, kept up to date from the facts."""
+
+    order_id: str
+    user_id: int
+    chat_id: int
+    language: str
+    lines: tuple[OrderLine, ...]
+    total: int
+    placed_at: datetime
+    status: OrderStatus = "placed"
+    pay_url: str = ""
+    expires_at: datetime | None = None
+    message_id: int = 0  # the order's message (reserving..., then the Pay button)
+    reminded: bool = False
+    contact: Contact = Contact()
+
+
+class RecentOrders(msgspec.Struct):
+    order_ids: list[str] = []
+
+
+class Store:
+    """The bot's buckets, opened once."""
+
+    def __init__(
+        self,
+        carts: Documents[Cart],
+        customers: Documents[Contact],
+        orders: Documents[OrderView],
+        user_orders: Documents[RecentOrders],
+        catalog: object,
+        stock: object,
+    ) -> None:
+        self.carts = carts
+        self.customers = customers
+        self.orders = orders
+        self.user_orders = user_orders
+        self._catalog = catalog
+        self._stock = stock
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> Store:
+        catalog, stock, _ = await subjects.declare_buckets(js)
+        return cls(
+            await Documents.open(js, CARTS, Cart),
+            await Documents.open(js, CUSTOMERS, Contact),
+            await Documents.open(js, ORDERS, OrderView),
+            await Documents.open(js, USER_ORDERS, RecentOrders),
+            catalog,
+            stock,
+        )
+
+    # catalog --------------------------------------------------------------------------------------
+    async def categories(self) -> list[CatalogCategory]:
+        found = [c for c in await self._all("category.", CatalogCategory)]
+        return sorted(found, key=lambda c: (c.position, c.title))
+
+    async def products(self, category_id: str | None = None) -> list[CatalogProduct]:
+        found = [
+            p
+            for p in await self._all("product.", CatalogProduct)
+            if category_id is None or p.category_id == category_id
+        ]
+        return sorted(found, key=lambda p: (p.position, p.title))
+
+    async def product(self, sku: str) -> CatalogProduct | None:
+        return await self._get(self._catalog, f"product.{sku}", CatalogProduct)
+
+    async def level(self, sku: str) -> StockLevel | None:
+        return await self._get(self._stock, sku, StockLevel)
+
+    async def category(self, category_id: str) -> CatalogCategory | None:
+        return await self._get(self._catalog, f"category.{category_id}", CatalogCategory)
+
+    async def _all(self, prefix: str, kind: type[T]) -> list[T]:
+        try:
+            keys = await self._catalog.keys()  # type: ignore[attr-defined]
+        except nats.js.errors.NoKeysError:
+            return []
+        found = []
+        for key in keys:
+            if key.startswith(prefix):
+                value = await self._get(self._catalog, key, kind)
+                if value is not None:
+                    found.append(value)
+        return found
+
+    @staticmethod
+    async def _get(kv: object, key: str, kind: type[T]) -> T | None:
+        try:
+            entry = await kv.get(key)  # type: ignore[attr-defined]
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        try:
+            return msgspec.json.decode(entry.value, type=kind)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+
+    # orders ---------------------------------------------------------------------------------------
+    async def remember_order(self, view: OrderView) -> None:
+        await self.orders.put(view.order_id, view)
+
+        def add(recent: RecentOrders | None) -> RecentOrders:
+            ids = [i for i in (recent.order_ids if recent else []) if i != view.order_id]
+            return RecentOrders([view.order_id, *ids][:RECENT])
+
+        await self.user_orders.update(str(view.user_id), add)
+
+    async def recent_orders(self, user_id: int) -> list[OrderView]:
+        recent = await self.user_orders.get(str(user_id))
+        views = []
+        for order_id in recent.order_ids if recent else []:
+            view = await self.orders.get(order_id)
+            if view is not None:
+                views.append(view)
+        return views

@@ -1,0 +1,309 @@
+"""Facts into messages: the customer hears about their order, the admin chat about sales.
+
+Facts are acked only once the message went out or failed for good (the customer blocked the
+bot), so a restart or a 429 storm never loses a notification; each fact is told once per order
+status change, so a redelivery does not repeat it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from aiogram import Bot
+from aiogram.types import InlineKeyboardMarkup
+
+from libs import bus, log
+from libs.contracts import (
+    CommitFailed,
+    Committed,
+    PaymentCanceled,
+    PaymentFailed,
+    PaymentPending,
+    PaymentRefunded,
+    PaymentSucceeded,
+    Rejected,
+    Released,
+    Reserved,
+)
+from libs.money import format_rub
+from libs.settings import Settings
+from services.bot import keyboards as kb
+from services.bot.model import OrderView, Store
+from services.bot.sender import Sender, Undeliverable
+from services.bot.texts import Texts, for_language
+
+_log = log.get(__name__)
+FINAL = frozenset({"paid", "cancelled", "expired", "refunded"})
+
+
+class Notifier:
+    def __init__(self, bot: Bot, sender: Sender, store: Store, settings: Settings) -> None:
+        self._bot = bot
+        self._sender = sender
+        self._store = store
+        self._settings = settings
+
+    # the customer ---------------------------------------------------------------------------------
+    async def on_fact(self, fact: Any) -> None:
+        order_id = getattr(fact, "order_id", None)
+        view = await self._store.orders.get(order_id) if order_id else None
+        if isinstance(fact, Committed):
+            await self._low_stock([line.sku for line in fact.lines])
+        if view is None:
+            return  # not an order placed through this bot (an admin's, a test's)
+        t = for_language(view.language)
+        match fact:
+            case Reserved():
+                await self._status(view, "reserved")
+            case Rejected():
+                await self._rejected(view, fact, t)
+            case PaymentPending():
+                await self._pending(view, fact, t)
+            case PaymentSucceeded():
+                await self._paid(view, fact, t)
+            case PaymentCanceled() | PaymentFailed():
+                await self._cancelled(view, fact, t)
+            case Released(reason="expired"):
+                if view.status not in FINAL:
+                    await self._say(view, t.t("order.expired", number=view.order_id))
+                    await self._status(view, "expired")
+            case PaymentRefunded():
+                await self._say(
+                    view,
+                    t.t("order.refunded", number=view.order_id, amount=format_rub(fact.amount)),
+                )
+                await self._admin(
+                    "admin.refund",
+                    number=view.order_id,
+                    amount=format_rub(fact.amount),
+                    payment_id=fact.payment_id,
+                )
+                await self._status(view, "refunded")
+            case CommitFailed():
+                # Paid after the hold ended and the stock is gone: payments gives the money back.
+                if view.status not in FINAL:
+                    await self._say(view, t.t("order.stock_gone", number=view.order_id))
+                    await self._status(view, "cancelled")
+
+    async def _rejected(self, view: OrderView, fact: Rejected, t: Texts) -> None:
+        if view.status in FINAL or view.status == "cancelled":
+            return
+        options: list[tuple[str, str, int]] = []
+        problems = []
+        for problem in fact.problems:
+            item = await self._store.product(problem.sku)
+            title = item.title if item else problem.sku
+            if fact.reason == "out_of_stock" and problem.available > 0:
+                problems.append(
+                    t.t(
+                        "order.out_of_stock_line",
+                        title=title,
+                        available=problem.available,
+                        requested=problem.requested,
+                    )
+                )
+                reduce = t.t("order.button.reduce", title=title, left=problem.available)
+                options.append((reduce, problem.sku, problem.available))
+            elif fact.reason == "out_of_stock":
+                problems.append(t.t("order.sold_out_line", title=title))
+            elif fact.reason == "price_mismatch":
+                problems.append(
+                    t.t(
+                        "order.price_changed_line",
+                        title=title,
+                        was=format_rub(problem.unit_price or 0),
+                        now=format_rub(problem.catalog_price or 0),
+                    )
+                )
+            else:
+                problems.append(t.t("order.product_gone_line", title=title))
+            options.append((t.t("order.button.remove", title=title), problem.sku, 0))
+        if not problems:
+            await self._edit_or_say(view, t.t("order.failed"), kb.fixes(t, []))
+        else:
+            hint = (
+                "order.price_changed_hint" if fact.reason == "price_mismatch" else "order.fix_hint"
+            )
+            text = t.lines([t.t("order.rejected"), *problems, "", t.t(hint)])
+            await self._edit_or_say(view, text, kb.fixes(t, options))
+        await self._status(view, "cancelled")
+
+    async def _pending(self, view: OrderView, fact: PaymentPending, t: Texts) -> None:
+        if view.status in FINAL or view.pay_url:
+            return
+        minutes = max(1, int((fact.expires_at - datetime.now(UTC)).total_seconds() // 60))
+        text = t.t(
+            "order.awaiting_payment_minutes",
+            number=view.order_id,
+            total=format_rub(fact.amount),
+            minutes=minutes,
+        )
+        await self._edit_or_say(view, text, kb.pay(t, fact.confirmation_url, fact.amount))
+        await self._update(
+            view.order_id,
+            status="awaiting_payment",
+            pay_url=fact.confirmation_url,
+            expires_at=fact.expires_at,
+        )
+
+    async def _paid(self, view: OrderView, fact: PaymentSucceeded, t: Texts) -> None:
+        if view.status == "paid":
+            return
+        lines = await self._lines(view, t)
+        await self._say(
+            view,
+            t.t("order.paid", number=view.order_id, lines=lines, total=format_rub(view.total)),
+        )
+        await self._store.carts.delete(str(view.user_id))
+        c = view.contact
+        admin_t = for_language(None)
+        extra = [admin_t.t("admin.order_comment", comment=c.comment)] if c.comment else []
+        await self._admin(
+            "admin.new_order",
+            number=view.order_id,
+            customer=c.name,
+            phone=c.phone,
+            address=c.address,
+            lines=admin_t.lines([await self._lines(view, admin_t), *extra]),
+            total=format_rub(view.total),
+            payment_id=fact.payment_id,
+        )
+        await self._status(view, "paid")
+
+    async def _cancelled(
+        self, view: OrderView, fact: PaymentCanceled | PaymentFailed, t: Texts
+    ) -> None:
+        if view.status in FINAL:
+            return
+        if isinstance(fact, PaymentFailed):
+            await self._say(view, t.t("order.payment_failed", number=view.order_id))
+            await self._admin("admin.payment_failed", number=view.order_id, reason=fact.reason)
+        else:
+            reason = t.cancel_reason(fact.reason)
+            await self._say(
+                view, t.t("order.payment_canceled", number=view.order_id, reason=reason)
+            )
+        await self._status(view, "cancelled")
+
+    # reminders ------------------------------------------------------------------------------------
+    async def remind(self, stop: asyncio.Event, every: float = 5.0) -> None:
+        """Shortly before a reservation ends, remind the customer with the Pay button again."""
+        before = timedelta(seconds=self._settings.reminder_before)
+        while not stop.is_set():
+            now = datetime.now(UTC)
+            for key in await self._store.orders.keys():
+                view = await self._store.orders.get(key)
+                if (
+                    view is None
+                    or view.status != "awaiting_payment"
+                    or view.reminded
+                    or view.expires_at is None
+                    or not now >= view.expires_at - before
+                    or now >= view.expires_at
+                ):
+                    continue
+                t = for_language(view.language)
+                minutes = max(1, int((view.expires_at - now).total_seconds() // 60))
+                with contextlib.suppress(Undeliverable):
+                    await self._say(
+                        view,
+                        t.t("order.reminder", number=view.order_id, minutes=minutes),
+                        kb.pay(t, view.pay_url, view.total),
+                    )
+                await self._update(view.order_id, reminded=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    # helpers --------------------------------------------------------------------------------------
+    async def _lines(self, view: OrderView, t: Texts) -> str:
+        rows = []
+        for line in view.lines:
+            item = await self._store.product(line.sku)
+            title = item.title if item else line.sku
+            amount = format_rub(line.qty * line.unit_price)
+            rows.append(t.t("cart.line", title=title, qty=line.qty, amount=amount))
+        return t.lines(rows)
+
+    async def _say(
+        self, view: OrderView, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
+        try:
+            await self._sender.send(
+                view.chat_id,
+                lambda: self._bot.send_message(view.chat_id, text, reply_markup=markup),
+            )
+        except Undeliverable as exc:
+            _log.info("notification.undeliverable", order_id=view.order_id, reason=str(exc))
+
+    async def _edit_or_say(self, view: OrderView, text: str, markup: InlineKeyboardMarkup) -> None:
+        """Turn the order's "reserving..." message into the answer; a new message if it is gone."""
+        if view.message_id:
+            try:
+                await self._sender.send(
+                    view.chat_id,
+                    lambda: self._bot.edit_message_text(
+                        text=text,
+                        chat_id=view.chat_id,
+                        message_id=view.message_id,
+                        reply_markup=markup,
+                    ),
+                )
+                return
+            except Undeliverable:
+                pass
+        await self._say(view, text, markup)
+
+    async def _admin(self, key: str, **params: Any) -> None:
+        chat_id = self._settings.admin_chat_id
+        if chat_id is None:
+            return
+        text = for_language(None).t(key, **params)
+        try:
+            await self._sender.send(chat_id, lambda: self._bot.send_message(chat_id, text))
+        except Undeliverable as exc:
+            _log.warning("admin.undeliverable", reason=str(exc))
+
+    async def _low_stock(self, skus: list[str]) -> None:
+        threshold = self._settings.low_stock_threshold
+        for sku in skus:
+            level = await self._store.level(sku)
+            item = await self._store.product(sku)
+            if level is not None and item is not None and level.available <= threshold:
+                await self._admin("admin.low_stock", title=item.title, available=level.available)
+
+    async def _status(self, view: OrderView, status: str) -> None:
+        await self._update(view.order_id, status=status)
+
+    async def _update(self, order_id: str, **changes: Any) -> None:
+        def change(current: OrderView | None) -> OrderView:
+            assert current is not None
+            return msgspec.structs.replace(current, **changes)
+
+        await self._store.orders.update(order_id, change)
+
+
+async def handle(notifier: Notifier, deliveries: list[bus.Delivery[Any]]) -> None:
+    """One order's facts in order, orders side by side; acked once told (or untellable)."""
+
+    async def in_order(group: list[bus.Delivery[Any]]) -> None:
+        for delivery in group:
+            try:
+                await notifier.on_fact(delivery.value)
+            except (*bus.TRANSIENT, Exception) as exc:  # told later: the fact comes back
+                _log.warning(
+                    "notification.retry_later", subject=delivery.msg.subject, error=repr(exc)
+                )
+                with contextlib.suppress(*bus.TRANSIENT):
+                    await delivery.msg.nak(delay=5)
+                continue
+            with contextlib.suppress(*bus.TRANSIENT):
+                await delivery.msg.ack()
+
+    groups: dict[str, list[bus.Delivery[Any]]] = {}
+    for delivery in deliveries:
+        groups.setdefault(str(getattr(delivery.value, "order_id", "")), []).append(delivery)
+    await asyncio.gather(*(in_order(g) for g in groups.values()))
