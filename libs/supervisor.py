@@ -21,6 +21,11 @@ from libs.settings import Settings, redact_url
 SERVICES: dict[str, str] = {
     "inventory": "services.inventory.main",
     "payments": "services.payments.main",
+    "bot": "services.bot.main",
+}
+# What a service cannot start without; `shop up` leaves it out, saying why.
+NEEDS: dict[str, tuple[str, str]] = {
+    "bot": ("bot_token", "BOT_TOKEN is not set (get one from @BotFather)"),
 }
 
 STOP_GRACE_S = 15.0
@@ -56,11 +61,18 @@ async def up(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     env = {**os.environ, "NATS_URL": url}
+    names = []
+    for name in SERVICES:
+        setting, why = NEEDS.get(name, ("", ""))
+        if setting and not getattr(settings, setting):
+            _log.warning("service.skipped", name=name, reason=why)
+        else:
+            names.append(name)
     try:
         async with asyncio.TaskGroup() as tasks:
-            for name in SERVICES:
+            for name in names:
                 tasks.create_task(_supervise(name, env, stop))
-            _log.info("shop.up", services=list(SERVICES))
+            _log.info("shop.up", services=names)
     finally:
         if nats is not None:
             nats.stop()

@@ -209,9 +209,17 @@ def test_services_find_nats_and_wait_for_it() -> None:
         assert svc.get("restart") in {"unless-stopped", "always", "on-failure"}, name
 
 
+# Settings compose requires (${VAR:?why}) and a valid value to check the rest with.
+REQUIRED = {"BOT_TOKEN": "123456:sample-token"}
+
+
 def test_compose_defaults_are_valid_settings() -> None:
     for name, svc in app_services().items():
         env = environment(svc)
+        for key, value in env.items():
+            if re.fullmatch(r"\$\{\w+:\?[^}]*\}", value):
+                assert key in REQUIRED, f"{name}: {key} is required; say why in the README"
+                env = {**env, key: REQUIRED[key]}
         resolved = {
             k: re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", v)
             for k, v in env.items()

@@ -99,16 +99,16 @@ async def _summary(
         await state.clear()
         await message.answer(t.t("cart.empty"), reply_markup=ReplyKeyboardRemove())
         return
-    parts = [t.t("checkout.summary_title"), ""]
-    parts += [t.t(f"checkout.summary_{f}", **{f: data[f]}) for f in FIELDS if data.get(f)]
-    parts += [
-        "",
-        *lines,
-        t.t("cart.total", total=format_rub(total)),
-        "",
-        t.t("checkout.summary_footer"),
-    ]
-    text = t.lines(parts)
+    text = t.t(
+        "checkout.summary",
+        lines=t.lines(lines),
+        total=format_rub(total),
+        name=data.get("name") or "—",
+        phone=t.phone(data["phone"]) if data.get("phone") else "—",
+        address=data.get("address") or "—",
+        email=data.get("email") or "—",
+        comment=data.get("comment") or "—",
+    )
     await state.set_state(Form.confirm)
     await message.answer(text, reply_markup=kb.summary(t, _fields(settings)))
 
