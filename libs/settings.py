@@ -32,6 +32,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     # bot
     bot_token: str | None = None  # required by the bot; never logged
     telegram_api_url: str = "https://api.telegram.org"
+    telegram_max_rate: Annotated[float, msgspec.Meta(gt=0)] = 25.0  # messages a second, overall
     bot_mode: Literal["polling", "webhook"] = "polling"
     webhook_url: str = ""  # the public https URL Telegram posts updates to (webhook mode)
     webhook_secret: str = ""  # checked in X-Telegram-Bot-Api-Secret-Token

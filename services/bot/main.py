@@ -24,7 +24,7 @@ from libs.settings import Settings
 from services.bot.handlers import admin, checkout, fallback, orders, shop
 from services.bot.model import CONVERSATIONS, Store
 from services.bot.notify import Notifier, handle
-from services.bot.sender import Sender
+from services.bot.sender import Throttle
 from services.bot.storage import Conversation, NatsStorage
 from services.bot.texts import for_language
 
@@ -77,9 +77,9 @@ async def serve(settings: Settings) -> None:
     storage = NatsStorage(await Documents.open(js, CONVERSATIONS, Conversation))
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     bot = Bot(settings.bot_token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
-    sender = Sender()
-    notifier = Notifier(bot, sender, store, settings)
-    dp = dispatcher(storage, settings, store=store, sender=sender, js=js)
+    bot.session.middleware(Throttle(settings.telegram_max_rate))
+    notifier = Notifier(bot, store, settings)
+    dp = dispatcher(storage, settings, store=store, js=js)
     for language in ("ru", "en"):
         t = for_language(language)
         commands = [BotCommand(command=c, description=d) for c, d in t.commands()]

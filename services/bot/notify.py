@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 from aiogram import Bot
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import InlineKeyboardMarkup
 
 from libs import bus, log
@@ -33,17 +34,18 @@ from libs.money import format_rub
 from libs.settings import Settings
 from services.bot import keyboards as kb
 from services.bot.model import OrderView, Store
-from services.bot.sender import Sender, Undeliverable
 from services.bot.texts import Texts, for_language
 
 _log = log.get(__name__)
+# Failed for good: telling again would not help (the sender already waited out 429s and retried
+# network errors), so the fact is acked.
+UNDELIVERABLE = (TelegramForbiddenError, TelegramBadRequest)
 FINAL = frozenset({"paid", "cancelled", "expired", "refunded"})
 
 
 class Notifier:
-    def __init__(self, bot: Bot, sender: Sender, store: Store, settings: Settings) -> None:
+    def __init__(self, bot: Bot, store: Store, settings: Settings) -> None:
         self._bot = bot
-        self._sender = sender
         self._store = store
         self._settings = settings
 
@@ -208,12 +210,11 @@ class Notifier:
                     continue
                 t = for_language(view.language)
                 minutes = max(1, int((view.expires_at - now).total_seconds() // 60))
-                with contextlib.suppress(Undeliverable):
-                    await self._say(
-                        view,
-                        t.t("order.reminder", number=view.order_id, minutes=minutes),
-                        kb.pay(t, view.pay_url, view.total),
-                    )
+                await self._say(
+                    view,
+                    t.t("order.reminder", number=view.order_id, minutes=minutes),
+                    kb.pay(t, view.pay_url, view.total),
+                )
                 await self._update(view.order_id, reminded=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
@@ -232,29 +233,23 @@ class Notifier:
         self, view: OrderView, text: str, markup: InlineKeyboardMarkup | None = None
     ) -> None:
         try:
-            await self._sender.send(
-                view.chat_id,
-                lambda: self._bot.send_message(view.chat_id, text, reply_markup=markup),
-            )
-        except Undeliverable as exc:
-            _log.info("notification.undeliverable", order_id=view.order_id, reason=str(exc))
+            await self._bot.send_message(view.chat_id, text, reply_markup=markup)
+        except UNDELIVERABLE as exc:
+            _log.info("notification.undeliverable", order_id=view.order_id, reason=exc.message)
 
     async def _edit_or_say(self, view: OrderView, text: str, markup: InlineKeyboardMarkup) -> None:
         """Turn the order's "reserving..." message into the answer; a new message if it is gone."""
         if view.message_id:
             try:
-                await self._sender.send(
-                    view.chat_id,
-                    lambda: self._bot.edit_message_text(
-                        text=text,
-                        chat_id=view.chat_id,
-                        message_id=view.message_id,
-                        reply_markup=markup,
-                    ),
+                await self._bot.edit_message_text(
+                    text=text, chat_id=view.chat_id, message_id=view.message_id, reply_markup=markup
                 )
                 return
-            except Undeliverable:
-                pass
+            except TelegramBadRequest as exc:
+                if "not modified" in exc.message:
+                    return  # told already (a redelivered fact)
+            except TelegramForbiddenError:
+                return
         await self._say(view, text, markup)
 
     async def _admin(self, key: str, **params: Any) -> None:
@@ -263,9 +258,9 @@ class Notifier:
             return
         text = for_language(None).t(key, **params)
         try:
-            await self._sender.send(chat_id, lambda: self._bot.send_message(chat_id, text))
-        except Undeliverable as exc:
-            _log.warning("admin.undeliverable", reason=str(exc))
+            await self._bot.send_message(chat_id, text)
+        except UNDELIVERABLE as exc:
+            _log.warning("admin.undeliverable", reason=exc.message)
 
     async def _low_stock(self, skus: list[str]) -> None:
         threshold = self._settings.low_stock_threshold

@@ -1,48 +1,51 @@
-"""Every message the bot sends goes through here, within Telegram's limits.
+"""Every call the bot makes to Telegram goes through here, within Telegram's limits.
 
-About one message a second per chat (short bursts allowed) and about 25 a second overall; a 429
-is honoured (`retry_after`) and retried, bounded. A message either goes out or fails for good
-(the user blocked the bot, the chat is gone): callers ack the fact behind it only then.
+A request middleware on the bot's session, so handlers' answers and notifications alike are
+paced: about one message a second per chat (a burst of three allowed) and `TELEGRAM_MAX_RATE`
+a second overall. A 429 is honoured (`retry_after`) and the call made again, a bounded number
+of times; so are network errors and Telegram's 5xx. What fails for good (the user blocked the
+bot, a bad request) raises as aiogram raises it, and callers decide (notifications are acked).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any
 
-from aiogram.exceptions import (
-    TelegramBadRequest,
-    TelegramForbiddenError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-)
+from aiogram import Bot
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
+from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.methods import Response, TelegramMethod
+from aiogram.methods.base import TelegramType
 from aiolimiter import AsyncLimiter
 
 from libs import log
 
 _log = log.get(__name__)
-T = TypeVar("T")
 
 PER_CHAT = (3, 3.0)  # a burst of 3, then one a second
-GLOBAL = (25, 1.0)
 MAX_ATTEMPTS = 8
+PACED = frozenset(
+    {
+        "SendMessage",
+        "SendPhoto",
+        "EditMessageText",
+        "EditMessageCaption",
+        "EditMessageReplyMarkup",
+        "DeleteMessage",
+    }
+)
 
 
-class Undeliverable(Exception):
-    """The message cannot go out, now or later (blocked, chat not found, a bad request)."""
-
-
-class Sender:
-    def __init__(self, per_chat: tuple[int, float] = PER_CHAT, overall: tuple[int, float] = GLOBAL):
+class Throttle(BaseRequestMiddleware):
+    def __init__(self, max_rate: float, per_chat: tuple[int, float] = PER_CHAT) -> None:
         self._per_chat_spec = per_chat
-        self._chats: OrderedDict[int, AsyncLimiter] = OrderedDict()
-        self._global = AsyncLimiter(*overall)
+        self._chats: OrderedDict[int | str, AsyncLimiter] = OrderedDict()
+        self._global = AsyncLimiter(max(1, int(max_rate)), 1.0)
         self.retries = 0
 
-    def _chat(self, chat_id: int) -> AsyncLimiter:
+    def _chat(self, chat_id: int | str) -> AsyncLimiter:
         limiter = self._chats.get(chat_id)
         if limiter is None:
             limiter = self._chats[chat_id] = AsyncLimiter(*self._per_chat_spec)
@@ -52,31 +55,33 @@ class Sender:
             self._chats.move_to_end(chat_id)
         return limiter
 
-    async def send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
-        """Run one Bot API call for `chat_id` within the limits; Undeliverable if it never can."""
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        name = type(method).__name__
+        chat_id: Any = getattr(method, "chat_id", None)
+        paced = name in PACED and isinstance(chat_id, int | str)
         delay = 0.5
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            async with self._chat(chat_id), self._global:
-                try:
-                    return await call()
-                except TelegramRetryAfter as exc:
-                    wait = float(exc.retry_after)
-                    error: Exception = exc
-                except (TelegramNetworkError, TelegramServerError) as exc:
-                    wait = delay
-                    delay = min(delay * 2, 10.0)
-                    error = exc
-                except TelegramForbiddenError as exc:
-                    _log.info("message.undeliverable", chat_id=chat_id, reason=exc.message)
-                    raise Undeliverable(exc.message) from None
-                except TelegramBadRequest as exc:
-                    if "message is not modified" in exc.message:
-                        return None  # type: ignore[return-value]  # already as wanted
-                    _log.warning("message.refused", chat_id=chat_id, reason=exc.message)
-                    raise Undeliverable(exc.message) from None
+            try:
+                if paced:
+                    async with self._chat(chat_id), self._global:
+                        return await make_request(bot, method)
+                return await make_request(bot, method)
+            except TelegramRetryAfter as exc:
+                wait: float = exc.retry_after
+                error: Exception = exc
+            except (TelegramNetworkError, TelegramServerError) as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                wait, delay = delay, min(delay * 2, 10.0)
+                error = exc
+            if attempt == MAX_ATTEMPTS:
+                raise error
             self.retries += 1
-            _log.info(
-                "message.retry", chat_id=chat_id, attempt=attempt, wait=wait, error=str(error)
-            )
+            _log.info("telegram.retry", method=name, attempt=attempt, wait=wait, why=str(error))
             await asyncio.sleep(wait)
-        raise Undeliverable(f"still failing after {MAX_ATTEMPTS} attempts")
+        raise AssertionError("unreachable")  # pragma: no cover
