@@ -123,3 +123,126 @@ async def test_the_whole_journey(
     await telegram.wait_message(anna.id, "Оплата получена", timeout=20)
     notice = await telegram.wait_message(admin.id, "+79123456789", timeout=20)
     assert "Ленина" in message_text(notice) and payment_id in message_text(notice)
+
+
+async def _to_summary(telegram: FakeTelegram, user: User, product: str, plus: int = 0) -> int:
+    """Put `product` in the cart (plus `plus` more) and fill the checkout form; the summary's id."""
+    await telegram.send_command(user, "/start")
+    await telegram.wait_message(user.id, "Тестовая лавка")
+    await telegram.tap(user, "Каталог")
+    await telegram.wait_message(user.id, lambda m: "Goods" in str(m.get("reply_markup")))
+    await telegram.tap(user, "Goods")
+    await telegram.wait_message(user.id, lambda m: product in str(m.get("reply_markup")))
+    await telegram.tap(user, product)
+    card = await telegram.wait_message(user.id, "₽")
+    for n in range(plus):
+        await telegram.tap(user, "➕", card["message_id"])
+        await telegram.wait_message(
+            user.id, lambda m, q=n + 2: f"'{q}'" in str(m.get("reply_markup"))
+        )
+    tap = await telegram.tap(user, "В корзину")
+    await telegram.wait_answer(tap["id"])
+    await telegram.tap(user, "Корзина")
+    await telegram.wait_message(user.id, "Итого")
+    await telegram.tap(user, "Оформить")
+    last = (await telegram.wait_message(user.id, "обращаться"))["message_id"]
+    for answer, question in (
+        (user.first_name, "телефон"),
+        ("+7 912 345-67-89", "Куда доставить"),
+        ("Москва, ул. Ленина, д. 5", "комментарий"),
+        ("-", "Подтвердить"),
+    ):
+        await telegram.send_text(user, answer)
+        last = (await telegram.wait_message(user.id, question, after=last))["message_id"]
+    return int(last)
+
+
+def _shows(text: str) -> Callable[[dict[str, Any]], bool]:
+    """A message whose buttons show `text`."""
+    return lambda message: text in str(message.get("reply_markup"))
+
+
+def _has_pay_button(message: dict[str, Any]) -> bool:
+    return "'url'" in str(message.get("reply_markup"))
+
+
+async def test_out_of_stock_with_a_one_tap_fix_and_a_double_tapped_confirm(
+    nats_url: str,
+    js: JetStreamContext,
+    services: Start,
+    catalog_file: Path,
+    telegram: FakeTelegram,
+    yookassa: FakeYooKassa,
+) -> None:
+    admin = telegram.user("Админ")
+    await telegram.send_command(admin, "/start")
+    await _shop(services, nats_url, catalog_file, js, telegram, yookassa, admin)
+    first, second = telegram.user("Первый"), telegram.user("Второй")
+    # Both want 7 of the 10 "The last one"; the first confirms first (twice: one order).
+    summaries = [await _to_summary(telegram, u, "The last one", plus=6) for u in (first, second)]
+    await telegram.tap(first, "Подтвердить", summaries[0])
+    await telegram.tap(first, "Подтвердить", summaries[0])
+    await telegram.wait_message(first.id, _has_pay_button, 20)
+    assert len(yookassa.payments) == 1, "a double tap placed one order"
+
+    await telegram.tap(second, "Подтвердить", summaries[1])
+    answer = await telegram.wait_message(second.id, "осталось 3", 20)
+    assert "The last one" in message_text(answer)
+    await telegram.tap(second, "3", answer["message_id"])  # "reduce to 3"
+    fixed = await telegram.wait_message(second.id, "Подтвердить", after=answer["message_id"])
+    await telegram.tap(second, "Подтвердить", fixed["message_id"])
+    await telegram.wait_message(second.id, _has_pay_button, 20)
+    assert len(yookassa.payments) == 2
+
+
+async def test_bot_restarted_mid_checkout_and_bad_input(
+    nats_url: str,
+    js: JetStreamContext,
+    services: Start,
+    catalog_file: Path,
+    telegram: FakeTelegram,
+    yookassa: FakeYooKassa,
+) -> None:
+    admin = telegram.user("Админ")
+    await telegram.send_command(admin, "/start")
+    bot = await _shop(services, nats_url, catalog_file, js, telegram, yookassa, admin)
+    boris = telegram.user("Борис")
+    await telegram.send_command(boris, "/start")
+    await telegram.wait_message(boris.id, "Тестовая лавка")
+    await telegram.tap(boris, "Каталог")
+    await telegram.wait_message(boris.id, lambda m: "Goods" in str(m.get("reply_markup")))
+    await telegram.tap(boris, "Goods")
+    await telegram.wait_message(boris.id, lambda m: "A few" in str(m.get("reply_markup")))
+    await telegram.tap(boris, "A few")
+    await telegram.wait_message(boris.id, "990")
+    tap = await telegram.tap(boris, "В корзину")
+    await telegram.wait_answer(tap["id"])
+    await telegram.tap(boris, "Корзина")
+    await telegram.wait_message(boris.id, "Итого")
+    await telegram.tap(boris, "Оформить")
+    last = (await telegram.wait_message(boris.id, "обращаться"))["message_id"]
+    await telegram.send_text(boris, "Борис")
+    last = (await telegram.wait_message(boris.id, "телефон", after=last))["message_id"]
+
+    bot.kill()
+    bot.start()
+    # Mid-checkout, after the restart: a sticker, a command, someone else's contact, then his.
+    await telegram.send_sticker(boris)
+    last = (await telegram.wait_message(boris.id, after=last, timeout=30))["message_id"]
+    await telegram.send_command(boris, "/catalog")
+    last = (await telegram.wait_message(boris.id, "/cancel", after=last))["message_id"]
+    await telegram.send_contact(boris, "+79990001122", user_id=boris.id + 1)
+    last = (await telegram.wait_message(boris.id, "другого человека", after=last))["message_id"]
+    await telegram.send_contact(boris, "79123456789")
+    last = (await telegram.wait_message(boris.id, "Куда доставить", after=last))["message_id"]
+    await telegram.send_text(boris, "x" * 5000)  # far too long
+    last = (await telegram.wait_message(boris.id, after=last))["message_id"]
+    await telegram.send_text(boris, "Москва, ул. Ленина, д. 5")
+    last = (await telegram.wait_message(boris.id, "комментарий", after=last))["message_id"]
+    # A forged button, then a stale one: a toast, nothing else changes.
+    forged = await telegram.tap_data(boris, "p:NO-SUCH-SKU:1:0")
+    assert (await telegram.wait_answer(forged["id"]))["text"]
+    garbage = await telegram.tap_data(boris, "zz:garbage")
+    assert (await telegram.wait_answer(garbage["id"]))["text"]
+    await telegram.send_text(boris, "-")
+    await telegram.wait_message(boris.id, "+7 912 345-67-89", after=last)
