@@ -137,9 +137,7 @@ async def _to_summary(telegram: FakeTelegram, user: User, product: str, plus: in
     card = await telegram.wait_message(user.id, "₽")
     for n in range(plus):
         await telegram.tap(user, "➕", card["message_id"])
-        await telegram.wait_message(
-            user.id, lambda m, q=n + 2: f"'{q}'" in str(m.get("reply_markup"))
-        )
+        await telegram.wait_message(user.id, _shows(f"'{n + 2}'"))
     tap = await telegram.tap(user, "В корзину")
     await telegram.wait_answer(tap["id"])
     await telegram.tap(user, "Корзина")
