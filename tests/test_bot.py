@@ -44,7 +44,8 @@ async def _shop(
 ) -> ServiceProcess:
     port = free_port()
     yookassa.webhook_url = f"http://127.0.0.1:{port}/yookassa/webhook"
-    services("inventory", nats_url, catalog_file=catalog_file)
+    ttl = settings.get("reservation_ttl", 900)
+    services("inventory", nats_url, catalog_file=catalog_file, reservation_ttl=ttl)
     services(
         "payments",
         nats_url,
@@ -244,3 +245,46 @@ async def test_bot_restarted_mid_checkout_and_bad_input(
     assert (await telegram.wait_answer(garbage["id"]))["text"]
     await telegram.send_text(boris, "-")
     await telegram.wait_message(boris.id, "+7 912 345-67-89", after=last)
+
+
+async def test_reminder_then_expiry_and_a_429_storm_loses_nothing(
+    nats_url: str,
+    js: JetStreamContext,
+    services: Start,
+    catalog_file: Path,
+    telegram: FakeTelegram,
+    yookassa: FakeYooKassa,
+) -> None:
+    admin = telegram.user("Админ")
+    await telegram.send_command(admin, "/start")
+    await _shop(
+        services,
+        nats_url,
+        catalog_file,
+        js,
+        telegram,
+        yookassa,
+        admin,
+        reservation_ttl=6,
+        reminder_before=4,
+    )
+    late, quick = telegram.user("Опоздавший"), telegram.user("Быстрый")
+    summary = await _to_summary(telegram, late, "A few")
+    await telegram.tap(late, "Подтвердить", summary)
+    await telegram.wait_message(late.id, _has_pay_button, 20)
+    reminder = await telegram.wait_message(late.id, "⏰", 20)
+    assert _has_pay_button(reminder), "the reminder has the Pay button again"
+    await telegram.wait_message(late.id, "Время на оплату", 20)
+
+    summary = await _to_summary(telegram, quick, "A few")
+    await telegram.tap(quick, "Подтвердить", summary)
+    pay = await telegram.wait_message(quick.id, _has_pay_button, 20)
+    url = next(b["url"] for row in telegram.buttons(quick.id, pay["message_id"]) for b in row)
+    telegram.flood(4, retry_after=1)  # Telegram says "too many requests" to everything for 4 s
+    await yookassa.pay(url.rsplit("/", 1)[1])
+    await telegram.wait_message(quick.id, "Оплата получена", 30)
+    await telegram.wait_message(admin.id, "Быстрый", 30)
+    assert telegram.throttled > 0, "the storm happened"
+    paid = [m for m in telegram.sent(quick.id) if "Оплата получена" in message_text(m)]
+    orders = [m for m in telegram.sent(admin.id) if "Быстрый" in message_text(m)]
+    assert len(paid) == 1 and len(orders) == 1, "each told once"

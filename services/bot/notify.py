@@ -192,9 +192,10 @@ class Notifier:
         await self._status(view, "cancelled")
 
     # reminders ------------------------------------------------------------------------------------
-    async def remind(self, stop: asyncio.Event, every: float = 5.0) -> None:
+    async def remind(self, stop: asyncio.Event) -> None:
         """Shortly before a reservation ends, remind the customer with the Pay button again."""
         before = timedelta(seconds=self._settings.reminder_before)
+        every = min(5.0, max(0.5, self._settings.reminder_before / 4))
         while not stop.is_set():
             now = datetime.now(UTC)
             for key in await self._store.orders.keys():
