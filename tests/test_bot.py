@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,51 @@ async def test_reminder_then_expiry_and_a_429_storm_loses_nothing(
     paid = [m for m in telegram.sent(quick.id) if "Оплата получена" in message_text(m)]
     orders = [m for m in telegram.sent(admin.id) if "Быстрый" in message_text(m)]
     assert len(paid) == 1 and len(orders) == 1, "each told once"
+
+
+async def test_200_customers_race_for_the_last_5(
+    nats_url: str,
+    js: JetStreamContext,
+    services: Start,
+    tmp_path: Path,
+    telegram: FakeTelegram,
+    yookassa: FakeYooKassa,
+) -> None:
+    catalog = tmp_path / "race.yaml"
+    catalog.write_text(
+        "categories:\n  - id: goods\n    title: Goods\n    products:\n"
+        "      - {sku: RARE, title: The rare one, price: 500, stock: 5}\n"
+        "      - {sku: LAST, title: The last one, price: 100, stock: 10}\n"
+    )
+    admin = telegram.user("Админ")
+    await telegram.send_command(admin, "/start")
+    # Telegram's overall limit is for real chats; this fake has none, and the race is the point.
+    await _shop(services, nats_url, catalog, js, telegram, yookassa, admin, telegram_max_rate=1000)
+    customers = [telegram.user(f"Покупатель{i}") for i in range(200)]
+    summaries = await asyncio.gather(*(_to_summary(telegram, c, "The rare one") for c in customers))
+    await asyncio.gather(
+        *(telegram.tap(c, "Подтвердить", s) for c, s in zip(customers, summaries, strict=True))
+    )
+
+    def outcome(customer: User) -> str | None:
+        for message in telegram.sent(customer.id):
+            if _has_pay_button(message):
+                return "pay"
+            if "Не получилось оформить" in message_text(message):
+                return "out of stock"
+        return None
+
+    await telegram.wait_for(
+        lambda: all(outcome(c) for c in customers), timeout=90, what="every customer answered"
+    )
+    results = [outcome(c) for c in customers]
+    assert results.count("pay") == 5
+    assert results.count("out of stock") == 195
+    rejected = [c for c, r in zip(customers, results, strict=True) if r == "out of stock"]
+    for customer in rejected:
+        text = next(
+            message_text(m)
+            for m in telegram.sent(customer.id)
+            if "Не получилось оформить" in message_text(m)
+        )
+        assert "The rare one" in text, text
