@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import flash_sale, latency, replay, throughput, webhook
+from bench import checkout, flash_sale, latency, replay, throughput, webhook
 from bench.common import BenchError, Result
 from libs import log
 from libs.settings import Settings
@@ -20,6 +20,7 @@ BENCHMARKS: list[tuple[str, Callable[[Path], Awaitable[Result]]]] = [
     ("3. flash sale", flash_sale.run),
     ("4. replay with and without a snapshot", replay.run),
     ("5. payments webhook", webhook.run),
+    ("6. checkout: Confirm to the Pay button", checkout.run),
 ]
 
 
