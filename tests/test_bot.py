@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from nats.js import JetStreamContext
 
@@ -337,3 +338,45 @@ async def test_200_customers_race_for_the_last_5(
             if "Не получилось оформить" in message_text(m)
         )
         assert "The rare one" in text, text
+
+
+async def test_webhook_mode_checks_the_secret_token(
+    nats_url: str,
+    js: JetStreamContext,
+    services: Start,
+    catalog_file: Path,
+    telegram: FakeTelegram,
+    yookassa: FakeYooKassa,
+) -> None:
+    admin = telegram.user("Админ")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/webhook"
+    services("inventory", nats_url, catalog_file=catalog_file)
+    services(
+        "bot",
+        nats_url,
+        bot_token=telegram.token,
+        telegram_api_url=telegram.url,
+        bot_mode="webhook",
+        bot_http_port=port,
+        webhook_url=url,
+        webhook_secret="s3cret-token",
+        shop_name="Тестовая лавка",
+    )
+    await wait_until(lambda: inventory_ready(js), what="inventory ready")
+    await wait_until(lambda: telegram.webhook_url == url, what="the webhook set")
+    await telegram.send_command(admin, "/start")  # POSTed to the bot with the secret header
+    await telegram.wait_message(admin.id, "Тестовая лавка")
+    forged = {
+        "update_id": 1,
+        "message": {
+            "message_id": 1,
+            "date": 0,
+            "chat": {"id": 1, "type": "private"},
+            "text": "/start",
+        },
+    }
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
+            async with http.post(url, json=forged, headers=headers) as reply:
+                assert reply.status == 401
