@@ -380,3 +380,41 @@ async def test_webhook_mode_checks_the_secret_token(
         for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
             async with http.post(url, json=forged, headers=headers) as reply:
                 assert reply.status == 401
+
+
+async def test_my_orders_stock_for_admins_only_and_english(
+    nats_url: str,
+    js: JetStreamContext,
+    services: Start,
+    catalog_file: Path,
+    telegram: FakeTelegram,
+    yookassa: FakeYooKassa,
+) -> None:
+    admin = telegram.user("Админ")
+    await telegram.send_command(admin, "/start")
+    await _shop(services, nats_url, catalog_file, js, telegram, yookassa, admin)
+    vera = telegram.user("Вера")
+    summary = await _to_summary(telegram, vera, "A few")
+    await telegram.tap(vera, "Подтвердить", summary)
+    pay = await telegram.wait_message(vera.id, _has_pay_button, 20)
+    url = next(b["url"] for row in telegram.buttons(vera.id, pay["message_id"]) for b in row)
+    await yookassa.pay(url.rsplit("/", 1)[1])
+    paid = await telegram.wait_message(vera.id, "Оплата получена", 20)
+
+    await telegram.send_command(vera, "/orders")
+    listing = await telegram.wait_message(vera.id, "Мои заказы", after=paid["message_id"])
+    await telegram.tap(vera, "оплачен", listing["message_id"])
+    await telegram.wait_message(vera.id, "Статус: оплачен")
+
+    await telegram.send_command(admin, "/stock")
+    table = await telegram.wait_message(admin.id, "FEW")
+    assert "50 / 0 / 49" not in message_text(table) and "49 / 0 / 49" in message_text(table)
+    last = telegram.last(vera.id)["message_id"]
+    await telegram.send_command(vera, "/stock")  # not an admin: an unknown command
+    reply = await telegram.wait_message(vera.id, after=last)
+    assert "FEW" not in message_text(reply)
+
+    john = telegram.user("John", language_code="en")
+    await telegram.send_command(john, "/start")
+    await telegram.wait_message(john.id, "Hello")
+    assert "Catalog" in str(telegram.buttons(john.id))
