@@ -418,3 +418,35 @@ async def test_my_orders_stock_for_admins_only_and_english(
     await telegram.send_command(john, "/start")
     await telegram.wait_message(john.id, "Hello")
     assert "Catalog" in str(telegram.buttons(john.id))
+
+
+async def test_cancelled_by_yookassa_and_low_stock_alert(
+    nats_url: str,
+    js: JetStreamContext,
+    services: Start,
+    catalog_file: Path,
+    telegram: FakeTelegram,
+    yookassa: FakeYooKassa,
+) -> None:
+    admin = telegram.user("Админ")
+    await telegram.send_command(admin, "/start")
+    await _shop(services, nats_url, catalog_file, js, telegram, yookassa, admin)
+    gleb, dina = telegram.user("Глеб"), telegram.user("Дина")
+
+    summary = await _to_summary(telegram, gleb, "A few")
+    await telegram.tap(gleb, "Подтвердить", summary)
+    pay = await telegram.wait_message(gleb.id, _has_pay_button, 20)
+    url = next(b["url"] for row in telegram.buttons(gleb.id, pay["message_id"]) for b in row)
+    payment_id = url.rsplit("/", 1)[1]
+    yookassa.set_status(payment_id, "canceled")  # YooKassa gave up waiting for the payment
+    await yookassa.notify(payment_id)
+    await telegram.wait_message(gleb.id, "время на оплату истекло", 20)
+
+    # Eight of the ten "The last one": two left, at the threshold of three the admins hear.
+    summary = await _to_summary(telegram, dina, "The last one", plus=7)
+    await telegram.tap(dina, "Подтвердить", summary)
+    pay = await telegram.wait_message(dina.id, _has_pay_button, 20)
+    url = next(b["url"] for row in telegram.buttons(dina.id, pay["message_id"]) for b in row)
+    await yookassa.pay(url.rsplit("/", 1)[1])
+    await telegram.wait_message(admin.id, "📉", 20)
+    assert any("The last one: осталось 2" in message_text(m) for m in telegram.sent(admin.id))
