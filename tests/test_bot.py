@@ -10,8 +10,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from nats.js import JetStreamContext
 
+from libs import bus, subjects
+from libs.contracts import OrderLine, RefundRequested
 from libs.embedded_nats import free_port
 from tests.fakes.telegram import FakeTelegram, User, message_text
 from tests.fakes.yookassa import FakeYooKassa
@@ -124,15 +127,45 @@ async def test_the_whole_journey(
     payment_id = url.rsplit("/", 1)[1]
     await yookassa.pay(payment_id)
     await telegram.wait_message(anna.id, "Оплата получена", timeout=20)
+    commands = [c["command"] for c in telegram.commands()]
+    assert commands == ["start", "catalog", "cart", "orders", "help", "cancel"]
+    assert telegram.commands(language_code="en"), "English descriptions too"
     notice = await telegram.wait_message(admin.id, "+79123456789", timeout=20)
     assert "Ленина" in message_text(notice) and payment_id in message_text(notice)
 
 
+WORDS = {
+    "ru": {
+        "catalog": "Каталог",
+        "add": "В корзину",
+        "cart": "Корзина",
+        "checkout": "Оформить",
+        "name": "обращаться",
+        "phone": "телефон",
+        "address": "Куда доставить",
+        "comment": "комментарий",
+        "confirm": "Подтвердить",
+    },
+    "en": {
+        "catalog": "Catalog",
+        "add": "Add to cart",
+        "cart": "🛒 Cart",
+        "checkout": "Check out",
+        "name": "your name",
+        "phone": "phone",
+        "address": "Where should we deliver",
+        "comment": "Anything to add",
+        "confirm": "Confirm",
+    },
+}
+
+
 async def _to_summary(telegram: FakeTelegram, user: User, product: str, plus: int = 0) -> int:
     """Put `product` in the cart (plus `plus` more) and fill the checkout form; the summary's id."""
+    w = WORDS["en" if (user.language_code or "").startswith("en") else "ru"]
     await telegram.send_command(user, "/start")
     await telegram.wait_message(user.id, "Тестовая лавка")
-    await telegram.tap(user, "Каталог")
+    await telegram.tap(user, w["catalog"])
     await telegram.wait_message(user.id, lambda m: "Goods" in str(m.get("reply_markup")))
     await telegram.tap(user, "Goods")
     await telegram.wait_message(user.id, lambda m: product in str(m.get("reply_markup")))
@@ -141,17 +174,17 @@ async def _to_summary(telegram: FakeTelegram, user: User, product: str, plus: in
     for n in range(plus):
         await telegram.tap(user, "➕", card["message_id"])
         await telegram.wait_message(user.id, _shows(f"'{n + 2}'"))
-    tap = await telegram.tap(user, "В корзину")
+    tap = await telegram.tap(user, w["add"])
     await telegram.wait_answer(tap["id"])
-    await telegram.tap(user, "Корзина")
-    await telegram.wait_message(user.id, "Итого")
-    await telegram.tap(user, "Оформить")
-    last = (await telegram.wait_message(user.id, "обращаться"))["message_id"]
+    await telegram.tap(user, w["cart"])
+    await telegram.wait_message(user.id, _shows(w["checkout"]))
+    await telegram.tap(user, w["checkout"])
+    last = (await telegram.wait_message(user.id, w["name"]))["message_id"]
     for answer, question in (
-        (user.first_name, "телефон"),
-        ("+7 912 345-67-89", "Куда доставить"),
-        ("Москва, ул. Ленина, д. 5", "комментарий"),
-        ("-", "Подтвердить"),
+        (user.first_name, w["phone"]),
+        ("+7 912 345-67-89", w["address"]),
+        ("Москва, ул. Ленина, д. 5", w["comment"]),
+        ("-", w["confirm"]),
     ):
         await telegram.send_text(user, answer)
         last = (await telegram.wait_message(user.id, question, after=last))["message_id"]
@@ -414,10 +447,42 @@ async def test_my_orders_stock_for_admins_only_and_english(
     reply = await telegram.wait_message(vera.id, after=last)
     assert "FEW" not in message_text(reply)
 
+    # Her next order offers the details she left last time.
+    await telegram.send_command(vera, "/cart")
+    await telegram.wait_message(vera.id, "Корзина")
+    await telegram.tap(vera, "Каталог")
+    await telegram.wait_message(vera.id, lambda m: "Goods" in str(m.get("reply_markup")))
+    await telegram.tap(vera, "Goods")
+    await telegram.wait_message(vera.id, lambda m: "A few" in str(m.get("reply_markup")))
+    await telegram.tap(vera, "A few")
+    await telegram.wait_message(vera.id, _shows("В корзину"))
+    await telegram.wait_answer((await telegram.tap(vera, "В корзину"))["id"])
+    await telegram.tap(vera, "Корзина")
+    await telegram.wait_message(vera.id, _shows("Оформить"))
+    await telegram.tap(vera, "Оформить")
+    offer = await telegram.wait_message(vera.id, "те же данные")
+    assert "Ленина" in message_text(offer)
+    await telegram.tap(vera, "Да, те же", offer["message_id"])
+    await telegram.wait_message(vera.id, "комментарий", after=offer["message_id"])
+
+    # A refund of one of the paid order's lines (the admin flow's command): Vera is told.
+    order_id = next(
+        message_text(m).split("№", 1)[1].split()[0]
+        for m in telegram.sent(vera.id)
+        if "Оплата получена" in message_text(m)
+    ).strip(":.,")
+    refund = RefundRequested("back-1", order_id, "returned", (OrderLine("FEW", 1, 99000),))
+    await bus.publish(
+        js, subjects.payment_fact("refund_requested", order_id), refund, msg_id="back-1"
+    )
+    await telegram.wait_message(vera.id, "↩️", 20)
+
     john = telegram.user("John", language_code="en")
-    await telegram.send_command(john, "/start")
-    await telegram.wait_message(john.id, "Hello")
-    assert "Catalog" in str(telegram.buttons(john.id))
+    summary = await _to_summary(telegram, john, "A few")
+    assert "Please check your order" in message_text(telegram.last(john.id))
+    await telegram.tap(john, "Confirm", summary)
+    pay = await telegram.wait_message(john.id, _has_pay_button, 20)
+    assert "Pay" in str(pay.get("reply_markup"))
 
 
 async def test_cancelled_by_yookassa_and_low_stock_alert(
@@ -450,3 +515,71 @@ async def test_cancelled_by_yookassa_and_low_stock_alert(
     await yookassa.pay(url.rsplit("/", 1)[1])
     await telegram.wait_message(admin.id, "📉", 20)
     assert any("The last one: осталось 2" in message_text(m) for m in telegram.sent(admin.id))
+
+
+async def test_two_replicas_behind_one_webhook_share_the_checkout(
+    nats_url: str,
+    js: JetStreamContext,
+    services: Start,
+    catalog_file: Path,
+    telegram: FakeTelegram,
+    yookassa: FakeYooKassa,
+) -> None:
+    """Telegram posts to a balancer that alternates between two bot processes: the customer's
+    cart and form live in NATS KV, so each step works whichever replica takes it."""
+    ports = [free_port(), free_port()]
+    turn = [0]
+
+    async def balance(request: web.Request) -> web.Response:
+        turn[0] += 1
+        port = ports[turn[0] % 2]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{port}/telegram/webhook",
+                data=await request.read(),
+                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+            ) as reply,
+        ):
+            return web.Response(status=reply.status, body=await reply.read())
+
+    app = web.Application()
+    app.router.add_post("/telegram/webhook", balance)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    front = free_port()
+    await web.TCPSite(runner, "127.0.0.1", front).start()
+    try:
+        port = free_port()
+        yookassa.webhook_url = f"http://127.0.0.1:{port}/yookassa/webhook"
+        services("inventory", nats_url, catalog_file=catalog_file)
+        services(
+            "payments",
+            nats_url,
+            payments_http_port=port,
+            yookassa_shop_id=yookassa.shop_id,
+            yookassa_secret_key=yookassa.secret_key,
+            yookassa_api_url=yookassa.api_url,
+            yookassa_trusted_networks="127.0.0.1/32",
+        )
+        for bot_port in ports:
+            services(
+                "bot",
+                nats_url,
+                bot_token=telegram.token,
+                telegram_api_url=telegram.url,
+                bot_mode="webhook",
+                bot_http_port=bot_port,
+                webhook_url=f"http://127.0.0.1:{front}/telegram/webhook",
+                webhook_secret="shared-secret",
+                shop_name="Тестовая лавка",
+            )
+        await wait_until(lambda: inventory_ready(js), what="inventory ready")
+        await wait_until(lambda: telegram.webhook_url is not None, what="the webhook set")
+        zoya = telegram.user("Зоя")
+        summary = await _to_summary(telegram, zoya, "A few")
+        await telegram.tap(zoya, "Подтвердить", summary)
+        await telegram.wait_message(zoya.id, _has_pay_button, 20)
+        assert turn[0] >= 10, "the steps went to both replicas"
+    finally:
+        await runner.cleanup()
