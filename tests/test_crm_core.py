@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +22,7 @@ from libs.contracts import (
     ReservedLine,
 )
 from services.crm_sync import core
+from services.crm_sync.csv_sheet import CsvSheet
 
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 LINES = (ReservedLine("TEA", 2, 69000), ReservedLine("CUP", 1, 149000))
@@ -85,3 +88,27 @@ def test_an_expired_order_does_not_undo_a_payment() -> None:
     assert result.orders["A1"].status == "paid"
     expired = core.plan([*FACTS[:3], ("i-9", late)], {}, set(), TITLES)
     assert expired.orders["A1"].status == "expired"
+
+
+def test_csv_tabs_exactly_once_across_a_restart(tmp_path: Path) -> None:
+    sheet = CsvSheet(tmp_path)
+    sheet.load()
+    first = core.plan(FACTS, sheet.orders, sheet.keys, TITLES)
+    sheet.write(first)
+    # A restart, and the same facts again (a crash between the write and the ack).
+    again = CsvSheet(tmp_path)
+    again.load()
+    assert again.orders["A1"].total == 287000 and again.orders["A1"].status == "paid"
+    again.write(core.plan(FACTS, again.orders, again.keys, TITLES))
+    sales = (tmp_path / "sales.csv").read_text(encoding="utf-8").splitlines()
+    orders = (tmp_path / "orders.csv").read_text(encoding="utf-8").splitlines()
+    assert len(sales) == 1 + 2 and len(orders) == 1 + 1
+    assert (tmp_path / "daily.csv").read_text(encoding="utf-8").splitlines()[1] == (
+        "2026-11-24,1,3,2870.00"
+    )
+
+
+def test_a_renamed_header_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "sales.csv").write_text("Something else\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"sales\.csv: the header row"):
+        CsvSheet(tmp_path).load()
