@@ -407,6 +407,22 @@ async def consume(
         await puller.stop()
 
 
+async def per_order(
+    deliveries: list[Delivery[T]], act: Callable[[Delivery[T]], Awaitable[None]]
+) -> None:
+    """`act` on each delivery: one order's facts one after the other (they build on each other),
+    different orders side by side. Facts without an order id go together."""
+
+    async def in_order(group: list[Delivery[T]]) -> None:
+        for delivery in group:
+            await act(delivery)
+
+    groups: dict[str, list[Delivery[T]]] = {}
+    for delivery in deliveries:
+        groups.setdefault(str(getattr(delivery.value, "order_id", "")), []).append(delivery)
+    await asyncio.gather(*(in_order(group) for group in groups.values()))
+
+
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import time
 
-from libs import log
+from libs import log, shutdown
 from libs.embedded_nats import EmbeddedNats, NatsServerError
 from libs.settings import Settings, redact_url
 
@@ -55,10 +54,7 @@ async def up(settings: Settings) -> int:
     else:
         _log.info("nats.external", url=redact_url(url))
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = shutdown.on_signals()
 
     env = {**os.environ, "NATS_URL": url}
     names = []

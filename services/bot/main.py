@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +16,7 @@ from aiogram.types import BotCommand, TelegramObject, User
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
-from libs import bus, log, subjects
+from libs import bus, log, shutdown, subjects
 from libs.contracts import InventoryEvent, PaymentEvent
 from libs.kv import Documents
 from libs.settings import Settings
@@ -66,10 +65,7 @@ async def serve(settings: Settings) -> None:
         message = "shop: BOT_TOKEN is not set: the bot needs the token @BotFather gave"
         print(message, file=sys.stderr)  # noqa: T201 - one line for the operator, then exit
         raise SystemExit(2)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = shutdown.on_signals()
     nc = await bus.connect(settings.nats_url, name=SERVICE)
     js = nc.jetstream(timeout=10)
     await subjects.declare_streams(js)

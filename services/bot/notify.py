@@ -285,21 +285,15 @@ class Notifier:
 async def handle(notifier: Notifier, deliveries: list[bus.Delivery[Any]]) -> None:
     """One order's facts in order, orders side by side; acked once told (or untellable)."""
 
-    async def in_order(group: list[bus.Delivery[Any]]) -> None:
-        for delivery in group:
-            try:
-                await notifier.on_fact(delivery.value)
-            except (*bus.TRANSIENT, Exception) as exc:  # told later: the fact comes back
-                _log.warning(
-                    "notification.retry_later", subject=delivery.msg.subject, error=repr(exc)
-                )
-                with contextlib.suppress(*bus.TRANSIENT):
-                    await delivery.msg.nak(delay=5)
-                continue
+    async def tell(delivery: bus.Delivery[Any]) -> None:
+        try:
+            await notifier.on_fact(delivery.value)
+        except Exception as exc:  # told later: the fact comes back
+            _log.warning("notification.retry_later", subject=delivery.msg.subject, error=repr(exc))
             with contextlib.suppress(*bus.TRANSIENT):
-                await delivery.msg.ack()
+                await delivery.msg.nak(delay=5)
+            return
+        with contextlib.suppress(*bus.TRANSIENT):
+            await delivery.msg.ack()
 
-    groups: dict[str, list[bus.Delivery[Any]]] = {}
-    for delivery in deliveries:
-        groups.setdefault(str(getattr(delivery.value, "order_id", "")), []).append(delivery)
-    await asyncio.gather(*(in_order(g) for g in groups.values()))
+    await bus.per_order(deliveries, tell)

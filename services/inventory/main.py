@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
 import msgspec
 from nats.aio.msg import Msg
 
-from libs import bus, log, subjects
+from libs import bus, log, shutdown, subjects
 from libs.contracts import (
     AdminReply,
     AdminRequest,
@@ -48,11 +47,7 @@ def payment_command(fact: PaymentEvent) -> Command | None:
 
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
-    # First of all, so a stop that comes while starting is a clean stop too.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = shutdown.on_signals()
     nc = await bus.connect(settings.nats_url, name=SERVICE)
     js = nc.jetstream(timeout=10)
     await subjects.declare_streams(js)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +19,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from libs import bus, log, subjects
+from libs import bus, log, shutdown, subjects
 from libs.contracts import (
     CatalogProduct,
     CommitFailed,
@@ -426,7 +425,7 @@ async def _each(
     deliveries: list[bus.Delivery[Any]],
     act: Callable[[Any], Awaitable[None]],
 ) -> None:
-    """Act on each delivery concurrently; ack what is done, leave for later what could not be."""
+    """Act on each delivery (bus.per_order); ack what is done, leave for later what could not be."""
 
     async def one(delivery: bus.Delivery[Any]) -> None:
         try:
@@ -445,24 +444,12 @@ async def _each(
         with contextlib.suppress(*bus.TRANSIENT):
             await delivery.msg.ack()
 
-    async def in_order(of_one_order: list[bus.Delivery[Any]]) -> None:
-        for delivery in of_one_order:
-            await one(delivery)
-
-    # One order's facts one after the other (they build on each other); orders side by side.
-    by_order: dict[str, list[bus.Delivery[Any]]] = {}
-    for delivery in deliveries:
-        by_order.setdefault(getattr(delivery.value, "order_id", ""), []).append(delivery)
-    await asyncio.gather(*(in_order(group) for group in by_order.values()))
+    await bus.per_order(deliveries, one)
 
 
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
-    # First of all, so a stop that comes while starting is a clean stop too.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = shutdown.on_signals()
     nc = await bus.connect(settings.nats_url, name=SERVICE)
     js = nc.jetstream(timeout=10)
     await subjects.declare_streams(js)

@@ -1,0 +1,15 @@
+"""A clean stop: SIGTERM or Ctrl-C sets an event the process's loops watch, then they drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+
+def on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT; call it first thing, so a stop while starting is clean."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
