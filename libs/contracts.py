@@ -304,6 +304,37 @@ class AdminReply(msgspec.Struct, frozen=True):
     errors: tuple[str, ...] = ()
 
 
+# alerts.* (crm_sync, told by the bot to the admin chat) -------------------------------------------
+class CrmBehind(Fact, frozen=True, tag="crm_behind"):
+    """The sheet is falling behind: the oldest fact not yet in it is older than the alert age."""
+
+    backlog: int  # facts not yet written
+    oldest_at: datetime
+    error: str  # the last write's failure, for the admin ("" if it is just slow)
+    at: datetime
+
+
+class CrmCaughtUp(Fact, frozen=True, tag="crm_caught_up"):
+    behind_since: datetime
+    at: datetime
+
+
+AlertEvent = CrmBehind | CrmCaughtUp
+
+
+class CrmStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """crm_sync's own report (KV `crm`, key `status`), read by `shop status`."""
+
+    sink: str  # where it writes: "Google Sheet <id>" or "CSV files in <dir>"
+    backlog: int = 0  # facts on the bus not yet in the sheet
+    oldest_at: datetime | None = None  # the oldest of them
+    written: int = 0  # facts written since the service started
+    last_write_at: datetime | None = None
+    error: str = ""  # why the last attempt failed ("" when the last one worked)
+    behind_since: datetime | None = None  # set while an alert is out
+    at: datetime  # when this report was made
+
+
 # Read models in KV (written by the inventory, read by the bot) ------------------------------------
 class CatalogCategory(msgspec.Struct, frozen=True):
     category_id: Token

@@ -60,6 +60,16 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     receipt_vat_code: Annotated[int, msgspec.Meta(ge=1, le=12)] = 1
     receipt_payment_subject: str = "commodity"
     receipt_payment_mode: str = "full_prepayment"
+    # crm_sync
+    google_service_account_file: Path | None = None  # unset: the CSV CRM under DATA_DIR/crm
+    sheets_spreadsheet_id: str | None = None
+    sheets_api_url: str = "https://sheets.googleapis.com"
+    sheets_writes_per_minute: Annotated[int, msgspec.Meta(ge=1, le=300)] = 50  # reads alike
+    sheets_timeout: Seconds = 30  # one HTTP request to Google
+    crm_alert_after: Seconds = 300  # alert the admins when a fact waits longer for the sheet
+    crm_stock_every: Seconds = 10  # the Stock tab is refreshed at most this often
+    crm_http_host: str = "127.0.0.1"
+    crm_http_port: Port = 8083  # GET /healthz
 
     def __post_init__(self) -> None:
         if self.yookassa_shop_id and not self.yookassa_secret_key:
@@ -68,6 +78,11 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
             raise ValueError("BOT_MODE=webhook needs WEBHOOK_URL and WEBHOOK_SECRET")
         if self.bot_token is not None and not _BOT_TOKEN.fullmatch(self.bot_token):
             raise ValueError("BOT_TOKEN does not look like a bot token (123456:ABC-...)")
+        if bool(self.google_service_account_file) != bool(self.sheets_spreadsheet_id):
+            raise ValueError(
+                "GOOGLE_SERVICE_ACCOUNT_FILE and SHEETS_SPREADSHEET_ID go together "
+                "(or neither: the CRM is then written as CSV files under DATA_DIR/crm)"
+            )
         for part in self.admin_user_ids.split(","):
             if part.strip() and not part.strip().lstrip("-").isdigit():
                 raise ValueError(f"ADMIN_USER_IDS: {part.strip()!r} is not a Telegram user id")

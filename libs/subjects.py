@@ -21,6 +21,7 @@ ORDERS = "ORDERS"
 INVENTORY = "INVENTORY"
 PAYMENTS = "PAYMENTS"
 DEADLETTER = "DEADLETTER"
+ALERTS = "ALERTS"
 
 # A redelivered publish (a retry after a lost ack, a double tap) is dropped within this window.
 DUPLICATE_WINDOW_S = 10 * 60.0
@@ -63,6 +64,13 @@ PAYMENT_FACTS_FOR_INVENTORY = [
 ]
 
 
+# alerts.<what>: operational alerts for the admin chat (crm_sync falling behind, catching up).
+ALERTS_ALL = "alerts.>"
+ALERT_CRM_BEHIND = "alerts.crm.behind"
+ALERT_CRM_CAUGHT_UP = "alerts.crm.caught_up"
+ALERTS_MAX_AGE_S = 7 * 24 * 3600.0
+
+
 def dead_letter(service: str, subject: str) -> str:
     return f"deadletter.{service}.{subject}"
 
@@ -90,6 +98,19 @@ PAYMENT_FACTS_FOR_BOT = [
     "payments.refunded.>",
 ]
 PAYMENTS_REFUNDS_CONSUMER = "payments-refunds"
+BOT_ALERTS_CONSUMER = "bot-alerts"
+# crm_sync: one consumer per stream; facts that change a row of the sheet.
+CRM_ORDERS_CONSUMER = "crm-orders"
+CRM_INVENTORY_CONSUMER = "crm-inventory"
+CRM_PAYMENTS_CONSUMER = "crm-payments"
+ORDER_FACTS_FOR_CRM = [ORDERS_PLACED_ALL]
+INVENTORY_FACTS_FOR_CRM = [
+    "inventory.reserved.>",
+    "inventory.rejected.>",
+    "inventory.committed.>",
+    "inventory.released.>",
+]
+PAYMENT_FACTS_FOR_CRM = PAYMENT_FACTS_FOR_BOT
 INVENTORY_FACTS_FOR_PAYMENTS = [
     "inventory.reserved.>",
     "inventory.committed.>",
@@ -102,6 +123,8 @@ CATALOG_BUCKET = "catalog"  # keys: category.<id>, product.<sku>
 STOCK_BUCKET = "stock"  # keys: <sku>
 SNAPSHOT_BUCKET = "inventory-snapshots"  # object store: the actor's last snapshot
 SNAPSHOT_NAME = "state"
+CRM_BUCKET = "crm"  # key `status`: crm_sync's report (backlog, last write, error)
+CRM_STATUS_KEY = "status"
 
 STREAMS: tuple[StreamConfig, ...] = tuple(
     StreamConfig(
@@ -120,6 +143,7 @@ STREAMS: tuple[StreamConfig, ...] = tuple(
         (INVENTORY, [INVENTORY_ALL], 0.0, True),
         (PAYMENTS, ["payments.>"], 0.0, False),
         (DEADLETTER, ["deadletter.>"], DEADLETTER_MAX_AGE_S, False),
+        (ALERTS, [ALERTS_ALL], ALERTS_MAX_AGE_S, False),
     )
 )
 

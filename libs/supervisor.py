@@ -21,6 +21,7 @@ SERVICES: dict[str, str] = {
     "inventory": "services.inventory.main",
     "payments": "services.payments.main",
     "bot": "services.bot.main",
+    "crm_sync": "services.crm_sync.main",
 }
 # What a service cannot start without; `shop up` leaves it out, saying why.
 NEEDS: dict[str, tuple[str, str]] = {

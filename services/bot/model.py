@@ -45,6 +45,7 @@ class OrderView(msgspec.Struct, kw_only=True):
     expires_at: datetime | None = None
     message_id: int = 0  # the order's message (reserving..., then the Pay button)
     reminded: bool = False
+    announced: bool = False  # the admin chat was told of the payment
     contact: Contact = Contact()
 
 

@@ -153,14 +153,17 @@ class Notifier:
         )
 
     async def _paid(self, view: OrderView, fact: PaymentSucceeded, t: Texts) -> None:
-        if view.status == "paid":
+        if view.status != "paid":
+            lines = await self._lines(view, t)
+            await self._say(
+                view,
+                t.t("order.paid", number=view.order_id, lines=lines, total=format_rub(view.total)),
+            )
+            # Recorded as soon as the customer is told: "My orders" must not say otherwise.
+            view = await self._update(view.order_id, status="paid")
+            await self._store.carts.delete(str(view.user_id))
+        if view.announced:
             return
-        lines = await self._lines(view, t)
-        await self._say(
-            view,
-            t.t("order.paid", number=view.order_id, lines=lines, total=format_rub(view.total)),
-        )
-        await self._store.carts.delete(str(view.user_id))
         c = view.contact
         admin_t = for_language(None)
         extra = [admin_t.t("admin.order_comment", comment=c.comment)] if c.comment else []
@@ -174,7 +177,7 @@ class Notifier:
             total=format_rub(view.total),
             payment_id=fact.payment_id,
         )
-        await self._status(view, "paid")
+        await self._update(view.order_id, announced=True)
 
     async def _cancelled(
         self, view: OrderView, fact: PaymentCanceled | PaymentFailed, t: Texts
@@ -274,12 +277,12 @@ class Notifier:
     async def _status(self, view: OrderView, status: str) -> None:
         await self._update(view.order_id, status=status)
 
-    async def _update(self, order_id: str, **changes: Any) -> None:
+    async def _update(self, order_id: str, **changes: Any) -> OrderView:
         def change(current: OrderView | None) -> OrderView:
             assert current is not None
             return msgspec.structs.replace(current, **changes)
 
-        await self._store.orders.update(order_id, change)
+        return await self._store.orders.update(order_id, change)
 
 
 async def handle(notifier: Notifier, deliveries: list[bus.Delivery[Any]]) -> None:

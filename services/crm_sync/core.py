@@ -46,6 +46,10 @@ ORDER_COLUMNS = (
 )
 SALES_COLUMNS = ("Fact", "Order", "Time", "SKU", "Title", "Qty", "Unit price", "Amount")
 DAILY_COLUMNS = ("Date", "Orders", "Units", "Revenue")
+STOCK_COLUMNS = ("SKU", "Title", "On hand", "Reserved", "Available", "Changed")
+
+# A cell as the Sheets API takes and gives it (unformatted): text or a number.
+Cell = str | int | float
 
 # How far along an order is; a fact never moves it back (facts of one order may come late or
 # twice), except that a paid order can still be refunded.
@@ -105,6 +109,12 @@ class OrderRow(msgspec.Struct, kw_only=True):
             self.updated,
         ]
 
+    def cells(self) -> list[Cell]:
+        """The row for the Sheets API: the total as a number of roubles."""
+        values: list[Cell] = list(self.values())
+        values[9] = money(self.total)
+        return values
+
 
 @dataclass(frozen=True, slots=True)
 class SaleRow:
@@ -129,6 +139,18 @@ class SaleRow:
             rub(self.amount),
         ]
 
+    def cells(self) -> list[Cell]:
+        return [
+            self.key,
+            self.order_id,
+            self.at,
+            self.sku,
+            self.title,
+            self.qty,
+            money(self.unit_price),
+            money(self.amount),
+        ]
+
 
 @dataclass
 class Plan:
@@ -143,6 +165,62 @@ def rub(kopecks: int) -> str:
     sign = "-" if kopecks < 0 else ""
     whole, part = divmod(abs(kopecks), 100)
     return f"{sign}{whole}.{part:02d}"
+
+
+def money(kopecks: int) -> int | float:
+    """Roubles as a number for the sheet (exact: a whole number, or its shortest decimal)."""
+    return kopecks // 100 if kopecks % 100 == 0 else kopecks / 100
+
+
+def kopecks(value: Cell) -> int:
+    """Back from a cell: 2870.5, 2870, "2870.50" or "-990.00" as kopecks."""
+    if isinstance(value, int | float):
+        return round(value * 100)
+    text = value.strip().replace(" ", "").replace(",", ".")
+    whole, _, part = text.lstrip("-").partition(".")
+    amount = int(whole or 0) * 100 + int((part + "00")[:2])
+    return -amount if text.startswith("-") else amount
+
+
+def text(value: Cell) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def order_row(cells: list[Cell]) -> OrderRow:
+    """An order row read back from the sheet (or a CSV file); what does not parse is blank."""
+    values = [text(c) for c in (cells + [""] * len(ORDER_COLUMNS))[: len(ORDER_COLUMNS)]]
+    try:
+        total = kopecks(cells[9]) if len(cells) > 9 and cells[9] != "" else 0
+    except ValueError:
+        total = 0
+    return OrderRow(
+        order_id=values[0],
+        created=values[1],
+        status=values[2] if values[2] in RANK else "placed",
+        customer=values[3],
+        telegram_user=values[4],
+        phone=values[5],
+        address=values[6],
+        comment=values[7],
+        items=values[8],
+        total=total,
+        payment_id=values[10],
+        paid_at=values[11],
+        updated=values[12],
+    )
+
+
+def sale_row(cells: list[Cell]) -> SaleRow:
+    padded = (cells + [""] * len(SALES_COLUMNS))[: len(SALES_COLUMNS)]
+    values = [text(c) for c in padded]
+    try:
+        qty = int(float(values[5] or 0))
+        unit_price, amount = kopecks(padded[6] or 0), kopecks(padded[7] or 0)
+    except ValueError:
+        qty = unit_price = amount = 0
+    return SaleRow(values[0], values[1], values[2], values[3], values[4], qty, unit_price, amount)
 
 
 def stamp(moment: datetime) -> str:
@@ -248,8 +326,8 @@ def plan(
     return result
 
 
-def daily(ledger: Iterable[SaleRow]) -> list[list[str]]:
-    """Per day: orders with a sale, units, revenue (refunds count against their day)."""
+def daily_totals(ledger: Iterable[SaleRow]) -> list[tuple[str, int, int, int]]:
+    """Per day: orders with a sale, units, revenue in kopecks (refunds count against their day)."""
     days: dict[str, tuple[set[str], int, int]] = {}
     for sale in ledger:
         day = sale.at[:10]
@@ -258,6 +336,14 @@ def daily(ledger: Iterable[SaleRow]) -> list[list[str]]:
             order_ids.add(sale.order_id)
         days[day] = (order_ids, units + sale.qty, revenue + sale.amount)
     return [
-        [day, str(len(order_ids)), str(units), rub(revenue)]
+        (day, len(order_ids), units, revenue)
         for day, (order_ids, units, revenue) in sorted(days.items())
     ]
+
+
+def daily(ledger: Iterable[SaleRow]) -> list[list[str]]:
+    return [[d, str(n), str(u), rub(r)] for d, n, u, r in daily_totals(ledger)]
+
+
+def daily_cells(ledger: Iterable[SaleRow]) -> list[list[Cell]]:
+    return [[d, n, u, money(r)] for d, n, u, r in daily_totals(ledger)]

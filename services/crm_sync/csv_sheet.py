@@ -8,13 +8,16 @@ atomically (a temporary file, then a rename), so a crash mid-write leaves the ol
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from services.crm_sync import core
+from services.crm_sync.sink import Misconfigured, Unavailable
 
 ORDERS = "orders.csv"
 SALES = "sales.csv"
@@ -24,19 +27,36 @@ STOCK = "stock.csv"
 
 class CsvSheet:
     def __init__(self, directory: Path) -> None:
+        self.where = f"CSV files in {directory}"
         self._dir = directory
-        self._dir.mkdir(parents=True, exist_ok=True)
         self.orders: dict[str, core.OrderRow] = {}
         self.ledger: list[core.SaleRow] = []
         self.keys: set[str] = set()
 
+    # the Sink ---------------------------------------------------------------------------------
+    async def open(self) -> None:
+        await _in_thread(self.load)
+
+    async def apply(self, batch: Sequence[tuple[str, core.Fact]], titles: Mapping[str, str]) -> int:
+        plan = core.plan(batch, self.orders, self.keys, titles)
+        await _in_thread(self.write, plan)
+        return len(plan.orders) + len(plan.sales)
+
+    async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
+        text_rows = [[core.text(cell) for cell in row] for row in rows]
+        await _in_thread(_replace, self._dir / STOCK, core.STOCK_COLUMNS, text_rows)
+
+    # the files ----------------------------------------------------------------------------------
     def load(self) -> None:
         """What is in the files now: the index of order rows and of ledger keys."""
+        self._dir.mkdir(parents=True, exist_ok=True)
         self.orders = {}
         for values in _rows(self._dir / ORDERS, core.ORDER_COLUMNS):
-            row = _order_row(values)
+            row = core.order_row(list(values))
             self.orders[row.order_id] = row
-        self.ledger = [_sale_row(values) for values in _rows(self._dir / SALES, core.SALES_COLUMNS)]
+        self.ledger = [
+            core.sale_row(list(values)) for values in _rows(self._dir / SALES, core.SALES_COLUMNS)
+        ]
         self.keys = {sale.key for sale in self.ledger}
 
     def write(self, plan: core.Plan) -> None:
@@ -51,8 +71,14 @@ class CsvSheet:
             rows = sorted(self.orders.values(), key=lambda r: (r.created, r.order_id))
             _replace(self._dir / ORDERS, core.ORDER_COLUMNS, (r.values() for r in rows))
 
-    def write_stock(self, rows: Iterable[Sequence[str]]) -> None:
-        _replace(self._dir / STOCK, ("SKU", "Title", "On hand", "Reserved", "Available"), rows)
+
+async def _in_thread(call: Callable[..., None], *args: Any) -> None:
+    try:
+        await asyncio.to_thread(call, *args)
+    except ValueError as exc:  # a header a person changed
+        raise Misconfigured(str(exc)) from None
+    except OSError as exc:  # a full disk, a read-only mount
+        raise Unavailable(f"cannot write the CSV files: {exc}") from None
 
 
 def _rows(path: Path, header: Sequence[str]) -> list[list[str]]:
@@ -79,42 +105,3 @@ def _replace(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -
         file.flush()
         os.fsync(file.fileno())
     temporary.replace(path)
-
-
-def _kopecks(value: str) -> int:
-    whole, _, part = value.lstrip("-").partition(".")
-    amount = int(whole or 0) * 100 + int((part + "00")[:2])
-    return -amount if value.startswith("-") else amount
-
-
-def _order_row(values: list[str]) -> core.OrderRow:
-    values = (values + [""] * len(core.ORDER_COLUMNS))[: len(core.ORDER_COLUMNS)]
-    return core.OrderRow(
-        order_id=values[0],
-        created=values[1],
-        status=values[2] if values[2] in core.RANK else "placed",
-        customer=values[3],
-        telegram_user=values[4],
-        phone=values[5],
-        address=values[6],
-        comment=values[7],
-        items=values[8],
-        total=_kopecks(values[9] or "0"),
-        payment_id=values[10],
-        paid_at=values[11],
-        updated=values[12],
-    )
-
-
-def _sale_row(values: list[str]) -> core.SaleRow:
-    values = (values + [""] * len(core.SALES_COLUMNS))[: len(core.SALES_COLUMNS)]
-    return core.SaleRow(
-        key=values[0],
-        order_id=values[1],
-        at=values[2],
-        sku=values[3],
-        title=values[4],
-        qty=int(values[5] or 0),
-        unit_price=_kopecks(values[6] or "0"),
-        amount=_kopecks(values[7] or "0"),
-    )

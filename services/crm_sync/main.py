@@ -1,0 +1,393 @@
+"""crm_sync: the facts on the bus into the shop's spreadsheet, each row once, through any outage.
+
+Three durable consumers (orders, inventory, payments) hand their batches to one writer, which
+folds them into as few writes as it can and acks only once the sheet has confirmed. While the
+sheet cannot be written the batch is held and retried with backoff, the consumers take nothing
+more, and the backlog waits in JetStream; the admins hear when the oldest unwritten fact is older
+than CRM_ALERT_AFTER, and again when the sheet has caught up. Backlog and last error are reported
+to KV `crm` (for `shop status`) and on GET /healthz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import nats.errors
+import tenacity
+from aiohttp import web
+from nats.js import JetStreamContext
+
+from libs import bus, log, shutdown, subjects
+from libs.contracts import CatalogProduct, CrmBehind, CrmCaughtUp, CrmStatus, StockLevel
+from libs.kv import Documents
+from libs.settings import Settings
+from services.crm_sync import core
+from services.crm_sync.csv_sheet import CsvSheet
+from services.crm_sync.sheets import GoogleSheet
+from services.crm_sync.sink import Misconfigured, Sink, Unavailable
+
+_log = log.get(__name__)
+SERVICE = "crm_sync"
+LINGER_S = 0.05  # a batch waits this long for the other streams' facts of the same moment
+ACK_WAIT_S = 60.0  # held facts are kept ours by a heartbeat every third of this
+REPORT_EVERY_S = 2.0
+REMIND_EVERY_S = 300.0  # a failure that goes on is logged again this often
+CONSUMERS = (
+    (subjects.ORDERS, subjects.CRM_ORDERS_CONSUMER, subjects.ORDER_FACTS_FOR_CRM),
+    (subjects.INVENTORY, subjects.CRM_INVENTORY_CONSUMER, subjects.INVENTORY_FACTS_FOR_CRM),
+    (subjects.PAYMENTS, subjects.CRM_PAYMENTS_CONSUMER, subjects.PAYMENT_FACTS_FOR_CRM),
+)
+
+
+def sink_for(settings: Settings) -> Sink:
+    if settings.google_service_account_file and settings.sheets_spreadsheet_id:
+        return GoogleSheet(
+            settings.google_service_account_file,
+            settings.sheets_spreadsheet_id,
+            settings.sheets_api_url,
+            settings.sheets_writes_per_minute,
+            float(settings.sheets_timeout),
+        )
+    return CsvSheet(settings.data_dir / "crm")
+
+
+def fact_id(delivery: bus.Delivery[Any]) -> str:
+    """Stable across redeliveries and restarts: the fact's place in its stream."""
+    meta = delivery.msg.metadata
+    return f"{meta.stream.lower()}:{meta.sequence.stream}"
+
+
+class Titles:
+    """Product titles from the catalog read model, for readable rows."""
+
+    def __init__(self, catalog: Documents[CatalogProduct]) -> None:
+        self._catalog = catalog
+        self._known: dict[str, str] = {}
+
+    async def of(self, skus: Iterable[str]) -> dict[str, str]:
+        for sku in set(skus) - self._known.keys():
+            product = await self._catalog.get(f"product.{sku}")
+            if product is not None:
+                self._known[sku] = product.title
+        return self._known
+
+
+def _skus(fact: core.Fact) -> list[str]:
+    return [line.sku for line in getattr(fact, "lines", ())]
+
+
+@dataclass
+class _Held:
+    deliveries: list[bus.Delivery[core.Fact]]
+    done: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Writer:
+    """The one writer: batches from every consumer, written together, acked when confirmed."""
+
+    def __init__(self, sink: Sink, titles: Titles) -> None:
+        self._sink = sink
+        self._titles = titles
+        self._waiting: list[_Held] = []
+        self._writing: list[_Held] = []
+        self._arrived = asyncio.Event()
+        self.written = 0
+        self.last_write_at: datetime | None = None
+        self.error = ""
+        self._said = ("", 0.0)  # the failure last logged, and when
+
+    async def submit(self, deliveries: list[bus.Delivery[core.Fact]]) -> None:
+        """A consumer's batch; returns once written (acked) or given back (stopping)."""
+        held = _Held(deliveries)
+        self._waiting.append(held)
+        self._arrived.set()
+        written = await held.done
+        for delivery in deliveries:
+            with contextlib.suppress(*bus.TRANSIENT):
+                await (delivery.msg.ack() if written else delivery.msg.nak())
+
+    def oldest(self) -> datetime | None:
+        """When the oldest fact not yet in the sheet was stored on the bus."""
+        times = [
+            d.msg.metadata.timestamp
+            for held in (*self._writing, *self._waiting)
+            for d in held.deliveries
+        ]
+        return min(times) if times else None
+
+    def held(self) -> int:
+        return sum(len(h.deliveries) for h in (*self._writing, *self._waiting))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                await _wait_or_stop(stop, self._arrived.wait())
+                if stop.is_set():
+                    break
+                await asyncio.sleep(LINGER_S)
+                self._arrived.clear()
+                self._writing, self._waiting = self._waiting, []
+                written = await self._write(stop)
+                for held in self._writing:
+                    held.done.set_result(written)
+                self._writing = []
+        finally:
+            for held in (*self._writing, *self._waiting):
+                if not held.done.done():
+                    held.done.set_result(False)
+
+    async def _write(self, stop: asyncio.Event) -> bool:
+        deliveries = [d for held in self._writing for d in held.deliveries]
+        batch = [(fact_id(d), d.value) for d in deliveries]
+        heartbeat = asyncio.create_task(_keep_ours(deliveries))
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type((Unavailable, Misconfigured)),
+            wait=tenacity.wait_random_exponential(multiplier=0.5, max=30.0),
+            stop=lambda _: stop.is_set(),
+            sleep=lambda seconds: _sleep_or_stop(stop, seconds),
+            before_sleep=self._failed,
+            reraise=True,
+        )
+        try:
+            titles = await self._titles.of(sku for _, fact in batch for sku in _skus(fact))
+            async for attempt in retrying:
+                with attempt:
+                    rows = await _wait_or_stop(stop, self._sink.apply(batch, titles))
+                    if rows is None:
+                        return False
+        except (Unavailable, Misconfigured):
+            return False  # stopping; the facts go back and are written by whoever is next
+        finally:
+            heartbeat.cancel()
+        if self.error:
+            _log.info("crm.writing_again", sheet=self._sink.where, after=self.error)
+            self.error, self._said = "", ("", 0.0)
+        self.written += len(batch)
+        self.last_write_at = datetime.now(UTC)
+        _log.debug("crm.written", facts=len(batch), rows=rows)
+        return True
+
+    def _failed(self, state: tenacity.RetryCallState) -> None:
+        assert state.outcome is not None
+        self.error = str(state.outcome.exception())
+        now = asyncio.get_running_loop().time()
+        said, when = self._said
+        if self.error != said or now - when > REMIND_EVERY_S:
+            self._said = (self.error, now)
+            _log.error(
+                "crm.write_failed",
+                sheet=self._sink.where,
+                error=self.error,
+                waiting=self.held(),
+                retry_in=round(state.upcoming_sleep, 1),
+            )
+
+
+async def _keep_ours(deliveries: list[bus.Delivery[core.Fact]]) -> None:
+    """While a batch waits for the sheet, tell JetStream it is being worked on (no redelivery)."""
+    while True:
+        await asyncio.sleep(ACK_WAIT_S / 3)
+        for delivery in deliveries:
+            with contextlib.suppress(*bus.TRANSIENT):
+                await delivery.msg.in_progress()
+
+
+class Reporter:
+    """Backlog, age and last error: to KV for `shop status`, to /healthz, and the admin alerts."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        writer: Writer,
+        sink: Sink,
+        documents: Documents[CrmStatus],
+        alert_after: float,
+    ) -> None:
+        self._js = js
+        self._writer = writer
+        self._sink = sink
+        self._documents = documents
+        self._alert_after = timedelta(seconds=alert_after)
+        self._backlog = 0
+        self.status = CrmStatus(sink=sink.where, at=datetime.now(UTC))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        previous = await self._documents.get(subjects.CRM_STATUS_KEY)
+        behind_since = previous.behind_since if previous else None
+        while not stop.is_set():
+            try:
+                behind_since = await self._report(behind_since)
+            except (*bus.TRANSIENT, nats.errors.Error) as exc:
+                _log.warning("crm.report_failed", error=repr(exc))
+            await _sleep_or_stop(stop, REPORT_EVERY_S)
+
+    async def _report(self, behind_since: datetime | None) -> datetime | None:
+        backlog = 0
+        for stream, name, _ in CONSUMERS:
+            info = await self._js.consumer_info(stream, name)
+            backlog += info.num_pending + info.num_ack_pending
+        now = datetime.now(UTC)
+        oldest = self._writer.oldest()
+        if oldest is None and backlog:
+            oldest = self.status.oldest_at or now  # on the bus, not fetched yet
+        if behind_since is None and oldest is not None and now - oldest > self._alert_after:
+            behind_since = oldest
+            alert = CrmBehind(backlog, oldest, self._writer.error, now)
+            await bus.publish(
+                self._js, subjects.ALERT_CRM_BEHIND, alert, f"crm-behind:{oldest.isoformat()}"
+            )
+            _log.error("crm.behind", backlog=backlog, oldest=oldest.isoformat())
+        elif behind_since is not None and backlog == 0 and self._writer.held() == 0:
+            done = CrmCaughtUp(behind_since, now)
+            msg_id = f"crm-caught-up:{behind_since.isoformat()}"
+            await bus.publish(self._js, subjects.ALERT_CRM_CAUGHT_UP, done, msg_id)
+            _log.info("crm.caught_up", behind_since=behind_since.isoformat())
+            behind_since = None
+        self.status = CrmStatus(
+            sink=self._sink.where,
+            backlog=backlog,
+            oldest_at=oldest if backlog or self._writer.held() else None,
+            written=self._writer.written,
+            last_write_at=self._writer.last_write_at,
+            error=self._writer.error,
+            behind_since=behind_since,
+            at=now,
+        )
+        await self._documents.put(subjects.CRM_STATUS_KEY, self.status)
+        return behind_since
+
+
+async def stock_tab(
+    stock: Any, titles: Titles, sink: Sink, every: float, stop: asyncio.Event
+) -> None:
+    """The Stock tab from the inventory's read model: at most once every `every` seconds, and
+    only when something changed."""
+    decode = msgspec.json.Decoder(StockLevel).decode
+    levels: dict[str, tuple[StockLevel, datetime]] = {}
+    dirty = False
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    watcher = await stock.watchall()
+    try:
+        while not stop.is_set():
+            try:
+                entry = await watcher.updates(timeout=max(0.05, min(1.0, due - loop.time())))
+            except (TimeoutError, nats.errors.TimeoutError):
+                entry = None
+            if entry is not None and entry.value:
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                    level = decode(entry.value)
+                    at = entry.created if isinstance(entry.created, datetime) else datetime.now(UTC)
+                    levels[level.sku] = (level, at)
+                    dirty = True
+            if dirty and loop.time() >= due:
+                names = await titles.of(levels)
+                rows: list[list[core.Cell]] = [
+                    [
+                        sku,
+                        names.get(sku, sku),
+                        lv.on_hand,
+                        lv.reserved,
+                        lv.available,
+                        core.stamp(at),
+                    ]
+                    for sku, (lv, at) in sorted(levels.items())
+                ]
+                try:
+                    await sink.write_stock(rows)
+                    dirty = False
+                except (Unavailable, Misconfigured) as exc:
+                    _log.debug("crm.stock_later", error=str(exc))
+                due = loop.time() + every
+    finally:
+        with contextlib.suppress(*bus.TRANSIENT, nats.errors.Error):
+            await watcher.stop()
+
+
+async def _health(reporter: Reporter, host: str, port: int) -> web.AppRunner:
+    async def healthz(_: web.Request) -> web.Response:
+        status = reporter.status
+        body = msgspec.to_builtins(status)
+        now = datetime.now(UTC)
+        body["oldest_age_s"] = (
+            round((now - status.oldest_at).total_seconds(), 1) if status.oldest_at else 0.0
+        )
+        body["ok"] = status.behind_since is None and not status.error
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def serve(settings: Settings) -> None:
+    assert settings.nats_url, "shop run/up sets NATS_URL"
+    stop = shutdown.on_signals()
+    nc = await bus.connect(settings.nats_url, name=SERVICE)
+    js = nc.jetstream(timeout=10)
+    await subjects.declare_streams(js)
+    catalog, stock, _ = await subjects.declare_buckets(js)
+    documents = await Documents.open(js, subjects.CRM_BUCKET, CrmStatus)
+    sink = sink_for(settings)
+    titles = Titles(Documents(catalog, CatalogProduct))
+    writer = Writer(sink, titles)
+    reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)
+    runner = await _health(reporter, settings.crm_http_host, settings.crm_http_port)
+    _log.info(
+        "crm.started", sheet=sink.where, listen=f"{settings.crm_http_host}:{settings.crm_http_port}"
+    )
+    decode = msgspec.json.Decoder(core.Fact).decode
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(writer.run(stop))
+            tasks.create_task(reporter.run(stop))
+            tasks.create_task(stock_tab(stock, titles, sink, settings.crm_stock_every, stop))
+            for stream, name, filters in CONSUMERS:
+                tasks.create_task(
+                    bus.consume(
+                        js,
+                        service=SERVICE,
+                        stream=stream,
+                        config=bus.durable(name, filters, ack_wait=ACK_WAIT_S),
+                        decode=decode,
+                        handle=writer.submit,
+                        stop=stop,
+                        batch=1000,
+                    )
+                )
+    finally:
+        await runner.cleanup()
+        await nc.drain()
+    _log.info("crm.stopped")
+
+
+async def _wait_or_stop(stop: asyncio.Event, work: Any) -> Any:
+    """`work`'s result, or None if `stop` comes first (the work is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+    return task.result()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

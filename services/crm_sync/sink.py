@@ -1,0 +1,35 @@
+"""What crm_sync writes to: the Google Sheet or, without credentials, CSV files.
+
+Both keep the same rules (order rows keyed by order number, ledger rows by fact) and fail the
+same two ways: `Unavailable` (try again soon: an outage, a timeout, a quota answer) and
+`Misconfigured` (a person has to act: a key file, a share, a renamed tab; its message says what).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from services.crm_sync import core
+
+
+class Unavailable(Exception):
+    """The sheet cannot be written now; nothing was lost, the batch is tried again."""
+
+
+class Misconfigured(Exception):
+    """The sheet cannot be written until someone fixes what the message says."""
+
+
+class Sink(Protocol):
+    where: str  # for people: "Google Sheet <id>", "CSV files in data/crm"
+
+    async def open(self) -> None:
+        """Create what is missing (tabs, headers) and load the index of what is there."""
+
+    async def apply(self, batch: Sequence[tuple[str, core.Fact]], titles: Mapping[str, str]) -> int:
+        """Write what the batch changes, each row once; returns how many rows were written.
+        Returns only once the sheet has confirmed; raises Unavailable or Misconfigured."""
+
+    async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
+        """Replace the Stock tab's rows."""
