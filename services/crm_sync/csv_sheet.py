@@ -32,17 +32,23 @@ class CsvSheet:
         self.orders: dict[str, core.OrderRow] = {}
         self.ledger: list[core.SaleRow] = []
         self.keys: set[str] = set()
+        self._loaded = False
 
     # the Sink ---------------------------------------------------------------------------------
     async def open(self) -> None:
         await _in_thread(self.load)
+        self._loaded = True
 
     async def apply(self, batch: Sequence[tuple[str, core.Fact]], titles: Mapping[str, str]) -> int:
+        if not self._loaded:
+            await self.open()
         plan = core.plan(batch, self.orders, self.keys, titles)
         await _in_thread(self.write, plan)
         return len(plan.orders) + len(plan.sales)
 
     async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
+        if not self._loaded:
+            await self.open()
         text_rows = [[core.text(cell) for cell in row] for row in rows]
         await _in_thread(_replace, self._dir / STOCK, core.STOCK_COLUMNS, text_rows)
 
@@ -60,17 +66,20 @@ class CsvSheet:
         self.keys = {sale.key for sale in self.ledger}
 
     def write(self, plan: core.Plan) -> None:
+        """Write the plan; the index changes only once the files have (a failed write is
+        tried again whole)."""
         new_sales = [sale for sale in plan.sales if sale.key not in self.keys]
         if new_sales:
-            self.ledger.extend(new_sales)
+            ledger = [*self.ledger, *new_sales]
+            _replace(self._dir / SALES, core.SALES_COLUMNS, (s.values() for s in ledger))
+            self.ledger = ledger
             self.keys.update(sale.key for sale in new_sales)
-            _replace(self._dir / SALES, core.SALES_COLUMNS, (s.values() for s in self.ledger))
             _replace(self._dir / DAILY, core.DAILY_COLUMNS, core.daily(self.ledger))
         if plan.orders:
-            self.orders.update(plan.orders)
-            rows = sorted(self.orders.values(), key=lambda r: (r.created, r.order_id))
+            orders = {**self.orders, **plan.orders}
+            rows = sorted(orders.values(), key=lambda r: (r.created, r.order_id))
             _replace(self._dir / ORDERS, core.ORDER_COLUMNS, (r.values() for r in rows))
-
+            self.orders = orders
 
 async def _in_thread(call: Callable[..., None], *args: Any) -> None:
     try:
