@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from aiohttp import web
 from nats.js import JetStreamContext
 
 from libs import bus, subjects
-from libs.contracts import OrderLine, RefundRequested
+from libs.contracts import CrmBehind, CrmCaughtUp, OrderLine, RefundRequested
 from libs.embedded_nats import free_port
 from tests.fakes.telegram import FakeTelegram, User, message_text
 from tests.fakes.yookassa import FakeYooKassa
@@ -515,6 +516,16 @@ async def test_cancelled_by_yookassa_and_low_stock_alert(
     await yookassa.pay(url.rsplit("/", 1)[1])
     await telegram.wait_message(admin.id, "📉", 20)
     assert any("The last one: осталось 2" in message_text(m) for m in telegram.sent(admin.id))
+
+    # crm_sync's alerts reach the admin chat too.
+    since = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+    behind = CrmBehind(1234, since, "Google Sheets answered 503", since + timedelta(minutes=6))
+    await bus.publish(js, subjects.ALERT_CRM_BEHIND, behind, "behind-1")
+    text = message_text(await telegram.wait_message(admin.id, "Таблица отстаёт", 20))
+    assert "1234 событий" in text and "6 мин" in text and "503" in text
+    caught_up = CrmCaughtUp(since, since + timedelta(minutes=9))
+    await bus.publish(js, subjects.ALERT_CRM_CAUGHT_UP, caught_up, "caught-up-1")
+    await telegram.wait_message(admin.id, "догнала: всё записано (отставала с 09:30", 20)
 
 
 async def test_two_replicas_behind_one_webhook_share_the_checkout(

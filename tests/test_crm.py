@@ -13,8 +13,8 @@ import msgspec
 from nats.js import JetStreamContext
 
 from libs import subjects
-from libs.embedded_nats import free_port
 from libs.contracts import StockLevel
+from libs.embedded_nats import free_port
 from services.crm_sync import core
 from tests import crm_journeys
 from tests.harness import ServiceProcess, wait_until

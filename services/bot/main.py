@@ -17,7 +17,7 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 from libs import bus, log, shutdown, subjects
-from libs.contracts import InventoryEvent, PaymentEvent
+from libs.contracts import AlertEvent, InventoryEvent, PaymentEvent
 from libs.kv import Documents
 from libs.settings import Settings
 from services.bot.handlers import admin, checkout, fallback, orders, shop
@@ -92,6 +92,12 @@ async def serve(settings: Settings) -> None:
                     InventoryEvent,
                 ),
                 (subjects.PAYMENTS, "bot-payments", subjects.PAYMENT_FACTS_FOR_BOT, PaymentEvent),
+                (
+                    subjects.ALERTS,
+                    subjects.BOT_ALERTS_CONSUMER,
+                    [subjects.ALERTS_ALL],
+                    AlertEvent,
+                ),
             ):
                 decode = msgspec.json.Decoder(kind).decode
                 tasks.create_task(

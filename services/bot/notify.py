@@ -21,6 +21,8 @@ from libs import bus, log
 from libs.contracts import (
     CommitFailed,
     Committed,
+    CrmBehind,
+    CrmCaughtUp,
     PaymentCanceled,
     PaymentFailed,
     PaymentPending,
@@ -51,6 +53,9 @@ class Notifier:
 
     # the customer ---------------------------------------------------------------------------------
     async def on_fact(self, fact: Any) -> None:
+        if isinstance(fact, CrmBehind | CrmCaughtUp):
+            await self.on_alert(fact)
+            return
         order_id = getattr(fact, "order_id", None)
         view = await self._store.orders.get(order_id) if order_id else None
         if isinstance(fact, Committed):
@@ -90,6 +95,17 @@ class Notifier:
                 if view.status not in FINAL:
                     await self._say(view, t.t("order.stock_gone", number=view.order_id))
                     await self._status(view, "cancelled")
+
+    # the shop's own alerts ------------------------------------------------------------------------
+    async def on_alert(self, alert: CrmBehind | CrmCaughtUp) -> None:
+        match alert:
+            case CrmBehind():
+                minutes = max(1, int((alert.at - alert.oldest_at).total_seconds() // 60))
+                await self._admin(
+                    "admin.crm_behind", backlog=alert.backlog, minutes=minutes, error=alert.error
+                )
+            case CrmCaughtUp():
+                await self._admin("admin.crm_caught_up", since=alert.behind_since.strftime("%H:%M"))
 
     async def _rejected(self, view: OrderView, fact: Rejected, t: Texts) -> None:
         if view.status in FINAL or view.status == "cancelled":

@@ -81,6 +81,7 @@ class CsvSheet:
             _replace(self._dir / ORDERS, core.ORDER_COLUMNS, (r.values() for r in rows))
             self.orders = orders
 
+
 async def _in_thread(call: Callable[..., None], *args: Any) -> None:
     try:
         await asyncio.to_thread(call, *args)
