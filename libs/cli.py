@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
@@ -15,7 +16,7 @@ import nats.errors
 import nats.js.errors
 
 from libs import bus, log, settings, subjects
-from libs.contracts import AdminReply, AdminRequest, CatalogProduct, StockLevel
+from libs.contracts import AdminReply, AdminRequest, CatalogProduct, CrmStatus, StockLevel
 from libs.money import format_rub
 from libs.supervisor import SERVICES
 
@@ -115,9 +116,41 @@ async def status(url: str) -> None:
                         f"{consumer.num_redelivered} redelivered"
                     )
         print()
+        await _print_crm(js)
+        print()
         await _print_stock(js)
     finally:
         await nc.close()
+
+
+async def _print_crm(js: object) -> None:
+    """crm_sync's own report: where it writes, the backlog and its age, the last error."""
+    try:
+        kv = await js.key_value(subjects.CRM_BUCKET)  # type: ignore[attr-defined]
+        status = msgspec.json.decode((await kv.get(subjects.CRM_STATUS_KEY)).value, type=CrmStatus)
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.KeyNotFoundError):
+        print("crm: no report yet (crm_sync has not started)")
+        return
+    now = datetime.now(UTC)
+    age = f", the oldest waiting {_ago(now - status.oldest_at)}" if status.oldest_at else ""
+    print(f"crm: {status.sink}: {status.backlog} facts not yet written{age}")
+    written = _ago(now - status.last_write_at) + " ago" if status.last_write_at else "never"
+    print(f"  last write {written}; {status.written} facts written since start")
+    if status.error:
+        print(f"  failing: {status.error}")
+    if status.behind_since:
+        print(f"  admins alerted: behind since {status.behind_since:%Y-%m-%d %H:%M} UTC")
+    if now - status.at > timedelta(seconds=30):
+        print(f"  (this report is {_ago(now - status.at)} old: is crm_sync running?)")
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
 
 
 async def _print_stock(js: object) -> None:

@@ -71,6 +71,14 @@ class Documents(Generic[T]):
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
 
+    async def create_new(self, key: str, value: T) -> None:
+        """Store `value` if the key is new; KeyWrongLastSequenceError if it exists."""
+        await self._kv.create(key, self._encode(value))
+
+    async def replace(self, key: str, value: T, revision: int) -> None:
+        """Store `value` if the key is still at `revision`; KeyWrongLastSequenceError if not."""
+        await self._kv.update(key, self._encode(value), last=revision)
+
     async def delete(self, key: str) -> None:
         try:
             await self._kv.delete(key)

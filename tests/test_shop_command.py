@@ -85,6 +85,7 @@ def shop_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path
                 DATA_DIR=str(tmp_path / "data"),
                 EMBEDDED_NATS_PORT=str(port),
                 PAYMENTS_HTTP_PORT=str(free_port()),
+                CRM_HTTP_PORT=str(free_port()),
             ),
             cwd=ROOT,
             stdout=log,
@@ -117,7 +118,7 @@ async def test_shop_up_starts_everything_and_stops_cleanly(
     assert process.wait(30) == 0
     assert not [pid for pid in children if _alive(pid)], "something was left running"
     stopped = _events(log_path, "service.stopped")
-    assert sorted(str(e["name"]) for e in stopped) == ["inventory", "payments"]
+    assert sorted(str(e["name"]) for e in stopped) == ["crm_sync", "inventory", "payments"]
     assert all(e["code"] == 0 for e in stopped), stopped
     assert _events(log_path, "nats.stopped")
 
@@ -127,11 +128,11 @@ async def test_shop_up_restarts_a_service_that_dies(
 ) -> None:
     process, _, log_path = shop_up
     await wait_until(
-        lambda: len(_events(log_path, "service.started")) == 2, what="services started"
+        lambda: len(_events(log_path, "service.started")) == 3, what="services started"
     )
     (first,) = [e for e in _events(log_path, "service.started") if e["name"] == "inventory"]
     os.kill(int(str(first["pid"])), signal.SIGKILL)
-    await wait_until(lambda: len(_events(log_path, "service.started")) == 3, what="a restart")
+    await wait_until(lambda: len(_events(log_path, "service.started")) == 4, what="a restart")
     (died,) = _events(log_path, "service.died")
     assert died["name"] == "inventory" and died["code"] == -signal.SIGKILL
     process.send_signal(signal.SIGTERM)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from typing import Any
 
 import msgspec
 import nats.errors
+import nats.js.errors
 import tenacity
 from aiohttp import web
 from nats.js import JetStreamContext
@@ -37,6 +39,7 @@ SERVICE = "crm_sync"
 LINGER_S = 0.05  # a batch waits this long for the other streams' facts of the same moment
 ACK_WAIT_S = 60.0  # held facts are kept ours by a heartbeat every third of this
 REPORT_EVERY_S = 2.0
+LEASE_S = 20.0  # a writer that has not renewed for this long is replaced by a standby
 REMIND_EVERY_S = 300.0  # a failure that goes on is logged again this often
 CONSUMERS = (
     (subjects.ORDERS, subjects.CRM_ORDERS_CONSUMER, subjects.ORDER_FACTS_FOR_CRM),
@@ -61,6 +64,65 @@ def fact_id(delivery: bus.Delivery[Any]) -> str:
     """Stable across redeliveries and restarts: the fact's place in its stream."""
     meta = delivery.msg.metadata
     return f"{meta.stream.lower()}:{meta.sequence.stream}"
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """Who writes the sheet (one writer at a time; other replicas wait) and until when."""
+
+    holder: str
+    until: datetime
+
+
+class Writership:
+    """One active crm_sync per bus: the holder renews its lease in KV by compare-and-set; a
+    standby takes it over once it has run out (the holder died or lost the bus)."""
+
+    KEY = "writer"
+
+    def __init__(self, documents: Documents[Lease], me: str, ttl: float = LEASE_S) -> None:
+        self._documents = documents
+        self._ttl = timedelta(seconds=ttl)
+        self._me = me  # the same after a restart in place, so a crashed writer resumes at once
+
+    async def take(self, stop: asyncio.Event) -> bool:
+        """Wait until this instance is the writer (True) or is stopped (False)."""
+        said = False
+        while not stop.is_set():
+            if await self._renew():
+                return True
+            if not said:
+                _log.info("crm.standby", why="another crm_sync writes the sheet; waiting")
+                said = True
+            await _sleep_or_stop(stop, self._ttl.total_seconds() / 4)
+        return False
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        """Renew until stopped; a lease lost (another took over) stops this instance."""
+        while not stop.is_set():
+            await _sleep_or_stop(stop, self._ttl.total_seconds() / 4)
+            try:
+                mine = await self._renew()
+            except (*bus.TRANSIENT, nats.errors.Error) as exc:
+                _log.warning("crm.lease_not_renewed", error=repr(exc))
+                continue
+            if not mine and not stop.is_set():
+                _log.error("crm.lease_lost", why="another crm_sync took over; stopping")
+                stop.set()
+
+    async def _renew(self) -> bool:
+        found = await self._documents.get_with_revision(self.KEY)
+        now = datetime.now(UTC)
+        lease = Lease(self._me, now + self._ttl)
+        try:
+            if found is None:
+                await self._documents.create_new(self.KEY, lease)
+            elif found[0].holder == self._me or found[0].until < now:
+                await self._documents.replace(self.KEY, lease, found[1])
+            else:
+                return False
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False  # another instance was first
+        return True
 
 
 class Titles:
@@ -339,6 +401,8 @@ async def serve(settings: Settings) -> None:
     await subjects.declare_streams(js)
     catalog, stock, _ = await subjects.declare_buckets(js)
     documents = await Documents.open(js, subjects.CRM_BUCKET, CrmStatus)
+    me = f"{socket.gethostname()}:{settings.data_dir.resolve()}"
+    writership = Writership(await Documents.open(js, subjects.CRM_BUCKET, Lease), me)
     sink = sink_for(settings)
     titles = Titles(Documents(catalog, CatalogProduct))
     writer = Writer(sink, titles)
@@ -349,7 +413,11 @@ async def serve(settings: Settings) -> None:
     )
     decode = msgspec.json.Decoder(core.Fact).decode
     try:
+        if not await writership.take(stop):
+            return
+        _log.info("crm.writing", sheet=sink.where)
         async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(writership.keep(stop))
             tasks.create_task(writer.run(stop))
             tasks.create_task(reporter.run(stop))
             tasks.create_task(stock_tab(stock, titles, sink, settings.crm_stock_every, stop))
