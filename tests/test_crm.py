@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import os
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
+import nats.js.errors
+import pytest
 from nats.js import JetStreamContext
 
-from libs import subjects
-from libs.contracts import StockLevel
+from libs import bus, subjects
+from libs.contracts import AlertEvent, PaymentRefunded, StockLevel
 from libs.embedded_nats import free_port
 from services.crm_sync import core
 from tests import crm_journeys
+from tests.fakes.sheets import FakeSheets
 from tests.harness import ServiceProcess, wait_until
 
 Start = Callable[..., ServiceProcess]
@@ -82,3 +91,203 @@ async def test_csv_every_order_and_sale_once_through_a_kill(
         lambda: [row[:5] for row in _csv(crm / "stock.csv")] == [["TEA", "TEA", "50", "3", "47"]],
         what="the Stock tab",
     )
+
+
+# The Google Sheet, through the fake Sheets API --------------------------------------------------
+@pytest.fixture
+async def sheets(tmp_path: Path) -> AsyncIterator[FakeSheets]:
+    fake = FakeSheets()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+class Sheet:
+    """A crm_sync pointed at a fresh spreadsheet of the fake."""
+
+    def __init__(self, fake: FakeSheets, tmp_path: Path) -> None:
+        self.fake = fake
+        self.key_file = fake.key_file(tmp_path)
+        self.id = fake.create_spreadsheet("CRM")
+        self.port = free_port()
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "google_service_account_file": self.key_file,
+            "sheets_spreadsheet_id": self.id,
+            "sheets_api_url": self.fake.url,
+            "sheets_timeout": 3,
+            "crm_http_port": self.port,
+            "crm_stock_every": 1,
+            **extra,
+        }
+
+    def rows(self, tab: str) -> list[list[Any]]:
+        if tab not in self.fake.sheet_titles(self.id):
+            return []
+        return self.fake.rows(self.id, tab)[1:]
+
+    def problems(self, run: str, count: int) -> list[str]:
+        return check(self.rows("Orders"), self.rows("Sales"), run, count)
+
+    async def health(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            body: dict[str, Any] = await response.json()
+            return body
+
+
+def _status(sheet: Sheet, order_id: str) -> str | None:
+    return next((str(row[2]) for row in sheet.rows("Orders") if row[0] == order_id), None)
+
+
+def shop_status(nats_url: str) -> str:
+    env = {**os.environ, "NATS_URL": nats_url, "LOG_FORMAT": "json"}
+    command = [sys.executable, "-m", "libs.cli", "status"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    return done.stdout + done.stderr
+
+
+async def _alerts(js: JetStreamContext, subject: str) -> list[Any]:
+    try:
+        msg = await js.get_last_msg(subjects.ALERTS, subject)
+    except nats.js.errors.NotFoundError:
+        return []
+    return [msgspec.json.decode(msg.data or b"", type=AlertEvent)]
+
+
+async def test_sheet_made_then_1000_orders_through_a_30_s_outage(
+    nats_url: str, js: JetStreamContext, services: Start, sheets: FakeSheets, tmp_path: Path
+) -> None:
+    sheet = Sheet(sheets, tmp_path)
+    services("crm_sync", nats_url, **sheet.settings(crm_alert_after=5))
+    await wait_until(
+        lambda: {"Orders", "Sales", "Daily", "Stock"} <= set(sheets.sheet_titles(sheet.id)),
+        what="the tabs",
+    )
+    assert sheets.rows(sheet.id, "Orders")[0] == list(core.ORDER_COLUMNS)
+    assert sheets.rows(sheet.id, "Sales")[0] == list(core.SALES_COLUMNS)
+    added = [r["addSheet"]["properties"] for r in sheets.batch_updates if "addSheet" in r]
+    assert all(p["gridProperties"]["frozenRowCount"] == 1 for p in added) and len(added) == 4
+
+    await crm_journeys.publish(js, "s", range(0, 500))
+    await wait_until(lambda: not sheet.problems("s", 500), 30, "the first 500 orders")
+    sheets.fail("503", seconds=30)
+    await crm_journeys.publish(js, "s", range(500, 1000))
+
+    async def behind() -> bool:
+        return bool(await _alerts(js, subjects.ALERT_CRM_BEHIND))
+
+    await wait_until(behind, 30, "the admins alerted")
+    health = await sheet.health()
+    assert health["backlog"] > 0 and health["oldest_age_s"] > 5 and "503" in health["error"]
+    status = shop_status(nats_url)
+    assert "facts not yet written" in status and "503" in status, status
+
+    async def caught_up() -> bool:
+        return bool(await _alerts(js, subjects.ALERT_CRM_CAUGHT_UP))
+
+    await wait_until(lambda: not sheet.problems("s", 1000), 90, "all 1,000 orders, once each")
+    await wait_until(caught_up, 20, "the all-clear")
+    daily = sheet.rows("Daily")
+    want = [crm_journeys.expected(n) for n in range(1000)]
+    assert daily[0][2] == sum(w.units for w in want)
+    assert core.kopecks(daily[0][3]) == sum(w.revenue for w in want)
+    assert (await sheet.health())["backlog"] == 0
+
+
+async def test_killed_between_the_write_and_its_answer_no_row_twice(
+    nats_url: str, js: JetStreamContext, services: Start, sheets: FakeSheets, tmp_path: Path
+) -> None:
+    sheet = Sheet(sheets, tmp_path)
+    first = services("crm_sync", nats_url, **sheet.settings())
+    await wait_until(lambda: "Sales" in sheets.sheet_titles(sheet.id), what="the tabs")
+    # The ledger append lands, its answer never comes: kill -9 while the writer waits for it.
+    sheets.fail("apply_then_timeout", count=1, paths="POST */values/Sales*")
+    await crm_journeys.publish(js, "k", range(0, 300))
+    await wait_until(lambda: len(sheet.rows("Sales")) > 0, what="the ledger rows landed")
+    first.kill()
+    assert not sheet.rows("Orders"), "killed before the order rows were written"
+    sheets.clear_failures()
+    # The answer lost again, now to the client's timeout: retried, found written, not appended.
+    sheets.fail("apply_then_timeout", count=1, paths="POST */values/Orders*")
+    services("crm_sync", nats_url, **sheet.settings())
+    await crm_journeys.publish(js, "k", range(300, 400))
+    await wait_until(lambda: not sheet.problems("k", 400), 60, "all 400 orders, once each")
+
+
+async def test_a_429_storm_stays_under_quota_and_converges(
+    nats_url: str, js: JetStreamContext, services: Start, sheets: FakeSheets, tmp_path: Path
+) -> None:
+    sheet = Sheet(sheets, tmp_path)
+    sheets.quota_per_minute = 60  # Google's own limit, enforced by the fake
+    services("crm_sync", nats_url, **sheet.settings())
+    await wait_until(lambda: "Sales" in sheets.sheet_titles(sheet.id), what="the tabs")
+    sheets.fail("429", seconds=8)
+    for wave in range(20):  # orders trickle in, so there are many small batches
+        await crm_journeys.publish(js, "q", range(wave * 15, wave * 15 + 15))
+        await asyncio.sleep(0.2)
+    await wait_until(lambda: not sheet.problems("q", 300), 90, "all 300 orders, once each")
+    refused = [r for r in sheets.requests if r[2] == 429]
+    assert refused, "the storm happened"
+    assert sheets.max_writes_in_any_minute <= 50
+
+
+async def test_people_in_the_sheet_deleted_row_edited_key_changed_header(
+    nats_url: str, js: JetStreamContext, services: Start, sheets: FakeSheets, tmp_path: Path
+) -> None:
+    sheet = Sheet(sheets, tmp_path)
+    service = services("crm_sync", nats_url, **sheet.settings())
+    refunded = ("p-00003", "p-00013")  # by hand, below: "refunded", not what the journey says
+    await crm_journeys.publish(js, "p", range(0, 20))
+    await wait_until(lambda: not sheet.problems("p", 20), 30, "20 orders")
+
+    # Someone deletes order 3's row: the rows below move up. An update of order 12 must land
+    # on its own row, and order 3 comes back when it next changes.
+    row_of_3 = 2 + [row[0] for row in sheet.rows("Orders")].index("p-00003")
+    sheets.delete_row(sheet.id, "Orders", row_of_3)
+    for number in (13, 3):
+        oid = crm_journeys.order_id("p", number)
+        refund = PaymentRefunded(oid, f"pay-{oid}", f"r-{oid}", 0, (), "", datetime.now(UTC))
+        await bus.publish(js, subjects.payment_fact("refunded", oid), refund, f"r-{oid}")
+    await wait_until(
+        lambda: _status(sheet, "p-00013") == _status(sheet, "p-00003") == "refunded",
+        what="both refunds shown",
+    )
+    keys = [row[0] for row in sheet.rows("Orders")]
+    assert len(keys) == len(set(keys)) == 20
+    assert "crm.row_missing" in service.log()
+
+    # Someone changes the header: one clear line, nothing written, until it is put back.
+    sheets.set_cell(sheet.id, "Orders", "J1", "Сумма")
+    await crm_journeys.publish(js, "p", range(20, 25))
+    await wait_until(lambda: "header row of the Orders tab" in service.log(), what="the log line")
+    assert not any(str(row[0]).startswith("p-0002") for row in sheet.rows("Orders"))
+    sheets.set_cell(sheet.id, "Orders", "J1", "Total")
+    await wait_until(
+        lambda: not [p for p in sheet.problems("p", 25) if not p.startswith(refunded)],
+        60,
+        "written once it is fixed",
+    )
+    assert service.alive()
+
+
+async def test_a_spreadsheet_not_shared_is_one_clear_line_not_a_crash(
+    nats_url: str, js: JetStreamContext, services: Start, sheets: FakeSheets, tmp_path: Path
+) -> None:
+    sheet = Sheet(sheets, tmp_path)
+    other = sheets.create_spreadsheet("Someone else's", share_with="someone@example.com")
+    service = services("crm_sync", nats_url, **sheet.settings(sheets_spreadsheet_id=other))
+    await crm_journeys.publish(js, "n", range(0, 5))
+    await wait_until(lambda: "share the spreadsheet with crm@" in service.log(), what="the hint")
+    assert service.alive()
+
+    async def reported() -> bool:
+        health = await sheet.health()
+        return bool(health["backlog"] > 0 and "share the spreadsheet" in health["error"])
+
+    await wait_until(reported, what="the error on /healthz")
+    assert service.log().count("crm.write_failed") == 1, "said once, not at every retry"
+    sheets.share(other, FakeSheets.default_email)  # the owner follows the hint
+    sheet.id = other
+    await wait_until(lambda: not sheet.problems("n", 5), 60, "written once shared")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +37,9 @@ from services.crm_sync.sink import Misconfigured, Sink, Unavailable
 _log = log.get(__name__)
 SERVICE = "crm_sync"
 LINGER_S = 0.05  # a batch waits this long for the other streams' facts of the same moment
-ACK_WAIT_S = 60.0  # held facts are kept ours by a heartbeat every third of this
+# Facts held for the sheet are kept ours by a heartbeat every third of this; a crashed writer's
+# facts go to the next one after it.
+ACK_WAIT_S = 15.0
 REPORT_EVERY_S = 2.0
 LEASE_S = 20.0  # a writer that has not renewed for this long is replaced by a standby
 REMIND_EVERY_S = 300.0  # a failure that goes on is logged again this often
@@ -188,8 +190,21 @@ class Writer:
     def held(self) -> int:
         return sum(len(h.deliveries) for h in (*self._writing, *self._waiting))
 
+    async def keep_ours(self, stop: asyncio.Event) -> None:
+        """While facts wait for the sheet, tell JetStream they are being worked on, so they are
+        not redelivered meanwhile."""
+        while not stop.is_set():
+            await _sleep_or_stop(stop, ACK_WAIT_S / 3)
+            for held in (*self._writing, *self._waiting):
+                for delivery in held.deliveries:
+                    with contextlib.suppress(*bus.TRANSIENT):
+                        await delivery.msg.in_progress()
+
     async def run(self, stop: asyncio.Event) -> None:
         try:
+            # The tabs are made (or checked) at start, not at the first sale.
+            if not await self._until_done(stop, self._sink.open):
+                return
             while not stop.is_set():
                 await _wait_or_stop(stop, self._arrived.wait())
                 if stop.is_set():
@@ -209,7 +224,16 @@ class Writer:
     async def _write(self, stop: asyncio.Event) -> bool:
         deliveries = [d for held in self._writing for d in held.deliveries]
         batch = [(fact_id(d), d.value) for d in deliveries]
-        heartbeat = asyncio.create_task(_keep_ours(deliveries))
+        titles = await self._titles.of(sku for _, fact in batch for sku in _skus(fact))
+        written = await self._until_done(stop, lambda: self._sink.apply(batch, titles))
+        if written:
+            self.written += len(batch)
+            self.last_write_at = datetime.now(UTC)
+        return written
+
+    async def _until_done(self, stop: asyncio.Event, call: Callable[[], Awaitable[Any]]) -> bool:
+        """`call` until it works (True) or the service stops (False): retried with jittered
+        exponential backoff capped at 30 s, each new failure logged once."""
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type((Unavailable, Misconfigured)),
             wait=tenacity.wait_random_exponential(multiplier=0.5, max=30.0),
@@ -219,22 +243,15 @@ class Writer:
             reraise=True,
         )
         try:
-            titles = await self._titles.of(sku for _, fact in batch for sku in _skus(fact))
             async for attempt in retrying:
                 with attempt:
-                    rows = await _wait_or_stop(stop, self._sink.apply(batch, titles))
-                    if rows is None:
+                    if not await _wait_or_stop(stop, call()):
                         return False
         except (Unavailable, Misconfigured):
-            return False  # stopping; the facts go back and are written by whoever is next
-        finally:
-            heartbeat.cancel()
+            return False  # stopping; what was held goes back, for whoever writes next
         if self.error:
             _log.info("crm.writing_again", sheet=self._sink.where, after=self.error)
             self.error, self._said = "", ("", 0.0)
-        self.written += len(batch)
-        self.last_write_at = datetime.now(UTC)
-        _log.debug("crm.written", facts=len(batch), rows=rows)
         return True
 
     def _failed(self, state: tenacity.RetryCallState) -> None:
@@ -251,15 +268,6 @@ class Writer:
                 waiting=self.held(),
                 retry_in=round(state.upcoming_sleep, 1),
             )
-
-
-async def _keep_ours(deliveries: list[bus.Delivery[core.Fact]]) -> None:
-    """While a batch waits for the sheet, tell JetStream it is being worked on (no redelivery)."""
-    while True:
-        await asyncio.sleep(ACK_WAIT_S / 3)
-        for delivery in deliveries:
-            with contextlib.suppress(*bus.TRANSIENT):
-                await delivery.msg.in_progress()
 
 
 class Reporter:
@@ -419,6 +427,7 @@ async def serve(settings: Settings) -> None:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(writership.keep(stop))
             tasks.create_task(writer.run(stop))
+            tasks.create_task(writer.keep_ours(stop))
             tasks.create_task(reporter.run(stop))
             tasks.create_task(stock_tab(stock, titles, sink, settings.crm_stock_every, stop))
             for stream, name, filters in CONSUMERS:
@@ -440,8 +449,9 @@ async def serve(settings: Settings) -> None:
     _log.info("crm.stopped")
 
 
-async def _wait_or_stop(stop: asyncio.Event, work: Any) -> Any:
-    """`work`'s result, or None if `stop` comes first (the work is then cancelled)."""
+async def _wait_or_stop(stop: asyncio.Event, work: Awaitable[Any]) -> bool:
+    """Await `work`: True once it is done (its exception raised), False if `stop` came first
+    (the work is then cancelled)."""
     task = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -452,8 +462,9 @@ async def _wait_or_stop(stop: asyncio.Event, work: Any) -> Any:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        return None
-    return task.result()
+        return False
+    task.result()
+    return True
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -367,7 +367,7 @@ def _new_tabs(tabs: list[str]) -> list[dict[str, Any]]:
                         "sheetId": sheet_id,
                         "title": tab,
                         "gridProperties": {
-                            "rowCount": 1000,
+                            "rowCount": 5000 if tab in (DAILY, STOCK) else 1000,
                             "columnCount": len(TABS[tab]),
                             "frozenRowCount": 1,
                         },
