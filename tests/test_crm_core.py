@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from libs.contracts import (
 )
 from services.crm_sync import core
 from services.crm_sync.csv_sheet import CsvSheet
+from services.crm_sync.sheets import Quota
 
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 LINES = (ReservedLine("TEA", 2, 69000), ReservedLine("CUP", 1, 149000))
@@ -112,3 +114,18 @@ def test_a_renamed_header_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "sales.csv").write_text("Something else\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"sales\.csv: the header row"):
         CsvSheet(tmp_path).load()
+
+
+async def test_the_quota_never_lets_more_through_in_any_window() -> None:
+    quota = Quota(per_minute=5, window=0.3)
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+
+    async def one() -> None:
+        await quota.acquire()
+        times.append(loop.time())
+
+    await asyncio.gather(*(one() for _ in range(16)))
+    times.sort()
+    assert all(later - times[i] >= 0.3 for i, later in enumerate(times[5:])), times
+    assert times[-1] - times[0] < 0.3 * 3 + 0.2, "no slower than the quota needs"
