@@ -161,26 +161,31 @@ WORDS = {
 }
 
 
+# One step of a customer's way to the summary; generous: seen once at over 10 s on a loaded CI run
+# (a tap answered late; not yet explained -- see the issue notes).
+STEP = 20.0
+
+
 async def _to_summary(telegram: FakeTelegram, user: User, product: str, plus: int = 0) -> int:
     """Put `product` in the cart (plus `plus` more) and fill the checkout form; the summary's id."""
     w = WORDS["en" if (user.language_code or "").startswith("en") else "ru"]
     await telegram.send_command(user, "/start")
-    await telegram.wait_message(user.id, "Тестовая лавка")
+    await telegram.wait_message(user.id, "Тестовая лавка", STEP)
     await telegram.tap(user, w["catalog"])
-    await telegram.wait_message(user.id, lambda m: "Goods" in str(m.get("reply_markup")))
+    await telegram.wait_message(user.id, lambda m: "Goods" in str(m.get("reply_markup")), STEP)
     await telegram.tap(user, "Goods")
-    await telegram.wait_message(user.id, lambda m: product in str(m.get("reply_markup")))
+    await telegram.wait_message(user.id, lambda m: product in str(m.get("reply_markup")), STEP)
     await telegram.tap(user, product)
-    card = await telegram.wait_message(user.id, "₽")
+    card = await telegram.wait_message(user.id, "₽", STEP)
     for n in range(plus):
         await telegram.tap(user, "➕", card["message_id"])
         await telegram.wait_message(user.id, _shows(f"'{n + 2}'"))
     tap = await telegram.tap(user, w["add"])
     await telegram.wait_answer(tap["id"])
     await telegram.tap(user, w["cart"])
-    await telegram.wait_message(user.id, _shows(w["checkout"]))
+    await telegram.wait_message(user.id, _shows(w["checkout"]), STEP)
     await telegram.tap(user, w["checkout"])
-    last = (await telegram.wait_message(user.id, w["name"]))["message_id"]
+    last = (await telegram.wait_message(user.id, w["name"], STEP))["message_id"]
     for answer, question in (
         (user.first_name, w["phone"]),
         ("+7 912 345-67-89", w["address"]),
@@ -188,7 +193,7 @@ async def _to_summary(telegram: FakeTelegram, user: User, product: str, plus: in
         ("-", w["confirm"]),
     ):
         await telegram.send_text(user, answer)
-        last = (await telegram.wait_message(user.id, question, after=last))["message_id"]
+        last = (await telegram.wait_message(user.id, question, STEP, after=last))["message_id"]
     return int(last)
 
 
