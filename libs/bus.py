@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from libs import log, subjects
+from libs import log, shutdown, subjects
 from libs.settings import redact_url
 
 T = TypeVar("T")
@@ -377,14 +377,14 @@ async def consume(
                 msgs = await puller.next()
             except TRANSIENT as exc:
                 _log.warning("consumer.pull_failed", consumer=config.durable_name, error=repr(exc))
-                await _sleep_or_stop(stop, backoff)
+                await shutdown.sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             if puller.status[:3] not in ("", "404", "408"):
                 # 409 and the like: the consumer was deleted or is overloaded; back off.
                 _log.warning("consumer.status", consumer=config.durable_name, status=puller.status)
                 puller.status = ""
-                await _sleep_or_stop(stop, backoff)
+                await shutdown.sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 with contextlib.suppress(*TRANSIENT, nats.js.errors.Error):
                     await subjects.declare_consumer(js, stream, config)
@@ -421,8 +421,3 @@ async def per_order(
     for delivery in deliveries:
         groups.setdefault(str(getattr(delivery.value, "order_id", "")), []).append(delivery)
     await asyncio.gather(*(in_order(group) for group in groups.values()))
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -104,8 +104,7 @@ async def _supervise(name: str, env: dict[str, str], stop: asyncio.Event) -> Non
         if time.monotonic() - started > HEALTHY_AFTER_S:
             backoff = 1.0
         _log.error("service.died", name=name, pid=process.pid, code=code, restart_in=backoff)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=backoff)
+        await shutdown.sleep_or_stop(stop, backoff)
         backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 

@@ -17,7 +17,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import InlineKeyboardMarkup
 
-from libs import bus, log
+from libs import bus, log, shutdown
 from libs.contracts import (
     CommitFailed,
     Committed,
@@ -236,8 +236,7 @@ class Notifier:
                     kb.pay(t, view.pay_url, view.total),
                 )
                 await self._update(view.order_id, reminded=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
+            await shutdown.sleep_or_stop(stop, every)
 
     # helpers --------------------------------------------------------------------------------------
     async def _lines(self, view: OrderView, t: Texts) -> str:

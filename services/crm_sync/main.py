@@ -95,13 +95,13 @@ class Writership:
             if not said:
                 _log.info("crm.standby", why="another crm_sync writes the sheet; waiting")
                 said = True
-            await _sleep_or_stop(stop, self._ttl.total_seconds() / 4)
+            await shutdown.sleep_or_stop(stop, self._ttl.total_seconds() / 4)
         return False
 
     async def keep(self, stop: asyncio.Event) -> None:
         """Renew until stopped; a lease lost (another took over) stops this instance."""
         while not stop.is_set():
-            await _sleep_or_stop(stop, self._ttl.total_seconds() / 4)
+            await shutdown.sleep_or_stop(stop, self._ttl.total_seconds() / 4)
             try:
                 mine = await self._renew()
             except (*bus.TRANSIENT, nats.errors.Error) as exc:
@@ -194,7 +194,7 @@ class Writer:
         """While facts wait for the sheet, tell JetStream they are being worked on, so they are
         not redelivered meanwhile."""
         while not stop.is_set():
-            await _sleep_or_stop(stop, ACK_WAIT_S / 3)
+            await shutdown.sleep_or_stop(stop, ACK_WAIT_S / 3)
             for held in (*self._writing, *self._waiting):
                 for delivery in held.deliveries:
                     with contextlib.suppress(*bus.TRANSIENT):
@@ -238,7 +238,7 @@ class Writer:
             retry=tenacity.retry_if_exception_type((Unavailable, Misconfigured)),
             wait=tenacity.wait_random_exponential(multiplier=0.5, max=30.0),
             stop=lambda _: stop.is_set(),
-            sleep=lambda seconds: _sleep_or_stop(stop, seconds),
+            sleep=lambda seconds: shutdown.sleep_or_stop(stop, seconds),
             before_sleep=self._failed,
             reraise=True,
         )
@@ -297,7 +297,7 @@ class Reporter:
                 behind_since = await self._report(behind_since)
             except (*bus.TRANSIENT, nats.errors.Error) as exc:
                 _log.warning("crm.report_failed", error=repr(exc))
-            await _sleep_or_stop(stop, REPORT_EVERY_S)
+            await shutdown.sleep_or_stop(stop, REPORT_EVERY_S)
 
     async def _report(self, behind_since: datetime | None) -> datetime | None:
         backlog = 0
@@ -465,8 +465,3 @@ async def _wait_or_stop(stop: asyncio.Event, work: Awaitable[Any]) -> bool:
         return False
     task.result()
     return True
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

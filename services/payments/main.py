@@ -527,8 +527,7 @@ async def _reconciler(payments: Payments, settings: Settings, stop: asyncio.Even
             _log.warning("reconcile.failed", error=repr(exc))
         except Exception:  # the reconciler is the safety net: it must outlive any surprise
             _log.exception("reconcile.failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.payments_reconcile_every)
+        await shutdown.sleep_or_stop(stop, settings.payments_reconcile_every)
 
 
 def _local(host: str) -> str:
