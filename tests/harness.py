@@ -61,6 +61,18 @@ categories:
 """
 
 
+def shop(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The `shop` command, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "libs.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class ServiceProcess:
     """`shop run NAME` as a real OS process, killable with SIGKILL like a crash."""
 

@@ -6,8 +6,6 @@ import asyncio
 import csv
 import io
 import os
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -26,7 +24,7 @@ from libs.embedded_nats import free_port
 from services.crm_sync import core
 from tests import crm_journeys
 from tests.fakes.sheets import FakeSheets
-from tests.harness import ServiceProcess, wait_until
+from tests.harness import ServiceProcess, shop, wait_until
 
 Start = Callable[..., ServiceProcess]
 
@@ -142,9 +140,7 @@ def _status(sheet: Sheet, order_id: str) -> str | None:
 
 
 def shop_status(nats_url: str) -> str:
-    env = {**os.environ, "NATS_URL": nats_url, "LOG_FORMAT": "json"}
-    command = [sys.executable, "-m", "libs.cli", "status"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    done = shop("status", env={**os.environ, "NATS_URL": nats_url, "LOG_FORMAT": "json"})
     return done.stdout + done.stderr
 
 

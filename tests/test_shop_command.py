@@ -17,20 +17,9 @@ from nats.js import JetStreamContext
 from libs import bus
 from libs.contracts import CatalogProduct
 from libs.embedded_nats import free_port
-from tests.harness import ROOT, ServiceProcess, inventory_ready, stock_level, wait_until
+from tests.harness import ROOT, ServiceProcess, inventory_ready, shop, stock_level, wait_until
 
 Start = Callable[..., ServiceProcess]
-
-
-def shop(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "libs.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _env(**settings: str) -> dict[str, str]:
