@@ -121,9 +121,17 @@ class Sheet:
         }
 
     def rows(self, tab: str) -> list[list[Any]]:
+        return self.fake.rows(self.id, tab)[1:] if self.header(tab) else []
+
+    def header(self, tab: str) -> list[Any]:
         if tab not in self.fake.sheet_titles(self.id):
             return []
-        return self.fake.rows(self.id, tab)[1:]
+        rows = self.fake.rows(self.id, tab)
+        return rows[0] if rows else []
+
+    def set_up(self) -> bool:
+        """The tabs are added by one request, their header rows written by the next."""
+        return all(self.header(tab) for tab in ("Orders", "Sales", "Daily", "Stock"))
 
     def problems(self, run: str, count: int) -> list[str]:
         return check(self.rows("Orders"), self.rows("Sales"), run, count)
@@ -157,12 +165,9 @@ async def test_sheet_made_then_1000_orders_through_a_30_s_outage(
 ) -> None:
     sheet = Sheet(sheets, tmp_path)
     services("crm_sync", nats_url, **sheet.settings(crm_alert_after=5))
-    await wait_until(
-        lambda: {"Orders", "Sales", "Daily", "Stock"} <= set(sheets.sheet_titles(sheet.id)),
-        what="the tabs",
-    )
-    assert sheets.rows(sheet.id, "Orders")[0] == list(core.ORDER_COLUMNS)
-    assert sheets.rows(sheet.id, "Sales")[0] == list(core.SALES_COLUMNS)
+    await wait_until(sheet.set_up, what="the tabs with their header rows")
+    assert sheet.header("Orders") == list(core.ORDER_COLUMNS)
+    assert sheet.header("Sales") == list(core.SALES_COLUMNS)
     added = [r["addSheet"]["properties"] for r in sheets.batch_updates if "addSheet" in r]
     assert all(p["gridProperties"]["frozenRowCount"] == 1 for p in added) and len(added) == 4
 
@@ -197,7 +202,7 @@ async def test_killed_between_the_write_and_its_answer_no_row_twice(
 ) -> None:
     sheet = Sheet(sheets, tmp_path)
     first = services("crm_sync", nats_url, **sheet.settings())
-    await wait_until(lambda: "Sales" in sheets.sheet_titles(sheet.id), what="the tabs")
+    await wait_until(sheet.set_up, what="the tabs with their header rows")
     # The ledger append lands, its answer never comes: kill -9 while the writer waits for it.
     sheets.fail("apply_then_timeout", count=1, paths="POST */values/Sales*")
     await crm_journeys.publish(js, "k", range(0, 300))
@@ -218,7 +223,7 @@ async def test_a_429_storm_stays_under_quota_and_converges(
     sheet = Sheet(sheets, tmp_path)
     sheets.quota_per_minute = 60  # Google's own limit, enforced by the fake
     services("crm_sync", nats_url, **sheet.settings())
-    await wait_until(lambda: "Sales" in sheets.sheet_titles(sheet.id), what="the tabs")
+    await wait_until(sheet.set_up, what="the tabs with their header rows")
     sheets.fail("429", seconds=8)
     for wave in range(20):  # orders trickle in, so there are many small batches
         await crm_journeys.publish(js, "q", range(wave * 15, wave * 15 + 15))
