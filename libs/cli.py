@@ -9,16 +9,20 @@ import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import msgspec
 import nats.errors
 import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
-from libs import bus, log, settings, subjects
+from libs import bus, kv, log, settings, subjects
 from libs.contracts import AdminReply, AdminRequest, CatalogProduct, CrmStatus, StockLevel
 from libs.money import format_rub
 from libs.supervisor import SERVICES
+
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,30 +157,37 @@ def _ago(delta: timedelta) -> str:
     return f"{seconds // 3600} h"
 
 
-async def _print_stock(js: object) -> None:
+async def _print_stock(js: JetStreamContext) -> None:
     try:
-        stock = await js.key_value(subjects.STOCK_BUCKET)  # type: ignore[attr-defined]
-        catalog = await js.key_value(subjects.CATALOG_BUCKET)  # type: ignore[attr-defined]
-        keys = sorted(await stock.keys())
-    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
+        stock = await js.key_value(subjects.STOCK_BUCKET)
+        catalog = await js.key_value(subjects.CATALOG_BUCKET)
+        skus = sorted(await kv.keys(js, subjects.STOCK_BUCKET))
+    except nats.js.errors.BucketNotFoundError:
+        skus = []
+    if not skus:
         print("stock: nothing yet (the inventory has not started)")
         return
     print(
         f"{'sku':<20} {'title':<32} {'price':>12} {'on hand':>8} {'reserved':>9} {'available':>10}"
     )
-    for sku in keys:
-        level = msgspec.json.decode((await stock.get(sku)).value, type=StockLevel)
-        try:
-            product = msgspec.json.decode(
-                (await catalog.get(f"product.{sku}")).value, type=CatalogProduct
-            )
-            title, price = product.title[:32], format_rub(product.price)
-        except nats.js.errors.KeyNotFoundError:
-            title, price = "?", "?"
+    for sku in skus:
+        level = await _read(stock, sku, StockLevel)
+        if level is None:
+            continue  # gone since listed
+        product = await _read(catalog, f"product.{sku}", CatalogProduct)
+        title, price = (product.title[:32], format_rub(product.price)) if product else ("?", "?")
         print(
             f"{sku:<20} {title:<32} {price:>12} {level.on_hand:>8} {level.reserved:>9} "
             f"{level.available:>10}"
         )
+
+
+async def _read(bucket: KeyValue, key: str, kind: type[T]) -> T | None:
+    try:
+        entry = await bucket.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    return msgspec.json.decode(entry.value, type=kind) if entry.value else None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 
 from libs import subjects
 from libs.contracts import CatalogCategory, CatalogProduct, Contact, OrderLine, StockLevel
-from libs.kv import Documents
+from libs.kv import Documents, entries
 
 CARTS = "bot-carts"  # user id -> Cart
 CUSTOMERS = "bot-customers"  # user id -> Contact last used
@@ -64,6 +64,7 @@ class Store:
         user_orders: Documents[RecentOrders],
         catalog: object,
         stock: object,
+        js: JetStreamContext,
     ) -> None:
         self.carts = carts
         self.customers = customers
@@ -71,6 +72,7 @@ class Store:
         self.user_orders = user_orders
         self._catalog = catalog
         self._stock = stock
+        self._js = js
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> Store:
@@ -82,6 +84,7 @@ class Store:
             await Documents.open(js, USER_ORDERS, RecentOrders),
             catalog,
             stock,
+            js,
         )
 
     # catalog --------------------------------------------------------------------------------------
@@ -107,16 +110,12 @@ class Store:
         return await self._get(self._catalog, f"category.{category_id}", CatalogCategory)
 
     async def _all(self, prefix: str, kind: type[T]) -> list[T]:
-        try:
-            keys = await self._catalog.keys()  # type: ignore[attr-defined]
-        except nats.js.errors.NoKeysError:
-            return []
         found = []
-        for key in keys:
-            if key.startswith(prefix):
-                value = await self._get(self._catalog, key, kind)
-                if value is not None:
-                    found.append(value)
+        for _, value in await entries(self._js, subjects.CATALOG_BUCKET, f"{prefix}>"):
+            try:
+                found.append(msgspec.json.decode(value, type=kind))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
         return found
 
     @staticmethod

@@ -412,7 +412,7 @@ async def serve(settings: Settings) -> None:
     me = f"{socket.gethostname()}:{settings.data_dir.resolve()}"
     writership = Writership(await Documents.open(js, subjects.CRM_BUCKET, Lease), me)
     sink = sink_for(settings)
-    titles = Titles(Documents(catalog, CatalogProduct))
+    titles = Titles(Documents(js, subjects.CATALOG_BUCKET, catalog, CatalogProduct))
     writer = Writer(sink, titles)
     reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)
     runner = await _health(reporter, settings.crm_http_host, settings.crm_http_port)
