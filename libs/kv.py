@@ -155,5 +155,10 @@ class Documents(Generic[T]):
         except nats.js.errors.KeyNotFoundError:
             pass
 
-    async def keys(self) -> list[str]:
-        return await keys(self._js, self._bucket)
+    async def values(self) -> list[T]:
+        """Every readable document, in one pass over the bucket (not a get per key)."""
+        found = []
+        for _, raw in await entries(self._js, self._bucket):
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                found.append(self._decode(raw))
+        return found

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
@@ -69,3 +70,18 @@ async def test_1500_listings_in_a_row_on_a_loaded_machine_all_right(
     for _ in range(1_500):
         wrong += len(await kv.keys(js, "t-load")) != 12
     assert wrong == 0
+
+
+class Doc(msgspec.Struct):
+    n: int
+
+
+async def test_documents_values_in_one_pass(js: JetStreamContext) -> None:
+    docs = await kv.Documents.open(js, "t-docs", Doc)
+    await docs.put("a", Doc(1))
+    await docs.put("b", Doc(2))
+    await docs.put("c", Doc(3))
+    await docs.delete("c")
+    bucket = await js.key_value("t-docs")
+    await bucket.put("unreadable", b"{not json")
+    assert sorted(d.n for d in await docs.values()) == [1, 2]

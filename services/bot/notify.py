@@ -217,11 +217,9 @@ class Notifier:
         every = min(5.0, max(0.5, self._settings.reminder_before / 4))
         while not stop.is_set():
             now = datetime.now(UTC)
-            for key in await self._store.orders.keys():
-                view = await self._store.orders.get(key)
+            for view in await self._store.orders.values():
                 if (
-                    view is None
-                    or view.status != "awaiting_payment"
+                    view.status != "awaiting_payment"
                     or view.reminded
                     or view.expires_at is None
                     or not now >= view.expires_at - before

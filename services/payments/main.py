@@ -85,12 +85,7 @@ class Records:
         return await self._docs.update(order_id, changed)
 
     async def all(self) -> list[PaymentRecord]:
-        records = []
-        for key in await self._docs.keys():
-            record = await self._docs.get(key)
-            if record is not None:
-                records.append(record)
-        return records
+        return await self._docs.values()
 
 
 class Payments:
