@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -273,14 +274,27 @@ async def test_people_in_the_sheet_deleted_row_edited_key_changed_header(
     assert service.alive()
 
 
-async def test_a_spreadsheet_not_shared_is_one_clear_line_not_a_crash(
+async def test_key_missing_sheet_not_shared_tab_renamed_one_clear_line_each(
     nats_url: str, js: JetStreamContext, services: Start, sheets: FakeSheets, tmp_path: Path
 ) -> None:
     sheet = Sheet(sheets, tmp_path)
+    key = tmp_path / "secrets" / "google.json"  # not there yet
     other = sheets.create_spreadsheet("Someone else's", share_with="someone@example.com")
-    service = services("crm_sync", nats_url, **sheet.settings(sheets_spreadsheet_id=other))
+    settings = sheet.settings(sheets_spreadsheet_id=other, google_service_account_file=key)
+    service = services("crm_sync", nats_url, **settings)
     await crm_journeys.publish(js, "n", range(0, 5))
-    await wait_until(lambda: "share the spreadsheet with crm@" in service.log(), what="the hint")
+
+    def said(text: str) -> int:
+        """How many times a failed write was logged with `text` in its error."""
+        events = [json.loads(line) for line in service.log().splitlines() if line.startswith("{")]
+        return sum(text in e["error"] for e in events if e["event"] == "crm.write_failed")
+
+    await wait_until(
+        lambda: said(f"GOOGLE_SERVICE_ACCOUNT_FILE {key}: cannot use it") > 0, what="key"
+    )
+    key.parent.mkdir()
+    key.write_bytes(sheet.key_file.read_bytes())  # the operator puts the key in place
+    await wait_until(lambda: said("share the spreadsheet with crm@") > 0, what="the hint to share")
     assert service.alive()
 
     async def reported() -> bool:
@@ -288,7 +302,18 @@ async def test_a_spreadsheet_not_shared_is_one_clear_line_not_a_crash(
         return bool(health["backlog"] > 0 and "share the spreadsheet" in health["error"])
 
     await wait_until(reported, what="the error on /healthz")
-    assert service.log().count("crm.write_failed") == 1, "said once, not at every retry"
+    assert said("GOOGLE_SERVICE_ACCOUNT_FILE") == 1 and said("share the spreadsheet") == 1, (
+        "each said once, not at every retry"
+    )
     sheets.share(other, FakeSheets.default_email)  # the owner follows the hint
     sheet.id = other
     await wait_until(lambda: not sheet.problems("n", 5), 60, "written once shared")
+
+    # A person renames the Orders tab: one line naming it, no second (empty) Orders tab.
+    sheets.rename_sheet(other, "Orders", "Заказы")
+    await crm_journeys.publish(js, "n", range(5, 10))
+    await wait_until(lambda: said("the Orders tab was renamed to 'Заказы'") > 0, what="the line")
+    assert "Orders" not in sheets.sheet_titles(other)
+    assert not said("is gone or was renamed"), "the precise line, not a vague one first"
+    sheets.rename_sheet(other, "Заказы", "Orders")
+    await wait_until(lambda: not sheet.problems("n", 10), 60, "written once renamed back")

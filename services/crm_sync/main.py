@@ -342,7 +342,7 @@ async def stock_tab(
     only when something changed."""
     decode = msgspec.json.Decoder(StockLevel).decode
     levels: dict[str, tuple[StockLevel, datetime]] = {}
-    dirty = False
+    dirty, said = False, ""
     loop = asyncio.get_running_loop()
     due = loop.time()
     watcher = await stock.watchall()
@@ -373,9 +373,11 @@ async def stock_tab(
                 ]
                 try:
                     await sink.write_stock(rows)
-                    dirty = False
+                    dirty, said = False, ""
                 except (Unavailable, Misconfigured) as exc:
-                    _log.debug("crm.stock_later", error=str(exc))
+                    if str(exc) != said:  # each new problem once; orders' writes say it too
+                        said = str(exc)
+                        _log.warning("crm.stock_later", sheet=sink.where, error=said)
                 due = loop.time() + every
     finally:
         with contextlib.suppress(*bus.TRANSIENT, nats.errors.Error):

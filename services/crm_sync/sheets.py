@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +43,10 @@ WHOLE = {SALES: (5,), DAILY: (1, 2), STOCK: (2, 3, 4)}
 UNFORMATTED = {"valueRenderOption": "UNFORMATTED_VALUE"}
 RAW = {"valueInputOption": "RAW"}
 APPEND = {"valueInputOption": "RAW", "insertDataOption": "INSERT_ROWS"}
+
+
+class TabGone(Misconfigured):
+    """A range named a tab the spreadsheet no longer has: renamed or deleted by a person."""
 
 
 class Quota:
@@ -98,7 +102,7 @@ class GoogleSheet:
         self._lock = asyncio.Lock()  # one request at a time: the client is not shared by threads
         self._http: gspread.HTTPClient | None = None
         self._email = ""
-        self._opened = False
+        self._is_open = False
         self._orders: dict[str, core.OrderRow] = {}
         self._ledger: dict[str, core.SaleRow] = {}
         self._stock_rows = 0
@@ -109,7 +113,7 @@ class GoogleSheet:
     # the two operations -------------------------------------------------------------------------
     async def open(self) -> None:
         async with self._lock:
-            self._opened = False
+            self._is_open = False
             http = await self._connect()
             meta = await self._read(http.fetch_sheet_metadata, self._id)
             titles = [s["properties"]["title"] for s in meta.get("sheets", [])]
@@ -145,7 +149,7 @@ class GoogleSheet:
                 if cells and core.text(cells[0]):
                     sale = core.sale_row(cells)
                     self._ledger.setdefault(sale.key, sale)
-            self._opened = True
+            self._is_open = True
             _log.info(
                 "crm.sheet_opened",
                 sheet=self.where,
@@ -154,29 +158,41 @@ class GoogleSheet:
             )
 
     async def apply(self, batch: Sequence[tuple[str, core.Fact]], titles: Mapping[str, str]) -> int:
-        if not self._opened:
+        return await self._opened(self._apply, batch, titles)
+
+    async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
+        await self._opened(self._write_stock, rows)
+
+    async def _opened(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`call` on the opened spreadsheet, one request at a time."""
+        try:
+            return await self._open_and(call, *args)
+        except TabGone:
+            # Renamed or deleted since we looked: opening again says which tab was renamed to
+            # what (one clear line), or makes a deleted one anew.
+            return await self._open_and(call, *args)
+
+    async def _open_and(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if not self._is_open:
             await self.open()
         async with self._lock:
             try:
-                return await self._apply(batch, titles)
+                return await call(*args)
             except Misconfigured:
-                self._opened = False  # a renamed tab, a lost share: look again from the start
+                self._is_open = False  # a renamed tab, a lost share: look again from the start
                 raise
 
-    async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
-        if not self._opened:
-            await self.open()
-        async with self._lock:
-            http = self._client()
-            values = [list(r) for r in rows]
-            blank = [[""] * len(core.STOCK_COLUMNS)] * max(0, self._stock_rows - len(values))
-            if not values and not blank:
-                return
-            data = [{"range": f"{STOCK}!A2", "values": values + blank}]
-            await self._write(http.values_batch_update, self._id, {**RAW, "data": data})
-            self._stock_rows = len(values)
-
     # a batch ------------------------------------------------------------------------------------
+    async def _write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
+        http = self._client()
+        values = [list(r) for r in rows]
+        blank = [[""] * len(core.STOCK_COLUMNS)] * max(0, self._stock_rows - len(values))
+        if not values and not blank:
+            return
+        data = [{"range": f"{STOCK}!A2", "values": values + blank}]
+        await self._write(http.values_batch_update, self._id, {**RAW, "data": data})
+        self._stock_rows = len(values)
+
     async def _apply(
         self, batch: Sequence[tuple[str, core.Fact]], titles: Mapping[str, str]
     ) -> int:
@@ -320,7 +336,7 @@ class GoogleSheet:
                 f"spreadsheet {self._id} was not found: check SHEETS_SPREADSHEET_ID ({message})"
             )
         if status == 400 and "parse range" in message:
-            return Misconfigured(
+            return TabGone(
                 f"a tab of the spreadsheet is gone or was renamed ({message}); "
                 f"the service writes to the tabs {', '.join(TABS)}"
             )
