@@ -1,4 +1,5 @@
-"""Typed documents in a NATS KV bucket, changed by compare-and-set: replicas never lose a write."""
+"""Typed documents in a NATS KV bucket, changed by compare-and-set: replicas never lose a write.
+And listing a bucket, which nats-py's own KeyValue.keys() does not do reliably."""
 
 from __future__ import annotations
 
@@ -10,18 +11,10 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    KeyValueConfig,
-    StorageType,
-)
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 from nats.nuid import NUID
 
 T = TypeVar("T")
-
-
 _GONE = ("DEL", "PURGE")  # KV-Operation of a deleted key's marker
 _nuid = NUID()
 
