@@ -14,9 +14,10 @@ import pytest
 from aiohttp import web
 from nats.js import JetStreamContext
 
-from libs import bus, subjects
+from libs import bus, kv, subjects
 from libs.contracts import CrmBehind, CrmCaughtUp, OrderLine, RefundRequested
 from libs.embedded_nats import free_port
+from services.bot.model import AWAITING
 from tests.fakes.telegram import FakeTelegram, User, message_text
 from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import ServiceProcess, inventory_ready, wait_until
@@ -329,6 +330,9 @@ async def test_reminder_then_expiry_and_a_429_storm_loses_nothing(
     paid = [m for m in telegram.sent(quick.id) if "Оплата получена" in message_text(m)]
     orders = [m for m in telegram.sent(admin.id) if "Быстрый" in message_text(m)]
     assert len(paid) == 1 and len(orders) == 1, "each told once"
+    # The reminder loop reads only the orders awaiting payment: reminded, expired or paid, each
+    # has left that list (and a shop's thousands of old orders are never in it).
+    assert await kv.keys(js, AWAITING) == []
 
 
 async def test_200_customers_race_for_the_last_5(

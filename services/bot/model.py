@@ -18,6 +18,8 @@ CARTS = "bot-carts"  # user id -> Cart
 CUSTOMERS = "bot-customers"  # user id -> Contact last used
 ORDERS = "bot-orders"  # order id -> OrderView
 USER_ORDERS = "bot-user-orders"  # user id -> RecentOrders
+AWAITING = "bot-awaiting"  # order id -> Awaiting: the orders a reminder may still be due for
+AWAITING_TTL = 86_400.0  # entries (and the markers of removed ones) go after a day
 CONVERSATIONS = "bot-fsm"
 RECENT = 20
 T = TypeVar("T")
@@ -53,6 +55,14 @@ class RecentOrders(msgspec.Struct):
     order_ids: list[str] = []
 
 
+class Awaiting(msgspec.Struct):
+    """An order awaiting payment and not yet reminded: the reminder loop reads these few, not
+    every order the shop ever had."""
+
+    order_id: str
+    expires_at: datetime
+
+
 class Store:
     """The bot's buckets, opened once."""
 
@@ -62,6 +72,7 @@ class Store:
         customers: Documents[Contact],
         orders: Documents[OrderView],
         user_orders: Documents[RecentOrders],
+        awaiting: Documents[Awaiting],
         catalog: object,
         stock: object,
         js: JetStreamContext,
@@ -70,6 +81,7 @@ class Store:
         self.customers = customers
         self.orders = orders
         self.user_orders = user_orders
+        self.awaiting = awaiting
         self._catalog = catalog
         self._stock = stock
         self._js = js
@@ -82,6 +94,7 @@ class Store:
             await Documents.open(js, CUSTOMERS, Contact),
             await Documents.open(js, ORDERS, OrderView),
             await Documents.open(js, USER_ORDERS, RecentOrders),
+            await Documents.open(js, AWAITING, Awaiting, ttl=AWAITING_TTL),
             catalog,
             stock,
             js,

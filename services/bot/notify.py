@@ -35,7 +35,7 @@ from libs.contracts import (
 from libs.money import format_rub
 from libs.settings import Settings
 from services.bot import keyboards as kb
-from services.bot.model import OrderView, Store
+from services.bot.model import Awaiting, OrderView, Store
 from services.bot.texts import Texts, for_language
 
 _log = log.get(__name__)
@@ -217,17 +217,14 @@ class Notifier:
         every = min(5.0, max(0.5, self._settings.reminder_before / 4))
         while not stop.is_set():
             now = datetime.now(UTC)
-            for view in await self._store.orders.values():
-                if (
-                    view.status != "awaiting_payment"
-                    or view.reminded
-                    or view.expires_at is None
-                    or not now >= view.expires_at - before
-                    or now >= view.expires_at
-                ):
+            for due in await self._store.awaiting.values():
+                if not due.expires_at - before <= now < due.expires_at:
                     continue
+                view = await self._store.orders.get(due.order_id)
+                if view is None or not _reminder_due(view):
+                    continue  # moved on meanwhile: its entry goes with its update
                 t = for_language(view.language)
-                minutes = max(1, int((view.expires_at - now).total_seconds() // 60))
+                minutes = max(1, int((due.expires_at - now).total_seconds() // 60))
                 await self._say(
                     view,
                     t.t("order.reminder", number=view.order_id, minutes=minutes),
@@ -291,11 +288,26 @@ class Notifier:
         await self._update(view.order_id, status=status)
 
     async def _update(self, order_id: str, **changes: Any) -> OrderView:
+        expires_at = changes.get("expires_at")
+        if changes.get("status") == "awaiting_payment" and expires_at is not None:
+            # Listed before the view says so: a crash in between never loses a reminder.
+            await self._store.awaiting.put(order_id, Awaiting(order_id, expires_at))
+        listed = False
+
         def change(current: OrderView | None) -> OrderView:
+            nonlocal listed
             assert current is not None
+            listed = _reminder_due(current)
             return msgspec.structs.replace(current, **changes)
 
-        return await self._store.orders.update(order_id, change)
+        view = await self._store.orders.update(order_id, change)
+        if listed and not _reminder_due(view):
+            await self._store.awaiting.delete(order_id)
+        return view
+
+
+def _reminder_due(view: OrderView) -> bool:
+    return view.status == "awaiting_payment" and not view.reminded
 
 
 async def handle(notifier: Notifier, deliveries: list[bus.Delivery[Any]]) -> None:
