@@ -140,16 +140,8 @@ class SaleRow:
         ]
 
     def cells(self) -> list[Cell]:
-        return [
-            self.key,
-            self.order_id,
-            self.at,
-            self.sku,
-            self.title,
-            self.qty,
-            money(self.unit_price),
-            money(self.amount),
-        ]
+        """The row for the Sheets API: the quantity and the money as numbers."""
+        return [*self.values()[:5], self.qty, money(self.unit_price), money(self.amount)]
 
 
 @dataclass

@@ -286,7 +286,6 @@ class Reporter:
         self._sink = sink
         self._documents = documents
         self._alert_after = timedelta(seconds=alert_after)
-        self._backlog = 0
         self.status = CrmStatus(sink=sink.where, at=datetime.now(UTC))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -406,9 +405,7 @@ async def _health(reporter: Reporter, host: str, port: int) -> web.AppRunner:
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
-    nc = await bus.connect(settings.nats_url, name=SERVICE)
-    js = nc.jetstream(timeout=10)
-    await subjects.declare_streams(js)
+    nc, js = await bus.attach(settings.nats_url, SERVICE)
     catalog, stock, _ = await subjects.declare_buckets(js)
     documents = await Documents.open(js, subjects.CRM_BUCKET, CrmStatus)
     me = f"{socket.gethostname()}:{settings.data_dir.resolve()}"
