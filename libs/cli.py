@@ -15,7 +15,6 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
 from libs import bus, kv, log, settings, subjects
 from libs.contracts import AdminReply, AdminRequest, CatalogProduct, CrmStatus, StockLevel
@@ -127,12 +126,15 @@ async def status(url: str) -> None:
         await nc.close()
 
 
-async def _print_crm(js: object) -> None:
+async def _print_crm(js: JetStreamContext) -> None:
     """crm_sync's own report: where it writes, the backlog and its age, the last error."""
     try:
-        kv = await js.key_value(subjects.CRM_BUCKET)  # type: ignore[attr-defined]
-        status = msgspec.json.decode((await kv.get(subjects.CRM_STATUS_KEY)).value, type=CrmStatus)
-    except (nats.js.errors.BucketNotFoundError, nats.js.errors.KeyNotFoundError):
+        report = await _documents(js, subjects.CRM_BUCKET, CrmStatus)
+    except nats.js.errors.BucketNotFoundError:
+        status = None
+    else:
+        status = await report.get(subjects.CRM_STATUS_KEY)
+    if status is None:
         print("crm: no report yet (crm_sync has not started)")
         return
     now = datetime.now(UTC)
@@ -159,8 +161,8 @@ def _ago(delta: timedelta) -> str:
 
 async def _print_stock(js: JetStreamContext) -> None:
     try:
-        stock = await js.key_value(subjects.STOCK_BUCKET)
-        catalog = await js.key_value(subjects.CATALOG_BUCKET)
+        stock = await _documents(js, subjects.STOCK_BUCKET, StockLevel)
+        catalog = await _documents(js, subjects.CATALOG_BUCKET, CatalogProduct)
         skus = sorted(await kv.keys(js, subjects.STOCK_BUCKET))
     except nats.js.errors.BucketNotFoundError:
         skus = []
@@ -171,10 +173,10 @@ async def _print_stock(js: JetStreamContext) -> None:
         f"{'sku':<20} {'title':<32} {'price':>12} {'on hand':>8} {'reserved':>9} {'available':>10}"
     )
     for sku in skus:
-        level = await _read(stock, sku, StockLevel)
+        level = await stock.get(sku)
         if level is None:
             continue  # gone since listed
-        product = await _read(catalog, f"product.{sku}", CatalogProduct)
+        product = await catalog.get(f"product.{sku}")
         title, price = (product.title[:32], format_rub(product.price)) if product else ("?", "?")
         print(
             f"{sku:<20} {title:<32} {price:>12} {level.on_hand:>8} {level.reserved:>9} "
@@ -182,12 +184,9 @@ async def _print_stock(js: JetStreamContext) -> None:
         )
 
 
-async def _read(bucket: KeyValue, key: str, kind: type[T]) -> T | None:
-    try:
-        entry = await bucket.get(key)
-    except nats.js.errors.KeyNotFoundError:
-        return None
-    return msgspec.json.decode(entry.value, type=kind) if entry.value else None
+async def _documents(js: JetStreamContext, bucket: str, kind: type[T]) -> kv.Documents[T]:
+    """An existing bucket, read only (BucketNotFoundError if there is none yet)."""
+    return kv.Documents(js, bucket, await js.key_value(bucket), kind)
 
 
 if __name__ == "__main__":

@@ -123,13 +123,11 @@ class Store:
         return await self._get(self._catalog, f"category.{category_id}", CatalogCategory)
 
     async def _all(self, prefix: str, kind: type[T]) -> list[T]:
-        found = []
-        for _, value in await entries(self._js, subjects.CATALOG_BUCKET, f"{prefix}>"):
-            try:
-                found.append(msgspec.json.decode(value, type=kind))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue
-        return found
+        found = (
+            _decode(value, kind)
+            for _, value in await entries(self._js, subjects.CATALOG_BUCKET, f"{prefix}>")
+        )
+        return [item for item in found if item is not None]
 
     @staticmethod
     async def _get(kv: object, key: str, kind: type[T]) -> T | None:
@@ -137,12 +135,7 @@ class Store:
             entry = await kv.get(key)  # type: ignore[attr-defined]
         except nats.js.errors.KeyNotFoundError:
             return None
-        if not entry.value:
-            return None
-        try:
-            return msgspec.json.decode(entry.value, type=kind)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
+        return _decode(entry.value, kind)
 
     # orders ---------------------------------------------------------------------------------------
     async def remember_order(self, view: OrderView) -> None:
@@ -162,3 +155,13 @@ class Store:
             if view is not None:
                 views.append(view)
         return views
+
+
+def _decode(value: bytes | None, kind: type[T]) -> T | None:
+    """A read model's value, or None if empty or unreadable (written by a newer version?)."""
+    if not value:
+        return None
+    try:
+        return msgspec.json.decode(value, type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
