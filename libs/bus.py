@@ -90,6 +90,14 @@ async def connect(url: str, name: str, give_up_after: float = 10.0) -> Client:
     return nc
 
 
+async def attach(url: str, service: str) -> tuple[Client, JetStreamContext]:
+    """A service's start: connected, its JetStream context, the streams declared."""
+    nc = await connect(url, name=service)
+    js = nc.jetstream(timeout=10)
+    await subjects.declare_streams(js)
+    return nc, js
+
+
 def encode(fact: msgspec.Struct) -> bytes:
     return msgspec.json.encode(fact)
 

@@ -66,9 +66,7 @@ async def serve(settings: Settings) -> None:
         print(message, file=sys.stderr)  # noqa: T201 - one line for the operator, then exit
         raise SystemExit(2)
     stop = shutdown.on_signals()
-    nc = await bus.connect(settings.nats_url, name=SERVICE)
-    js = nc.jetstream(timeout=10)
-    await subjects.declare_streams(js)
+    nc, js = await bus.attach(settings.nats_url, SERVICE)
     store = await Store.open(js)
     storage = NatsStorage(await Documents.open(js, CONVERSATIONS, Conversation))
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))

@@ -48,9 +48,7 @@ def payment_command(fact: PaymentEvent) -> Command | None:
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
-    nc = await bus.connect(settings.nats_url, name=SERVICE)
-    js = nc.jetstream(timeout=10)
-    await subjects.declare_streams(js)
+    nc, js = await bus.attach(settings.nats_url, SERVICE)
     _, _, snapshots = await subjects.declare_buckets(js)
     actor = Actor(EventLog(js, snapshots), ReadModels(js), settings.snapshot_every)
     await actor.load()

@@ -445,9 +445,7 @@ async def _each(
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
-    nc = await bus.connect(settings.nats_url, name=SERVICE)
-    js = nc.jetstream(timeout=10)
-    await subjects.declare_streams(js)
+    nc, js = await bus.attach(settings.nats_url, SERVICE)
     catalog, _, _ = await subjects.declare_buckets(js)
     records = Records(await Documents.open(js, subjects.PAYMENTS_RECORDS_BUCKET, PaymentRecord))
     if settings.sandbox:
