@@ -81,7 +81,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import fnmatch
 import json
 import random
 import re
@@ -98,6 +97,8 @@ from aiohttp import web
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.fakes.faults import Faults
 
 PREFIX = "/v4/spreadsheets/"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -199,25 +200,6 @@ class _Token:
     email: str
     scopes: frozenset[str]
     expires_at: float
-
-
-@dataclass
-class _Failure:
-    mode: str
-    pattern: str
-    remaining: int | None
-    until: float | None
-
-    def live(self, now: float) -> bool:
-        return (self.remaining is None or self.remaining > 0) and (
-            self.until is None or now < self.until
-        )
-
-    def matches(self, method: str, path: str) -> bool:
-        if not self.pattern:
-            return path.startswith("/v4/")
-        pattern = f"* {self.pattern}" if self.pattern.startswith("/") else self.pattern
-        return fnmatch.fnmatchcase(f"{method} {path}", pattern)
 
 
 @dataclass
@@ -421,7 +403,7 @@ class FakeSheets:
         self._accounts: dict[str, _Account] = {}
         self._tokens: dict[str, _Token] = {}
         self._write_times: deque[float] = deque()
-        self._failures: list[_Failure] = []
+        self._faults = Faults(MODES, everything="/v4/")
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._url = ""
@@ -670,29 +652,16 @@ class FakeSheets:
         seconds: float | None = None,
         paths: str = "",
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        until = None if seconds is None else asyncio.get_running_loop().time() + seconds
-        self._failures.append(_Failure(mode, paths, count, until))
+        self._faults.add(mode, count, seconds, paths)
 
     def clear_failures(self) -> None:
         """Drop every rule and let go of held requests."""
-        self._failures.clear()
+        self._faults.clear()
         self._release_held()
 
     def _release_held(self) -> None:
         self._release.set()
         self._release = asyncio.Event()
-
-    def _take_failure(self, method: str, path: str) -> str | None:
-        now = asyncio.get_running_loop().time()
-        self._failures = [f for f in self._failures if f.live(now)]
-        for failure in self._failures:
-            if failure.matches(method, path):
-                if failure.remaining is not None:
-                    failure.remaining -= 1
-                return failure.mode
-        return None
 
     async def _hold(self) -> None:
         release = self._release
@@ -714,7 +683,7 @@ class FakeSheets:
         self.calls.append(call)
         if kind in WRITE_KINDS:
             self._count_write(call.at)
-        mode = self._take_failure(method, path)
+        mode = self._faults.take(method, path)
         if mode == "timeout":
             await self._hold()
             return _injected("503", kind)  # whoever sent it has most likely given up

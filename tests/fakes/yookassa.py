@@ -22,10 +22,8 @@ The API logic is services.payments.sandbox's; this adds what tests need around i
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,26 +32,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from services.payments.sandbox import ApiFailure, SandboxYooKassa, utc_stamp
+from tests.fakes.faults import Faults
 
 API = "/api/v3"
 MODES = ("500", "429", "202", "timeout")
-
-
-@dataclass
-class _Failure:
-    mode: str
-    pattern: str
-    remaining: int | None
-    until: float | None
-
-    def live(self, now: float) -> bool:
-        return (self.remaining is None or self.remaining > 0) and (
-            self.until is None or now < self.until
-        )
-
-    def matches(self, method: str, path: str) -> bool:
-        pattern = f"* {self.pattern}" if self.pattern.startswith("/") else self.pattern
-        return not pattern or fnmatch.fnmatchcase(f"{method} {path}", pattern)
 
 
 class _HookedSandbox(SandboxYooKassa):
@@ -85,7 +67,7 @@ class FakeYooKassa:
         self.created = 0
         self.after_create: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None
         self.hold_seconds = 60.0
-        self._failures: list[_Failure] = []
+        self._faults = Faults(MODES)
         self._released = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._url = ""
@@ -154,23 +136,10 @@ class FakeYooKassa:
         seconds: float | None = None,
         paths: str = "",
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        until = None if seconds is None else asyncio.get_running_loop().time() + seconds
-        self._failures.append(_Failure(mode, paths, count, until))
+        self._faults.add(mode, count, seconds, paths)
 
     def clear_failures(self) -> None:
-        self._failures.clear()
-
-    def _take_failure(self, method: str, path: str) -> str | None:
-        now = asyncio.get_running_loop().time()
-        self._failures = [f for f in self._failures if f.live(now)]
-        for failure in self._failures:
-            if failure.matches(method, path):
-                if failure.remaining is not None:
-                    failure.remaining -= 1
-                return failure.mode
-        return None
+        self._faults.clear()
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -178,7 +147,7 @@ class FakeYooKassa:
             return await handler(request)
         method, path = request.method, request.path[len(API) :]
         key = request.headers.get("Idempotence-Key")
-        mode = self._take_failure(method, path)
+        mode = self._faults.take(method, path)
         if mode == "timeout":
             self.requests.append((method, path, key, 0))
             try:
