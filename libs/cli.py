@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"NATS_URL is not set: `shop {args.command}` needs the bus that `shop up` runs")
         if args.command == "run":
             # Stopped while still importing (before the service's own handlers): a clean stop.
+            # `shop up` starts services with SIGTERM blocked, so one sent even earlier waits
+            # for this handler.
             signal.signal(signal.SIGTERM, _stopped_early)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             module = importlib.import_module(SERVICES[args.service])
             asyncio.run(module.serve(config))
         elif args.command == "catalog":

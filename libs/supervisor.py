@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import time
+from collections.abc import Iterator
 
 from libs import log, shutdown
 from libs.embedded_nats import EmbeddedNats, NatsServerError
@@ -81,15 +83,16 @@ async def up(settings: Settings) -> int:
 async def _supervise(name: str, env: dict[str, str], stop: asyncio.Event) -> None:
     backoff = 1.0
     while not stop.is_set():
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "libs.cli",
-            "run",
-            name,
-            env=env,
-            start_new_session=True,  # Ctrl-C reaches us only; we stop services in order
-        )
+        with _sigterm_held():
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "libs.cli",
+                "run",
+                name,
+                env=env,
+                start_new_session=True,  # Ctrl-C reaches us only; we stop services in order
+            )
         started = time.monotonic()
         _log.info("service.started", name=name, pid=process.pid)
         exited = asyncio.create_task(process.wait())
@@ -106,6 +109,18 @@ async def _supervise(name: str, env: dict[str, str], stop: asyncio.Event) -> Non
         _log.error("service.died", name=name, pid=process.pid, code=code, restart_in=backoff)
         await shutdown.sleep_or_stop(stop, backoff)
         backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+@contextlib.contextmanager
+def _sigterm_held() -> Iterator[None]:
+    """SIGTERM blocked while a service is spawned. The child inherits the mask and unblocks it
+    once its handler is set (libs.cli), so a stop that comes while it is still starting Python
+    is a clean stop, not a death by signal."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 async def _terminate(

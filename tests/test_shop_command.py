@@ -112,6 +112,22 @@ async def test_shop_up_starts_everything_and_stops_cleanly(
     assert _events(log_path, "nats.stopped")
 
 
+async def test_shop_up_stopped_while_its_services_start_stops_them_cleanly(
+    shop_up: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    # Ctrl-C right after `shop up`: the services are still starting Python. Each is a clean
+    # stop, not a death by SIGTERM before it could set its handler.
+    process, _, log_path = shop_up
+    await wait_until(
+        lambda: len(_events(log_path, "service.started")) == 3, what="services spawned"
+    )
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    stopped = _events(log_path, "service.stopped")
+    assert sorted(str(e["name"]) for e in stopped) == ["crm_sync", "inventory", "payments"]
+    assert all(e["code"] == 0 for e in stopped), stopped
+
+
 async def test_shop_up_restarts_a_service_that_dies(
     shop_up: tuple[subprocess.Popen[bytes], str, Path],
 ) -> None:
