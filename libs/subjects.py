@@ -92,6 +92,7 @@ INVENTORY_FACTS_FOR_BOT = [
 ]
 PAYMENT_FACTS_FOR_BOT = [
     "payments.pending.>",
+    "payments.authorized.>",
     "payments.succeeded.>",
     "payments.canceled.>",
     "payments.failed.>",
@@ -108,6 +109,7 @@ INVENTORY_FACTS_FOR_CRM = [
     "inventory.reserved.>",
     "inventory.rejected.>",
     "inventory.committed.>",
+    "inventory.commit_failed.>",
     "inventory.released.>",
 ]
 PAYMENT_FACTS_FOR_CRM = PAYMENT_FACTS_FOR_BOT
@@ -125,6 +127,7 @@ SNAPSHOT_BUCKET = "inventory-snapshots"  # object store: the actor's last snapsh
 SNAPSHOT_NAME = "state"
 CRM_BUCKET = "crm"  # key `status`: crm_sync's report (backlog, last write, error)
 CRM_STATUS_KEY = "status"
+CRM_ORDERS_BUCKET = "crm-orders"  # keys: order id -> the order's lifecycle state (libs.lifecycle)
 
 STREAMS: tuple[StreamConfig, ...] = tuple(
     StreamConfig(
