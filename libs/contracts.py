@@ -145,10 +145,14 @@ ReleaseReason = Literal["expired", "payment_canceled", "payment_failed", "admin"
 
 
 class Released(Fact, frozen=True, tag="released"):
+    """The order's stock is free again: a reservation that ended, or a committed order whose
+    held payment was cancelled before capture (`payment_id` is then the cancelled payment)."""
+
     order_id: Token
     lines: tuple[ReservedLine, ...]
     reason: ReleaseReason
     at: datetime
+    payment_id: str = ""  # the payment whose cancellation released it, if one did
 
 
 class WriterClaimed(Fact, frozen=True, tag="writer_claimed"):

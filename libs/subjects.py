@@ -113,11 +113,11 @@ INVENTORY_FACTS_FOR_CRM = [
     "inventory.released.>",
 ]
 PAYMENT_FACTS_FOR_CRM = PAYMENT_FACTS_FOR_BOT
+# Not `released`: a reservation's end never moves money (the inventory's answer does).
 INVENTORY_FACTS_FOR_PAYMENTS = [
     "inventory.reserved.>",
     "inventory.committed.>",
     "inventory.commit_failed.>",
-    "inventory.released.>",
 ]
 
 # Buckets ------------------------------------------------------------------------------------------

@@ -254,7 +254,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             elif kind == "commit":
                 command = Commit(order_id, draw(st.sampled_from(("pay1", "pay2"))))
             elif kind == "release":
-                command = Release(order_id, draw(release_reasons))
+                command = Release(
+                    order_id, draw(release_reasons), draw(st.sampled_from(("", "pay1", "pay2")))
+                )
             else:
                 command = Expire(order_id)
         scenario.append((draw(waits), command))
@@ -449,7 +451,8 @@ SETUP_STEPS = len(setup_commands((0, 0, 0)))
 @PROPERTY_SETTINGS
 @given(initial_counts, scenarios())
 def test_stock_is_conserved(counts: tuple[int, int, int], scenario: Scenario) -> None:
-    """reserved = what live reservations hold; on_hand = initial count + adjustments - sold."""
+    """reserved = what live reservations hold; on_hand = initial count + adjustments - sold
+    (sold: committed, less what lapsed holds gave back)."""
     run = play(counts, scenario)
     initial = dict(zip(SKUS, counts, strict=True))
     assert {sku: p.on_hand for sku, p in run.steps[SETUP_STEPS - 1].after.products.items()} == (
@@ -465,6 +468,10 @@ def test_stock_is_conserved(counts: tuple[int, int, int], scenario: Scenario) ->
                 assert event.on_hand == initial[event.sku] + adjusted[event.sku] - sold[event.sku]
             elif isinstance(event, Committed):
                 sold += qty_by_sku(event.lines)
+            elif isinstance(event, Released) and (
+                step.before.orders[event.order_id].status == "committed"
+            ):
+                sold -= qty_by_sku(event.lines)  # a lapsed hold: the goods are back on hand
         held: Counter[str] = Counter()
         for order in step.after.orders.values():
             if order.status == "reserved":
@@ -587,6 +594,28 @@ def test_a_late_commit_when_the_stock_was_sold_meanwhile_fails_with_the_numbers(
     assert run.state.products == before.products
     assert run.state.orders["o1"].status == "commit_failed"
     assert run.do(Commit("o1", "pay1")) == []
+
+
+def test_a_hold_cancelled_after_the_commit_puts_the_goods_back_once() -> None:
+    """A held payment that lapsed before capture: no money, so no goods either."""
+    run = catalog(a=5)
+    run.do(reserve("o1", ("A", 3)))
+    run.do(Commit("o1", "pay1"))
+    assert run.do(Release("o1", "payment_canceled", "pay2")) == []  # not the order's payment
+    (released,) = run.do(Release("o1", "payment_canceled", "pay1"))
+    assert isinstance(released, Released) and released.payment_id == "pay1"
+    product = run.state.products["A"]
+    assert (product.on_hand, product.reserved, product.available) == (5, 0, 5)
+    assert run.do(Release("o1", "payment_canceled", "pay1")) == []
+    assert run.do(Commit("o1", "pay1")) == [], "a cancelled payment takes nothing"
+
+
+def test_a_cancelled_payment_redelivered_after_the_release_takes_nothing() -> None:
+    run = catalog(a=5)
+    run.do(reserve("o1", ("A", 3)))
+    run.do(Release("o1", "payment_canceled", "pay1"))
+    assert run.do(Commit("o1", "pay1")) == []
+    assert run.state.products["A"].available == 5
 
 
 def test_commit_of_an_unknown_or_rejected_order_fails() -> None:

@@ -154,6 +154,29 @@ async def test_expiry_and_payment_facts(
     await wait_until(lambda: _level_is(js, "LAST", on_hand=7, reserved=0, available=7))
 
 
+async def test_a_payment_on_the_bus_is_not_overtaken_by_its_expiry_after_a_restart(
+    nats_url: str, js: JetStreamContext, facts: Facts, services: Start, catalog_file: Path
+) -> None:
+    """The customer paid in time, but the inventory was down; it comes back after the
+    reservation's end. The payment waiting on the bus is committed, not the expiry first."""
+    inventory = services("inventory", nats_url, catalog_file=catalog_file, reservation_ttl=2)
+    await wait_until(lambda: inventory_ready(js), what="inventory ready")
+    await place(js, order("on-time", ("LAST", 2, 10000)))
+    await wait_until(lambda: facts.kinds("on-time") == ["reserved"], what="reserved")
+    (reserved,) = facts.by_order["on-time"]
+    inventory.kill()
+    paid = PaymentAuthorized("on-time", "pay-1", 20000, datetime.now(UTC))
+    await bus.publish(
+        js, subjects.payment_fact("authorized", "on-time"), paid, msg_id="pay-1:authorized"
+    )
+    await wait_until(lambda: datetime.now(UTC) > reserved.expires_at, what="the reservation's end")
+
+    services("inventory", nats_url, catalog_file=catalog_file, reservation_ttl=2)
+    await wait_until(lambda: len(facts.by_order["on-time"]) > 1, what="the inventory's answer")
+    assert facts.kinds("on-time") == ["reserved", "committed"]
+    await wait_until(lambda: _level_is(js, "LAST", on_hand=8, reserved=0, available=8))
+
+
 def _verify_one_outcome_each(facts: Facts, ids: list[str], stock: dict[str, int]) -> None:
     """Exactly one outcome per order, and reservations that fit in the stock."""
     per_order = {oid: facts.by_order[oid] for oid in ids}

@@ -4,6 +4,7 @@ talking to a fake YooKassa over HTTP."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,16 @@ import pytest
 from nats.js import JetStreamContext
 
 from libs import bus, subjects
-from libs.contracts import Contact, OrderLine, PaymentEvent, RefundRequested
+from libs.contracts import (
+    Committed,
+    Contact,
+    OrderLine,
+    PaymentEvent,
+    RefundRequested,
+    Released,
+    Reserved,
+    ReservedLine,
+)
 from libs.embedded_nats import free_port
 from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import (
@@ -80,11 +90,13 @@ class Shop:
 async def _start(
     services: Start,
     nats_url: str,
-    catalog_file: Path,
+    catalog_file: Path | None,
     js: JetStreamContext,
     fake: FakeYooKassa | None,
     **settings: Any,
 ) -> Shop:
+    """Payments against `fake` (the sandbox if None), with the real inventory unless
+    `catalog_file` is None (then the test tells the inventory's facts itself)."""
     port = free_port()
     env: dict[str, Any] = {
         "payments_http_port": port,
@@ -102,10 +114,12 @@ async def _start(
         }
     env |= settings
     inventory_settings = {"reservation_ttl": settings.get("reservation_ttl", 900)}
-    services("inventory", nats_url, catalog_file=catalog_file, **inventory_settings)
+    if catalog_file is not None:
+        services("inventory", nats_url, catalog_file=catalog_file, **inventory_settings)
     payments = services("payments", nats_url, **env)
     shop = Shop(payments, port)
-    await wait_until(lambda: inventory_ready(js), what="inventory ready")
+    if catalog_file is not None:
+        await wait_until(lambda: inventory_ready(js), what="inventory ready")
     await wait_until(shop.healthy, what="payments healthy")
     return shop
 
@@ -322,6 +336,39 @@ async def test_late_payment_after_the_stock_was_sold(
         ]
         assert refunded[0].amount == 100000 and refunded[0].lines == ()
     await wait_until(lambda: _stock_is(js, "LAST", 0, 0), what="sold once, to the prompt one")
+
+
+async def test_a_released_reservation_never_cancels_a_hold_the_inventory_commits(
+    nats_url: str, js: JetStreamContext, money: Facts, services: Start, fake: FakeYooKassa
+) -> None:
+    """The money-and-stock defect: the reservation expired, the customer paid around then, the
+    inventory took the stock again; payments saw `released` while the payment waited for capture
+    and cancelled it, so the goods were committed without money. Only the inventory's answer
+    moves money: the hold is captured."""
+    await _start(services, nats_url, None, js, fake, payments_capture="two_stage")
+    now = datetime.now(UTC)
+    lines = (ReservedLine("FEW", 1, 99000),)
+    reserved = Reserved("slow", lines, 99000, now + timedelta(seconds=1), now)
+    await bus.publish(js, subjects.inventory_fact("reserved", "slow"), reserved, msg_id="r")
+    await wait_until(lambda: "payment_pending" in money.kinds("slow"), what="pending")
+    payment_id = _payment_id(money, "slow")
+    await fake.pay(payment_id)
+    await wait_until(lambda: "payment_authorized" in money.kinds("slow"), what="held")
+
+    # The inventory's facts in the order that broke it: expired, then the late payment taken.
+    released = Released("slow", lines, "expired", now + timedelta(seconds=1))
+    await bus.publish(js, subjects.inventory_fact("released", "slow"), released, msg_id="x")
+    committed = Committed("slow", lines, payment_id, now + timedelta(seconds=2))
+    await bus.publish(js, subjects.inventory_fact("committed", "slow"), committed, msg_id="c")
+
+    await wait_until(
+        lambda: fake.payments[payment_id]["status"] != "waiting_for_capture", what="settled"
+    )
+    assert fake.payments[payment_id]["status"] == "succeeded", "the stock is committed: captured"
+    cancels = [r for r in fake.requests if r[0] == "POST" and r[1].endswith("/cancel")]
+    assert cancels == []
+    await wait_until(lambda: "payment_succeeded" in money.kinds("slow"), what="told")
+    assert "payment_canceled" not in money.kinds("slow")
 
 
 async def test_sandbox_checkout_pay_and_decline(

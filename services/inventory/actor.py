@@ -12,18 +12,32 @@ import heapq
 import random
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 
 from libs import log
 from libs.bus import TRANSIENT
 from libs.contracts import InventoryEvent, Rejected, Reserved
-from services.inventory.core import Command, CommandRefused, Expire, State, decide, evolve
+from services.inventory.core import (
+    Command,
+    CommandRefused,
+    Commit,
+    Expire,
+    State,
+    decide,
+    evolve,
+)
 from services.inventory.store import AppendFailed, EventLog, ReadModels
 
 _log = log.get(__name__)
+
+# An order's payment already on the bus (its id), or None: asked before a reservation expires.
+PaymentOnBus = Callable[[str], Awaitable[str | None]]
+# How soon to ask again when the bus could not say.
+RECHECK_S = 1.0
 
 # Commands per group commit. Each makes at most one event, and one atomic batch of JetStream
 # holds at most 1,000 messages.
@@ -70,6 +84,7 @@ class Actor:
         snapshot_every: int,
         queue_size: int = 50,
         pipeline: int = 2,
+        payment_on_bus: PaymentOnBus | None = None,
     ) -> None:
         self._events = events
         self._read_models = read_models
@@ -84,6 +99,8 @@ class Actor:
         self._inflight: deque[_Batch] = deque()
         self._redo: deque[Job] = deque()  # jobs of batches that must be decided again
         self._timers: list[tuple[datetime, str]] = []
+        self._payment_on_bus = payment_on_bus
+        self._expiring: set[asyncio.Task[None]] = set()
         self._snapshot_seq = 0
         self._snapshot_task: asyncio.Task[None] | None = None
 
@@ -140,10 +157,40 @@ class Actor:
             self._redo.extendleft(reversed(jobs[MAX_BATCH:]))
             del jobs[MAX_BATCH:]
         now = _now()
-        while self._timers and self._timers[0][0] <= now and len(jobs) < MAX_BATCH:
-            _, order_id = heapq.heappop(self._timers)
-            jobs.append(Job(Expire(order_id)))
+        due: list[str] = []
+        while self._timers and self._timers[0][0] <= now and len(jobs) + len(due) < MAX_BATCH:
+            due.append(heapq.heappop(self._timers)[1])
+        if self._payment_on_bus is None:
+            jobs.extend(Job(Expire(order_id)) for order_id in due)
+        elif due:
+            task = asyncio.create_task(self._expire(due))
+            self._expiring.add(task)
+            task.add_done_callback(self._expiring.discard)
         return jobs
+
+    async def _expire(self, order_ids: list[str]) -> None:
+        """Let reservations go only once the bus has no payment for them.
+
+        A payment told before the expiry may still wait in the consumer (after a restart, it
+        comes back only when its ack_wait ends): committing it first keeps the customer's order
+        on time. A payment told after this look is a late payment, which the core decides.
+        """
+        assert self._payment_on_bus is not None
+        found = await asyncio.gather(
+            *(self._payment_on_bus(order_id) for order_id in order_ids), return_exceptions=True
+        )
+        jobs: list[Job] = []
+        later = _now() + timedelta(seconds=RECHECK_S)
+        for order_id, payment_id in zip(order_ids, found, strict=True):
+            if isinstance(payment_id, BaseException):
+                _log.warning("expiry.payment_unknown", order_id=order_id, error=repr(payment_id))
+                heapq.heappush(self._timers, (later, order_id))
+            elif payment_id is not None:
+                jobs.append(Job(Commit(order_id, payment_id)))
+            else:
+                jobs.append(Job(Expire(order_id)))
+        if jobs:
+            await self.queue.put(jobs)
 
     def _begin(self, jobs: list[Job]) -> None:
         """Decide a batch after those in flight; append it now if none is in flight."""
@@ -254,6 +301,8 @@ class Actor:
             _log.warning("snapshot.failed", error=repr(exc), seq=seq)
 
     async def close(self) -> None:
+        for task in self._expiring:
+            task.cancel()  # its reservations stay in the stream; the next start expires them
         if self._snapshot_task is not None:
             await asyncio.wait([self._snapshot_task], timeout=10)
         await self._read_models.close()

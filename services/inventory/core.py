@@ -59,6 +59,7 @@ class Commit(msgspec.Struct, frozen=True, tag="commit"):
 class Release(msgspec.Struct, frozen=True, tag="release"):
     order_id: str
     reason: ReleaseReason
+    payment_id: str = ""  # the payment that was cancelled or failed, if that is the reason
 
 
 class Expire(msgspec.Struct, frozen=True, tag="expire"):
@@ -118,6 +119,8 @@ class Order(msgspec.Struct, frozen=True):
     status: str  # reserved | committed | released | rejected | commit_failed
     lines: tuple[ReservedLine, ...] = ()
     expires_at: datetime | None = None
+    # committed: the payment that took the stock; released: the payment that was cancelled
+    payment_id: str = ""
 
 
 class State(msgspec.Struct, frozen=True):
@@ -145,11 +148,8 @@ def decide(state: State, command: Command, now: datetime) -> list[InventoryEvent
             return _reserve(state, command, now)
         case Commit(order_id=order_id, payment_id=payment_id):
             return _commit(state, order_id, payment_id, now)
-        case Release(order_id=order_id, reason=reason):
-            order = state.orders.get(order_id)
-            if order is None or order.status != "reserved":
-                return []
-            return [Released(order_id=order_id, lines=order.lines, reason=reason, at=now)]
+        case Release(order_id=order_id, reason=reason, payment_id=payment_id):
+            return _release(state, order_id, reason, payment_id, now)
         case Expire(order_id=order_id):
             order = state.orders.get(order_id)
             if order is None or order.status != "reserved" or order.expires_at is None:
@@ -330,6 +330,27 @@ def _reserve(state: State, command: Reserve, now: datetime) -> list[InventoryEve
     ]
 
 
+def _release(
+    state: State, order_id: str, reason: ReleaseReason, payment_id: str, now: datetime
+) -> list[InventoryEvent]:
+    """A reservation ends; and a committed order whose held payment was cancelled before it was
+    captured (a hold that lapsed) gives its stock back: no money, no goods."""
+    order = state.orders.get(order_id)
+    if order is None:
+        return []
+    lapsed_hold = (
+        order.status == "committed"
+        and reason == "payment_canceled"
+        and payment_id != ""
+        and payment_id == order.payment_id
+    )
+    if order.status != "reserved" and not lapsed_hold:
+        return []
+    return [
+        Released(order_id=order_id, lines=order.lines, reason=reason, at=now, payment_id=payment_id)
+    ]
+
+
 def _return_stock(state: State, command: ReturnStock, now: datetime) -> list[InventoryEvent]:
     """Only what a committed order took can come back, and each refund's lines only once."""
     order = state.orders.get(command.order_id)
@@ -381,6 +402,8 @@ def _commit(state: State, order_id: str, payment_id: str, now: datetime) -> list
         return fail("unknown_order")
     if order.status == "reserved":
         return [Committed(order_id=order_id, lines=order.lines, payment_id=payment_id, at=now)]
+    if order.status == "released" and payment_id == order.payment_id:
+        return []  # this very payment was cancelled: it takes nothing (a redelivery)
     if order.status == "released":
         # A late payment: take the stock again if it is still there, else the money goes back.
         wanted: Counter[str] = Counter()
@@ -426,12 +449,12 @@ def evolve(state: State, event: InventoryEvent) -> State:
             )
         case Rejected(order_id=order_id):
             return replace(state, orders=state.orders.set(order_id, Order("rejected")))
-        case Committed(order_id=order_id, lines=lines):
+        case Committed(order_id=order_id, lines=lines, payment_id=payment_id):
             was_reserved = state.orders[order_id].status == "reserved"
             return replace(
                 state,
                 products=_add(state.products, lines, -1, -1 if was_reserved else 0),
-                orders=state.orders.set(order_id, Order("committed", lines)),
+                orders=state.orders.set(order_id, Order("committed", lines, None, payment_id)),
             )
         case CommitFailed(order_id=order_id):
             order = state.orders.get(order_id)
@@ -442,11 +465,17 @@ def evolve(state: State, event: InventoryEvent) -> State:
             return replace(
                 state, orders=state.orders.set(order_id, replace(order, status="commit_failed"))
             )
-        case Released(order_id=order_id, lines=lines):
+        case Released(order_id=order_id, lines=lines, payment_id=payment_id):
+            # A reservation frees what it held; a committed order (a lapsed hold) puts its
+            # goods back on hand.
+            if state.orders[order_id].status == "committed":
+                products = _add(state.products, lines, +1, 0)
+            else:
+                products = _add(state.products, lines, 0, -1)
             return replace(
                 state,
-                products=_add(state.products, lines, 0, -1),
-                orders=state.orders.set(order_id, Order("released", lines)),
+                products=products,
+                orders=state.orders.set(order_id, Order("released", lines, None, payment_id)),
             )
         case StockAdjusted(sku=sku, delta=delta, adjustment_id=adjustment_id):
             product = state.products[sku]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import nats.js.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from libs import bus, log, shutdown, subjects
 from libs.contracts import (
@@ -23,7 +25,7 @@ from libs.contracts import (
 )
 from libs.settings import Settings
 from services.inventory import catalog
-from services.inventory.actor import MAX_BATCH, Actor, Job
+from services.inventory.actor import MAX_BATCH, Actor, Job, PaymentOnBus
 from services.inventory.core import Command, Commit, Release, Reserve, ReturnStock
 from services.inventory.store import EventLog, ReadModels
 
@@ -40,9 +42,28 @@ def payment_command(fact: PaymentEvent) -> Command | None:
         case PaymentAuthorized() | PaymentSucceeded():
             return Commit(fact.order_id, fact.payment_id)
         case PaymentCanceled():
-            return Release(fact.order_id, "payment_canceled")
+            return Release(fact.order_id, "payment_canceled", fact.payment_id)
         case PaymentFailed():
-            return Release(fact.order_id, "payment_failed")
+            return Release(fact.order_id, "payment_failed", fact.payment_id)
+
+
+def payment_on_bus(js: JetStreamContext) -> PaymentOnBus:
+    """The id of the order's payment if the PAYMENTS stream holds one (held or taken)."""
+    decode = msgspec.json.Decoder(PaymentAuthorized | PaymentSucceeded).decode
+
+    async def look(order_id: str) -> str | None:
+        for kind in ("authorized", "succeeded"):
+            try:
+                msg = await js.get_last_msg(
+                    subjects.PAYMENTS, subjects.payment_fact(kind, order_id)
+                )
+            except nats.js.errors.NotFoundError:
+                continue
+            fact: PaymentAuthorized | PaymentSucceeded = decode(msg.data or b"")
+            return fact.payment_id
+        return None
+
+    return look
 
 
 async def serve(settings: Settings) -> None:
@@ -50,7 +71,12 @@ async def serve(settings: Settings) -> None:
     stop = shutdown.on_signals()
     nc, js = await bus.attach(settings.nats_url, SERVICE)
     _, _, snapshots = await subjects.declare_buckets(js)
-    actor = Actor(EventLog(js, snapshots), ReadModels(js), settings.snapshot_every)
+    actor = Actor(
+        EventLog(js, snapshots),
+        ReadModels(js),
+        settings.snapshot_every,
+        payment_on_bus=payment_on_bus(js),
+    )
     await actor.load()
     if not actor.state.products and not actor.state.categories:
         await _import_first_catalog(actor, settings, stop)

@@ -171,6 +171,24 @@ def claimed_mismatch(claimed: dict[str, Any], actual: dict[str, Any]) -> str | N
     return None
 
 
+# The inventory's answer to a payment, and what it makes payments do with the money.
+Answer = Literal["committed", "commit_failed"]
+Settlement = Literal["capture", "cancel", "refund"] | None
+
+
+def settlement(answer: Answer, status: str, two_stage: bool) -> Settlement:
+    """Money taken <=> stock committed: capture a hold the inventory committed; give back the
+    money of a payment it refused (cancel the hold, or refund a one-stage payment); nothing
+    else. `status` is YooKassa's, read just now."""
+    if answer == "committed":
+        return "capture" if two_stage and status == "waiting_for_capture" else None
+    if status == "waiting_for_capture":
+        return "cancel"
+    if status == "succeeded":
+        return "refund"
+    return None
+
+
 def fact_for(record: PaymentRecord, payment: dict[str, Any], now: datetime) -> PaymentEvent | None:
     """The fact YooKassa's payment status makes true, if it is one worth telling."""
     status = payment.get("status")

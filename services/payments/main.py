@@ -1,6 +1,6 @@
 """The payments process: YooKassa payments for reservations, verified webhooks, a reconciler.
 
-Inputs: inventory facts (reserved, committed, commit_failed, released), refund requests, and
+Inputs: inventory facts (reserved, committed, commit_failed), refund requests, and
 YooKassa's notifications. Outputs: `payments.*` facts, each told once (`Nats-Msg-Id` is the
 payment id and status). YooKassa is the truth about money: a notification is only a hint to
 re-read the payment from the API.
@@ -32,7 +32,6 @@ from libs.contracts import (
     PaymentPending,
     PaymentRefunded,
     RefundRequested,
-    Released,
     Reserved,
 )
 from libs.kv import Documents
@@ -122,11 +121,9 @@ class Payments:
             case Reserved():
                 await self.reserved(event)
             case Committed(order_id=order_id):
-                await self.committed(order_id)
+                await self.settle(order_id, "committed")
             case CommitFailed(order_id=order_id):
-                await self.commit_failed(order_id)
-            case Released(order_id=order_id):
-                await self.released(order_id)
+                await self.settle(order_id, "commit_failed")
 
     async def reserved(self, event: Reserved) -> None:
         record = await self.records.get(event.order_id)
@@ -199,49 +196,29 @@ class Payments:
             )
             await self._told(record.order_id, "pending")
 
-    async def committed(self, order_id: str) -> None:
-        """The stock is the customer's: take the money held (two-stage)."""
-        record = await self._record(order_id)
-        if record is None or not self._two_stage:
-            return
-        payment = await self.api.get(record.payment_id)
-        if payment.get("status") == "waiting_for_capture":
-            payment = await self.api.capture(
-                record.payment_id, core.idempotence_key("capture", record.payment_id)
-            )
-            _log.info("payment.captured", order_id=order_id, payment_id=record.payment_id)
-        await self.observe(record, payment)
+    async def settle(self, order_id: str, answer: core.Answer) -> None:
+        """The inventory answered the order's payment: keep the money or give it back.
 
-    async def commit_failed(self, order_id: str) -> None:
-        """Paid, but the stock is gone: release the hold, or give the money back (one-stage)."""
+        Only this answer moves money; a released reservation does not (the customer may still
+        pay it, and then the inventory decides), so money taken <=> stock committed.
+        """
+        if answer == "committed" and not self._two_stage:
+            return  # the money was taken with the payment: nothing to read, nothing to do
         record = await self._record(order_id)
         if record is None:
             return
         payment = await self.api.get(record.payment_id)
-        status = payment.get("status")
-        if status == "waiting_for_capture":
-            payment = await self.api.cancel(
-                record.payment_id, core.idempotence_key("cancel", record.payment_id)
-            )
-            _log.info("payment.hold_released", order_id=order_id, payment_id=record.payment_id)
-        elif status == "succeeded":
-            await self.refund(record, (), "stock_gone", f"stock-gone-{order_id}")
-        await self.observe(record, payment)
-
-    async def released(self, order_id: str) -> None:
-        """The reservation ended unpaid: cancel what YooKassa lets us cancel (a held payment).
-
-        A payment still waiting for the customer cannot be cancelled; YooKassa expires it. If
-        the customer pays it after all, the inventory decides: the stock again, or commit_failed.
-        """
-        record = await self._record(order_id)
-        if record is None or record.status not in ("pending", "waiting_for_capture"):
-            return
-        payment = await self.api.get(record.payment_id)
-        if payment.get("status") == "waiting_for_capture":
-            payment = await self.api.cancel(
-                record.payment_id, core.idempotence_key("cancel", record.payment_id)
-            )
+        match core.settlement(answer, str(payment.get("status", "")), self._two_stage):
+            case "capture":
+                key = core.idempotence_key("capture", record.payment_id)
+                payment = await self.api.capture(record.payment_id, key)
+                _log.info("payment.captured", order_id=order_id, payment_id=record.payment_id)
+            case "cancel":
+                key = core.idempotence_key("cancel", record.payment_id)
+                payment = await self.api.cancel(record.payment_id, key)
+                _log.info("payment.hold_released", order_id=order_id, payment_id=record.payment_id)
+            case "refund":
+                await self.refund(record, (), "stock_gone", f"stock-gone-{order_id}")
         await self.observe(record, payment)
 
     # refunds --------------------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""The order lifecycle: each fact means something given the others, in any order, any number of
+times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from libs.contracts import (
+    CommitFailed,
+    Committed,
+    Contact,
+    OrderLine,
+    OrderPlaced,
+    PaymentAuthorized,
+    PaymentCanceled,
+    PaymentFailed,
+    PaymentPending,
+    PaymentRefunded,
+    PaymentSucceeded,
+    Rejected,
+    Released,
+    Reserved,
+    ReservedLine,
+)
+from libs.lifecycle import OrderFact, Status, fold
+
+T0 = datetime(2026, 12, 1, 10, tzinfo=UTC)
+ID = "o1"
+PAY = "pay-1"
+LINES = (OrderLine("A", 2, 1_000),)
+RESERVED_LINES = (ReservedLine("A", 2, 1_000),)
+
+
+def at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+placed = OrderPlaced(ID, 7, LINES, 2_000, at(0), Contact(name="Анна"), chat_id=7)
+reserved = Reserved(ID, RESERVED_LINES, 2_000, at(900), at(1))
+rejected = Rejected(ID, "out_of_stock", (), at(1))
+pending = PaymentPending(ID, PAY, 2_000, "https://pay", at(900), at(2))
+expired = Released(ID, RESERVED_LINES, "expired", at(900))
+authorized = PaymentAuthorized(ID, PAY, 2_000, at(10))
+late_authorized = PaymentAuthorized(ID, PAY, 2_000, at(905))
+committed = Committed(ID, RESERVED_LINES, PAY, at(11))
+late_committed = Committed(ID, RESERVED_LINES, PAY, at(906))
+stock_gone = CommitFailed(ID, "stock_gone", PAY, (), at(906))
+succeeded = PaymentSucceeded(ID, PAY, 2_000, at(12))
+hold_cancelled = PaymentCanceled(ID, PAY, "canceled_by_merchant", at(907), party="merchant")
+declined = PaymentCanceled(ID, PAY, "insufficient_funds", at(20), party="payment_network")
+released_declined = Released(ID, RESERVED_LINES, "payment_canceled", at(21), payment_id=PAY)
+failed = PaymentFailed(ID, "", "invalid_request", at(3))
+half_back = PaymentRefunded(ID, PAY, "re-1", 1_000, (OrderLine("A", 1, 1_000),), "return", at(50))
+rest_back = PaymentRefunded(ID, PAY, "re-2", 1_000, (OrderLine("A", 1, 1_000),), "return", at(60))
+money_back = PaymentRefunded(ID, PAY, "re-3", 2_000, (), "stock_gone", at(908))
+
+
+def status(*facts: OrderFact) -> Status:
+    order = fold(facts)
+    assert order is not None
+    return order.status
+
+
+def test_the_ordinary_way_to_paid() -> None:
+    assert status(placed) == Status.PLACED
+    assert status(placed, reserved) == Status.RESERVED
+    assert status(placed, reserved, pending) == Status.AWAITING_PAYMENT
+    assert status(placed, reserved, pending, authorized) == Status.CONFIRMING
+    assert status(placed, reserved, pending, authorized, committed) == Status.PAID
+    order = fold([placed, reserved, pending, authorized, committed, succeeded])
+    assert order is not None and order.status == Status.PAID and not order.late
+    assert order.paid_at == succeeded.at and order.payment_id == PAY and order.charge == 2_000
+
+
+def test_paid_after_expiry_and_committed_is_paid_late() -> None:
+    """The CRM defect: expired, then a late payment the inventory committed."""
+    order = fold([placed, reserved, pending, expired, late_authorized, late_committed, succeeded])
+    assert order is not None
+    assert order.status == Status.PAID and order.late
+    assert status(placed, reserved, pending, expired) == Status.EXPIRED
+    assert status(placed, reserved, pending, expired, late_authorized) == Status.CONFIRMING
+
+
+def test_paid_after_expiry_with_the_stock_gone_is_money_going_back_then_cancelled() -> None:
+    facts: list[OrderFact] = [placed, reserved, pending, expired, late_authorized, stock_gone]
+    order = fold(facts)
+    assert order is not None and order.status == Status.RETURNING_MONEY and order.late
+    assert not order.money_back
+    after = fold([*facts, hold_cancelled])
+    assert after is not None and after.status == Status.CANCELLED and after.money_back
+    one_stage = fold([placed, reserved, pending, expired, succeeded, stock_gone, money_back])
+    assert one_stage is not None and one_stage.status == Status.CANCELLED and one_stage.money_back
+
+
+def test_endings_without_a_sale() -> None:
+    assert status(placed, rejected) == Status.REJECTED
+    assert status(placed, reserved, pending, declined, released_declined) == Status.CANCELLED
+    assert status(placed, reserved, failed) == Status.CANCELLED
+    admin = Released(ID, RESERVED_LINES, "admin", at(30))
+    assert status(placed, reserved, pending, admin) == Status.CANCELLED
+
+
+def test_a_hold_that_lapsed_after_the_commit_is_cancelled() -> None:
+    lapsed = PaymentCanceled(ID, PAY, "expired_on_capture", at(99))
+    back = Released(ID, RESERVED_LINES, "payment_canceled", at(100), payment_id=PAY)
+    assert status(placed, reserved, pending, authorized, committed, lapsed, back) == (
+        Status.CANCELLED
+    )
+
+
+def test_refunds_in_part_then_in_whole() -> None:
+    paid: list[OrderFact] = [placed, reserved, pending, authorized, committed, succeeded]
+    assert status(*paid, half_back) == Status.PARTLY_REFUNDED
+    assert status(*paid, half_back, rest_back) == Status.REFUNDED
+    order = fold([*paid, half_back, half_back, rest_back])
+    assert order is not None and order.refunded == 2_000  # a refund told twice counts once
+
+
+# Any order, any duplication -------------------------------------------------------------------
+FLOWS: tuple[tuple[OrderFact, ...], ...] = (
+    (placed, reserved, pending, authorized, committed, succeeded),
+    (placed, reserved, pending, authorized, committed, succeeded, half_back, rest_back),
+    (placed, reserved, pending, expired),
+    (placed, reserved, pending, expired, late_authorized, late_committed, succeeded),
+    (placed, reserved, pending, expired, late_authorized, stock_gone, hold_cancelled),
+    (placed, reserved, pending, expired, succeeded, stock_gone, money_back),
+    (placed, reserved, pending, declined, released_declined),
+    (placed, rejected),
+    (placed, reserved, failed),
+)
+
+
+@st.composite
+def shuffled_with_copies(draw: st.DrawFn) -> tuple[list[OrderFact], list[OrderFact]]:
+    """A flow in its own order, and the same facts in any order with some told again."""
+    flow = list(draw(st.sampled_from(FLOWS)))
+    copies = draw(st.lists(st.sampled_from(flow), max_size=6))
+    return flow, draw(st.permutations(flow + copies))
+
+
+@settings(max_examples=500, deadline=None)
+@given(shuffled_with_copies())
+def test_any_order_and_any_duplication_give_the_same_state(
+    case: tuple[list[OrderFact], list[OrderFact]],
+) -> None:
+    flow, shuffled = case
+    assert fold(shuffled) == fold(flow)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([f for flow in FLOWS for f in flow]), min_size=1, max_size=12))
+def test_any_mix_of_facts_folds_the_same_whatever_their_order(facts: list[OrderFact]) -> None:
+    """Even facts no real order has together: the fold is a join, so the order never matters."""
+    assert fold(facts) == fold(reversed(facts)) == fold(sorted(facts, key=repr))
+    order = fold(facts)
+    assert order is not None and isinstance(order.status, Status)
