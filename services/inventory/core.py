@@ -116,7 +116,9 @@ class Product(msgspec.Struct, frozen=True):
 
 
 class Order(msgspec.Struct, frozen=True):
-    status: str  # reserved | committed | released | rejected | commit_failed
+    # reserved | committed | released | rejected | commit_failed | hold_lapsed (committed, then
+    # its held payment was cancelled before capture: the goods went back, the order is over)
+    status: str
     lines: tuple[ReservedLine, ...] = ()
     expires_at: datetime | None = None
     # committed: the payment that took the stock; released: the payment that was cancelled
@@ -402,8 +404,10 @@ def _commit(state: State, order_id: str, payment_id: str, now: datetime) -> list
         return fail("unknown_order")
     if order.status == "reserved":
         return [Committed(order_id=order_id, lines=order.lines, payment_id=payment_id, at=now)]
-    if order.status == "released" and payment_id == order.payment_id:
-        return []  # this very payment was cancelled: it takes nothing (a redelivery)
+    if order.status == "hold_lapsed" or (
+        order.status == "released" and payment_id == order.payment_id
+    ):
+        return []  # its payment was cancelled: it takes nothing (a redelivery)
     if order.status == "released":
         # A late payment: take the stock again if it is still there, else the money goes back.
         wanted: Counter[str] = Counter()
@@ -469,13 +473,13 @@ def evolve(state: State, event: InventoryEvent) -> State:
             # A reservation frees what it held; a committed order (a lapsed hold) puts its
             # goods back on hand.
             if state.orders[order_id].status == "committed":
-                products = _add(state.products, lines, +1, 0)
+                products, status = _add(state.products, lines, +1, 0), "hold_lapsed"
             else:
-                products = _add(state.products, lines, 0, -1)
+                products, status = _add(state.products, lines, 0, -1), "released"
             return replace(
                 state,
                 products=products,
-                orders=state.orders.set(order_id, Order("released", lines, None, payment_id)),
+                orders=state.orders.set(order_id, Order(status, lines, None, payment_id)),
             )
         case StockAdjusted(sku=sku, delta=delta, adjustment_id=adjustment_id):
             product = state.products[sku]
