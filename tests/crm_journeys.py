@@ -1,7 +1,9 @@
 """Orders' facts as the other services publish them, for crm_sync's tests and its benchmark.
 
 Every tenth order is rejected, every tenth (offset 1) expires unpaid, every tenth (offset 2) is
-paid and then one unit refunded, the rest are paid. `expected` says what the sheet must show.
+paid and then one unit refunded, every tenth (offset 3) expires and is then paid, the inventory
+taking the stock again, every tenth (offset 4) expires and is then paid but the stock is gone, so
+the money goes back; the rest are paid. `expected` says what the sheet must show.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from nats.js import JetStreamContext
 
 from libs import bus, subjects
 from libs.contracts import (
+    CommitFailed,
     Committed,
     Contact,
     OrderLine,
     OrderPlaced,
+    PaymentAuthorized,
+    PaymentCanceled,
     PaymentPending,
     PaymentRefunded,
     PaymentSucceeded,
@@ -51,7 +56,7 @@ def journey(run: str, number: int, at: datetime) -> list[tuple[str, msgspec.Stru
     line = OrderLine("TEA", qty, PRICE)
     reserved_line = ReservedLine("TEA", qty, PRICE)
     total = qty * PRICE
-    contact = Contact("Анна", "+79123456789", "Москва, ул. Ленина, д. 5", "позвонить")
+    contact = Contact("Анна", "+79123456789", "Москва, ул. Ленина, д. 5", comment="позвонить")
     facts: list[tuple[str, msgspec.Struct]] = [
         (
             subjects.order_placed(oid),
@@ -82,9 +87,19 @@ def journey(run: str, number: int, at: datetime) -> list[tuple[str, msgspec.Stru
             PaymentPending(oid, pay, total, f"https://pay/{pay}", expires, at),
         ),
     ]
-    if number % 10 == 1:
+    if number % 10 in (1, 3, 4):
         released = Released(oid, (reserved_line,), "expired", at)
         facts.append((subjects.inventory_fact("released", oid), released))
+    if number % 10 == 1:
+        return facts
+    if number % 10 in (3, 4):  # the customer pays after all, a few seconds late
+        authorized = PaymentAuthorized(oid, pay, total, at)
+        facts.append((subjects.payment_fact("authorized", oid), authorized))
+    if number % 10 == 4:
+        failed = CommitFailed(oid, "stock_gone", pay, (), at)
+        canceled = PaymentCanceled(oid, pay, "canceled_by_merchant", at)
+        facts.append((subjects.inventory_fact("commit_failed", oid), failed))
+        facts.append((subjects.payment_fact("canceled", oid), canceled))
         return facts
     facts += [
         (subjects.inventory_fact("committed", oid), Committed(oid, (reserved_line,), pay, at)),
@@ -101,11 +116,14 @@ def journey(run: str, number: int, at: datetime) -> list[tuple[str, msgspec.Stru
 def expected(number: int) -> Expected:
     qty = 1 + number % 3
     if number % 10 == 0:
-        return Expected("cancelled", 0, 0, 0)
+        return Expected("rejected", 0, 0, 0)
     if number % 10 == 1:
         return Expected("expired", 0, 0, 0)
     if number % 10 == 2:
-        return Expected("refunded", 2, qty - 1, (qty - 1) * PRICE)
+        status = "refunded" if qty == 1 else "partly refunded"
+        return Expected(status, 2, qty - 1, (qty - 1) * PRICE)
+    if number % 10 == 4:
+        return Expected("cancelled", 0, 0, 0)
     return Expected("paid", 1, qty, qty * PRICE)
 
 

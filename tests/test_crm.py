@@ -92,6 +92,60 @@ async def test_csv_every_order_and_sale_once_through_a_kill(
     )
 
 
+async def test_csv_paid_after_expiry_is_paid_and_a_restart_between_facts_keeps_the_row(
+    nats_url: str, js: JetStreamContext, services: Start, tmp_path: Path
+) -> None:
+    """The reservation expires, the customer pays a few seconds later: the inventory takes the
+    stock again (order 3) or has none left, so the money goes back (order 4). crm_sync is
+    restarted between the expiry and the payment; the row keeps what the order said."""
+    crm = tmp_path / "data" / "crm"
+    first = services("crm_sync", nats_url, crm_http_port=free_port())
+    at = datetime.now(UTC).replace(microsecond=0)
+    journeys = {n: crm_journeys.journey("late", n, at) for n in (3, 4)}
+    expiry = 4  # placed, reserved, pending, released (expired)
+
+    async def publish(facts: list[tuple[str, Any]]) -> None:
+        for subject, fact in facts:
+            await bus.publish(js, subject, fact, msg_id=subject)
+
+    def rows() -> dict[str, list[str]]:
+        return {row[0]: row for row in _csv(crm / "orders.csv")}
+
+    for facts in journeys.values():
+        await publish(facts[:expiry])
+    late, refused = crm_journeys.order_id("late", 3), crm_journeys.order_id("late", 4)
+    await wait_until(
+        lambda: [rows().get(oid, [""] * 3)[2] for oid in (late, refused)] == ["expired"] * 2,
+        what="both orders expired",
+    )
+    before = rows()
+    assert before[late][3:8] == [
+        "Анна",
+        "1003",
+        "+79123456789",
+        "Москва, ул. Ленина, д. 5",
+        "позвонить",
+    ]
+    first.kill()  # a new process: nothing of the orders in memory
+    services("crm_sync", nats_url, crm_http_port=free_port())
+    for facts in journeys.values():
+        await publish(facts[expiry:])
+
+    await wait_until(
+        lambda: [rows().get(oid, [""] * 3)[2] for oid in (late, refused)] == ["paid", "cancelled"],
+        what="the late payment paid, the refused one cancelled",
+    )
+    after = rows()
+    pay = f"pay-{late}"
+    assert after[late][10:12] == [pay, core.stamp(at)], "its payment id and when it was paid"
+    for oid in (late, refused):
+        assert after[oid][:2] == before[oid][:2] and after[oid][3:10] == before[oid][3:10], (
+            "the customer, contact, items and total kept through the restart"
+        )
+    sold = [(row[1], row[5]) for row in _csv(crm / "sales.csv")]
+    assert sold == [(late, str(1 + 3 % 3))], "the late payment sold once; the refused one never"
+
+
 # The Google Sheet, through the fake Sheets API --------------------------------------------------
 @pytest.fixture
 async def sheets(tmp_path: Path) -> AsyncIterator[FakeSheets]:
@@ -257,7 +311,8 @@ async def test_people_in_the_sheet_deleted_row_edited_key_changed_header(
     sheets.delete_row(sheet.id, "Orders", row_of_3)
     for number in (13, 3):
         oid = crm_journeys.order_id("p", number)
-        refund = PaymentRefunded(oid, f"pay-{oid}", f"r-{oid}", 0, (), "", datetime.now(UTC))
+        whole = (1 + number % 3) * crm_journeys.PRICE  # the money only: the goods are kept
+        refund = PaymentRefunded(oid, f"pay-{oid}", f"r-{oid}", whole, (), "", datetime.now(UTC))
         await bus.publish(js, subjects.payment_fact("refunded", oid), refund, f"r-{oid}")
     await wait_until(
         lambda: _status(sheet, "p-00013") == _status(sheet, "p-00003") == "refunded",

@@ -1,9 +1,12 @@
-"""The CRM's pure core: order rows that only move forward, a ledger where each sale is once."""
+"""The CRM's pure core: order rows derived from the order's lifecycle (whatever the order and
+repetition of its facts, in one batch or many), a ledger where each sale is once."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import itertools
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,10 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from libs.contracts import (
+    CommitFailed,
     Committed,
     Contact,
     OrderLine,
     OrderPlaced,
+    PaymentAuthorized,
+    PaymentCanceled,
     PaymentPending,
     PaymentRefunded,
     PaymentSucceeded,
@@ -22,13 +28,16 @@ from libs.contracts import (
     Reserved,
     ReservedLine,
 )
+from libs.lifecycle import Order, Status
 from services.crm_sync import core
 from services.crm_sync.csv_sheet import CsvSheet
 from services.crm_sync.sheets import Quota
 
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+EXPIRY = AT + timedelta(minutes=15)
 LINES = (ReservedLine("TEA", 2, 69000), ReservedLine("CUP", 1, 149000))
 TITLES = {"TEA": "Сенча", "CUP": "Гайвань"}
+Batch = Sequence[tuple[str, core.Fact]]
 FACTS: list[tuple[str, core.Fact]] = [
     (
         "o-1",
@@ -46,10 +55,50 @@ FACTS: list[tuple[str, core.Fact]] = [
     ("i-4", Committed("A1", LINES, "pay-1", AT)),
     ("p-5", PaymentSucceeded("A1", "pay-1", 287000, AT)),
 ]
+# The reservation ends unpaid; the customer pays a few seconds later.
+EXPIRED: list[tuple[str, core.Fact]] = [
+    FACTS[0],
+    ("i-2", Reserved("A1", LINES, 287000, EXPIRY, AT + timedelta(seconds=1))),
+    (
+        "p-3",
+        PaymentPending("A1", "pay-1", 287000, "https://pay", EXPIRY, AT + timedelta(seconds=2)),
+    ),
+    ("i-4", Released("A1", LINES, "expired", EXPIRY)),
+]
+PAID_LATE = [
+    *EXPIRED,
+    ("p-5", PaymentAuthorized("A1", "pay-1", 287000, EXPIRY + timedelta(seconds=5))),
+    ("i-6", Committed("A1", LINES, "pay-1", EXPIRY + timedelta(seconds=6))),
+    ("p-7", PaymentSucceeded("A1", "pay-1", 287000, EXPIRY + timedelta(seconds=8))),
+]
+REFUSED_LATE: list[tuple[str, core.Fact]] = [
+    *EXPIRED,
+    ("p-5", PaymentAuthorized("A1", "pay-1", 287000, EXPIRY + timedelta(seconds=5))),
+    ("i-6", CommitFailed("A1", "stock_gone", "pay-1", (), EXPIRY + timedelta(seconds=6))),
+    ("p-7", PaymentCanceled("A1", "pay-1", "canceled_by_merchant", EXPIRY + timedelta(seconds=9))),
+]
+REFUND = (
+    "p-6",
+    PaymentRefunded("A1", "pay-1", "ref-1", 69000, (OrderLine("TEA", 1, 69000),), "", AT),
+)
+
+
+def in_batches(batches: Sequence[Batch]) -> tuple[dict[str, core.OrderRow], list[core.SaleRow]]:
+    """What the sheet shows after these batches, the states kept between them as crm_sync keeps
+    them in KV (a restart between two batches loses nothing else)."""
+    kept: dict[str, Order] = {}
+    rows: dict[str, core.OrderRow] = {}
+    ledger: dict[str, core.SaleRow] = {}
+    for batch in batches:
+        plan = core.plan(batch, kept, TITLES)
+        kept.update(plan.states)
+        rows.update(plan.orders)
+        ledger.update((sale.key, sale) for sale in plan.sales)
+    return rows, sorted(ledger.values(), key=lambda sale: sale.key)
 
 
 def test_a_paid_order_row_and_its_ledger() -> None:
-    result = core.plan(FACTS, {}, set(), TITLES)
+    result = core.plan(FACTS, {}, TITLES)
     row = result.orders["A1"]
     assert row.status == "paid" and row.payment_id == "pay-1"
     assert row.values()[:4] == ["A1", "2026-11-24 12:00:00", "paid", "Анна"]
@@ -60,48 +109,80 @@ def test_a_paid_order_row_and_its_ledger() -> None:
     ]
 
 
-@given(st.permutations(FACTS), st.integers(min_value=1, max_value=3))
-def test_order_and_redelivery_change_nothing(
-    facts: list[tuple[str, core.Fact]], times: int
+def test_paid_after_the_reservation_expired_and_the_stock_taken_again_is_paid() -> None:
+    """The defect: the Orders tab said "expired" with a payment id and "Paid at" filled in."""
+    (rows, _), (late, ledger) = in_batches([EXPIRED]), in_batches([PAID_LATE])
+    assert rows["A1"].status == "expired"
+    row = late["A1"]
+    assert (row.status, row.payment_id, row.paid_at) == ("paid", "pay-1", "2026-11-24 12:15:08")
+    assert (row.customer, row.phone, row.total) == ("Анна", "+79123456789", 287000)
+    assert [(s.key, s.qty) for s in ledger] == [("i-6:CUP", 1), ("i-6:TEA", 2)]
+    # The same facts as they come to crm_sync: the payment long after the expiry was written.
+    again, _ = in_batches([EXPIRED, PAID_LATE[4:5], PAID_LATE[5:]])
+    assert again["A1"] == row
+
+
+def test_paid_late_but_the_stock_was_gone_returns_the_money_then_is_cancelled() -> None:
+    refused, ledger = in_batches([REFUSED_LATE[:-1]])
+    assert refused["A1"].status == "returning money" and refused["A1"].paid_at == ""
+    assert ledger == [], "nothing was sold"
+    back, _ = in_batches([REFUSED_LATE[:-1], REFUSED_LATE[-1:]])
+    assert back["A1"].status == "cancelled" and back["A1"].payment_id == "pay-1"
+
+
+def test_the_status_column_is_the_lifecycles_word() -> None:
+    assert [core.status_text(s) for s in (Status.AWAITING_PAYMENT, Status.PARTLY_REFUNDED)] == [
+        "awaiting payment",
+        "partly refunded",
+    ]
+
+
+@given(
+    st.sampled_from([FACTS, [*FACTS, REFUND], EXPIRED, PAID_LATE, REFUSED_LATE]),
+    st.data(),
+)
+def test_any_order_and_repetition_of_an_orders_facts_in_any_batches_gives_the_same_row(
+    facts: list[tuple[str, core.Fact]], data: st.DataObject
 ) -> None:
-    once = core.plan(FACTS, {}, set(), TITLES)
-    shuffled = core.plan(facts * times, {}, set(), TITLES)
-    assert shuffled.orders["A1"].status == once.orders["A1"].status == "paid"
-    assert sorted(s.key for s in shuffled.sales) == sorted(s.key for s in once.sales)
+    again = data.draw(st.lists(st.sampled_from(facts), max_size=len(facts)), label="again")
+    delivered = data.draw(st.permutations([*facts, *again]), label="delivered")
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(delivered)), max_size=3), label="cuts"))
+    edges = [0, *cuts, len(delivered)]
+    batches = [delivered[a:b] for a, b in itertools.pairwise(edges)]
+    assert in_batches(batches) == in_batches([facts])
 
 
-def test_rows_already_in_the_ledger_are_not_planned_again() -> None:
-    first = core.plan(FACTS, {}, set(), TITLES)
-    again = core.plan(FACTS, first.orders, {s.key for s in first.sales}, TITLES)
-    assert again.sales == []
+def test_a_redelivered_batch_changes_no_state_and_no_row() -> None:
+    first = core.plan(PAID_LATE, {}, TITLES)
+    again = core.plan(PAID_LATE, first.states, TITLES)
+    assert again.states == {} and again.orders == first.orders
 
 
 def test_a_refund_adds_negative_rows_and_daily_sums() -> None:
-    refund = PaymentRefunded("A1", "pay-1", "ref-1", 69000, (OrderLine("TEA", 1, 69000),), "", AT)
-    result = core.plan([*FACTS, ("p-6", refund)], {}, set(), TITLES)
-    assert result.orders["A1"].status == "refunded"
+    result = core.plan([*FACTS, REFUND], {}, TITLES)
+    assert result.orders["A1"].status == "partly refunded"
     assert result.sales[-1].qty == -1 and result.sales[-1].amount == -69000
     assert core.daily(result.sales) == [["2026-11-24", "1", "2", "2180.00"]]
 
 
 def test_an_expired_order_does_not_undo_a_payment() -> None:
     late = Released("A1", LINES, "expired", AT)
-    result = core.plan([*FACTS, ("i-9", late)], {}, set(), TITLES)
+    result = core.plan([*FACTS, ("i-9", late)], {}, TITLES)
     assert result.orders["A1"].status == "paid"
-    expired = core.plan([*FACTS[:3], ("i-9", late)], {}, set(), TITLES)
+    expired = core.plan([*FACTS[:3], ("i-9", late)], {}, TITLES)
     assert expired.orders["A1"].status == "expired"
 
 
 def test_csv_tabs_exactly_once_across_a_restart(tmp_path: Path) -> None:
     sheet = CsvSheet(tmp_path)
     sheet.load()
-    first = core.plan(FACTS, sheet.orders, sheet.keys, TITLES)
+    first = core.plan(FACTS, {}, TITLES)
     sheet.write(first)
     # A restart, and the same facts again (a crash between the write and the ack).
     again = CsvSheet(tmp_path)
     again.load()
     assert again.orders["A1"].total == 287000 and again.orders["A1"].status == "paid"
-    again.write(core.plan(FACTS, again.orders, again.keys, TITLES))
+    again.write(core.plan(FACTS, first.states, TITLES))
     sales = (tmp_path / "sales.csv").read_text(encoding="utf-8").splitlines()
     orders = (tmp_path / "orders.csv").read_text(encoding="utf-8").splitlines()
     assert len(sales) == 1 + 2 and len(orders) == 1 + 1

@@ -1,9 +1,11 @@
 """What the shop's spreadsheet should say, from the facts on the bus; no I/O.
 
-Orders: one row per order, updated in place as it moves (keyed by the order number). Sales: the
-ledger, one row per sold line, keyed by the fact it came from, so a redelivered fact is never
-a second row; a refund adds negative rows and never edits old ones. Daily: sums of the ledger.
-The shell (the Sheets or CSV writer) turns a `Plan` into as few writes as it can.
+Orders: one row per order, updated in place (keyed by the order number), derived from the
+order's lifecycle state (`libs.lifecycle`: its status and everything else its facts said); the
+shell keeps that state per order, and a batch's facts are folded into it. Sales: the ledger, one
+row per sold line, keyed by the fact it came from, so a redelivered fact is never a second row;
+a refund adds negative rows and never edits old ones. Daily: sums of the ledger. The shell (the
+Sheets or CSV writer) turns a `Plan` into as few writes as it can.
 """
 
 from __future__ import annotations
@@ -14,20 +16,8 @@ from datetime import datetime
 
 import msgspec
 
-from libs.contracts import (
-    Committed,
-    OrderLine,
-    OrderPlaced,
-    PaymentCanceled,
-    PaymentFailed,
-    PaymentPending,
-    PaymentRefunded,
-    PaymentSucceeded,
-    Rejected,
-    Released,
-    Reserved,
-    ReservedLine,
-)
+from libs import lifecycle
+from libs.contracts import Committed, OrderLine, PaymentRefunded, ReservedLine
 
 ORDER_COLUMNS = (
     "Order",
@@ -51,36 +41,14 @@ STOCK_COLUMNS = ("SKU", "Title", "On hand", "Reserved", "Available", "Changed")
 # A cell as the Sheets API takes and gives it (unformatted): text or a number.
 Cell = str | int | float
 
-# How far along an order is; a fact never moves it back (facts of one order may come late or
-# twice), except that a paid order can still be refunded.
-RANK = {
-    "placed": 0,
-    "reserved": 1,
-    "awaiting payment": 2,
-    "paid": 3,
-    "cancelled": 4,
-    "expired": 4,
-    "refunded": 5,
-}
-
-Fact = (
-    OrderPlaced
-    | Reserved
-    | Rejected
-    | Released
-    | Committed
-    | PaymentPending
-    | PaymentSucceeded
-    | PaymentCanceled
-    | PaymentFailed
-    | PaymentRefunded
-)
+# What crm_sync consumes: every fact of an order's lifecycle.
+Fact = lifecycle.OrderFact
 
 
 class OrderRow(msgspec.Struct, kw_only=True):
     order_id: str
     created: str = ""
-    status: str = "placed"
+    status: str = ""  # the lifecycle's status, as `status_text` writes it
     customer: str = ""
     telegram_user: str = ""
     phone: str = ""
@@ -146,10 +114,13 @@ class SaleRow:
 
 @dataclass
 class Plan:
-    """What to write for a batch of facts: changed order rows, new ledger rows."""
+    """What a batch of facts makes: the rows of the orders it touched, its ledger rows (the sink
+    writes those not already in the ledger), and the orders' new lifecycle states (those the
+    batch changed), to be kept once the rows are written."""
 
     orders: dict[str, OrderRow] = field(default_factory=dict)
     sales: list[SaleRow] = field(default_factory=list)
+    states: dict[str, lifecycle.Order] = field(default_factory=dict)
 
 
 def rub(kopecks: int) -> str:
@@ -190,7 +161,7 @@ def order_row(cells: list[Cell]) -> OrderRow:
     return OrderRow(
         order_id=values[0],
         created=values[1],
-        status=values[2] if values[2] in RANK else "placed",
+        status=values[2],
         customer=values[3],
         telegram_user=values[4],
         phone=values[5],
@@ -223,55 +194,29 @@ def items(lines: Iterable[OrderLine | ReservedLine], titles: Mapping[str, str]) 
     return "; ".join(f"{titles.get(line.sku, line.sku)} × {line.qty}" for line in lines)
 
 
-def _moved(row: OrderRow, status: str) -> str:
-    return status if RANK[status] >= RANK[row.status] else row.status
+def status_text(status: lifecycle.Status) -> str:
+    """The Status column's words for a status: "awaiting payment", "paid", "returning money"."""
+    return status.value.replace("_", " ")
 
 
-def fold(row: OrderRow | None, fact: Fact, titles: Mapping[str, str]) -> OrderRow:
-    """The order's row after one more fact about it."""
-    order_id = fact.order_id
-    current = row or OrderRow(order_id=order_id)
-    changes: dict[str, object] = {}
-    match fact:
-        case OrderPlaced():
-            contact = fact.contact
-            changes = {
-                "created": stamp(fact.placed_at),
-                "customer": contact.name,
-                "telegram_user": str(fact.customer_id),
-                "phone": contact.phone,
-                "address": contact.address,
-                "comment": contact.comment,
-                "items": items(fact.lines, titles),
-                "total": fact.total,
-            }
-        case Reserved():
-            changes = {"status": _moved(current, "reserved")}
-        case PaymentPending():
-            changes = {"status": _moved(current, "awaiting payment"), "payment_id": fact.payment_id}
-        case PaymentSucceeded():
-            changes = {
-                "status": _moved(current, "paid"),
-                "payment_id": fact.payment_id,
-                "paid_at": stamp(fact.at),
-            }
-        case Committed():
-            pass  # the stock is the customer's; "paid" comes with the payment's own fact
-        case Rejected() | PaymentCanceled() | PaymentFailed():
-            if current.status != "paid":
-                changes = {"status": _moved(current, "cancelled")}
-        case Released(reason="expired"):
-            if current.status != "paid":
-                changes = {"status": _moved(current, "expired")}
-        case Released():
-            if current.status != "paid":
-                changes = {"status": _moved(current, "cancelled")}
-        case PaymentRefunded():
-            changes = {"status": "refunded"}
-    at = getattr(fact, "at", None) or getattr(fact, "placed_at", None)
-    if at is not None:
-        changes["updated"] = stamp(at)
-    return msgspec.structs.replace(current, **changes)
+def row(order: lifecycle.Order, titles: Mapping[str, str]) -> OrderRow:
+    """The order's row: everything in it is what its lifecycle state says."""
+    contact = order.contact
+    return OrderRow(
+        order_id=order.order_id,
+        created=stamp(order.placed_at) if order.placed_at else "",
+        status=status_text(order.status),
+        customer=contact.name,
+        telegram_user=str(order.customer_id) if order.customer_id else "",
+        phone=contact.phone,
+        address=contact.address,
+        comment=contact.comment,
+        items=items(order.lines, titles),
+        total=order.charge,
+        payment_id=order.payment_id,
+        paid_at=stamp(order.paid_at) if order.paid_at else "",
+        updated=stamp(order.updated_at) if order.updated_at else "",
+    )
 
 
 def sales(fact_id: str, fact: Fact, titles: Mapping[str, str]) -> list[SaleRow]:
@@ -300,21 +245,26 @@ def sales(fact_id: str, fact: Fact, titles: Mapping[str, str]) -> list[SaleRow]:
 
 def plan(
     batch: Iterable[tuple[str, Fact]],
-    orders: Mapping[str, OrderRow],
-    in_ledger: set[str],
+    states: Mapping[str, lifecycle.Order],
     titles: Mapping[str, str],
 ) -> Plan:
-    """Fold a batch of (fact id, fact) into what to write; rows already in the ledger are not
-    planned again (a crash between the write and the ack, a redelivery)."""
+    """Fold a batch of (fact id, fact) into the states of its orders (what was kept of them
+    before), and say what to write. Any order and any repetition of the facts, within a batch
+    or across batches, gives the same rows."""
     result = Plan()
-    planned = set(in_ledger)
+    folded: dict[str, lifecycle.Order] = {}
+    planned: set[str] = set()
     for fact_id, fact in batch:
-        row = result.orders.get(fact.order_id) or orders.get(fact.order_id)
-        result.orders[fact.order_id] = fold(row, fact, titles)
+        order_id = fact.order_id
+        folded[order_id] = lifecycle.evolve(folded.get(order_id, states.get(order_id)), fact)
         for sale in sales(fact_id, fact, titles):
             if sale.key not in planned:
                 planned.add(sale.key)
                 result.sales.append(sale)
+    for order_id, order in folded.items():
+        result.orders[order_id] = row(order, titles)
+        if order != states.get(order_id):
+            result.states[order_id] = order
     return result
 
 

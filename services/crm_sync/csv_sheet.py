@@ -12,7 +12,7 @@ import asyncio
 import csv
 import io
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,12 @@ class CsvSheet:
         await _in_thread(self.load)
         self._loaded = True
 
-    async def apply(self, batch: Sequence[tuple[str, core.Fact]], titles: Mapping[str, str]) -> int:
+    async def apply(self, plan: core.Plan) -> int:
         if not self._loaded:
             await self.open()
-        plan = core.plan(batch, self.orders, self.keys, titles)
+        new_sales = sum(sale.key not in self.keys for sale in plan.sales)
         await _in_thread(self.write, plan)
-        return len(plan.orders) + len(plan.sales)
+        return len(plan.orders) + new_sales
 
     async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
         if not self._loaded:

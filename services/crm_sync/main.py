@@ -1,7 +1,9 @@
 """crm_sync: the facts on the bus into the shop's spreadsheet, each row once, through any outage.
 
 Three durable consumers (orders, inventory, payments) hand their batches to one writer, which
-folds them into as few writes as it can and acks only once the sheet has confirmed. While the
+reads the lifecycle states of the orders a batch touches (KV `crm-orders`), folds the batch into
+them, writes the rows they say in as few writes as it can, keeps the new states, and acks only
+once all that is done (a redelivery after a crash in between gives the same rows). While the
 sheet cannot be written the batch is held and retried with backoff, the consumers take nothing
 more, and the backlog waits in JetStream; the admins hear when the oldest unwritten fact is older
 than CRM_ALERT_AFTER, and again when the sheet has caught up. Backlog and last error are reported
@@ -13,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import msgspec
 import nats.errors
@@ -25,7 +27,7 @@ import tenacity
 from aiohttp import web
 from nats.js import JetStreamContext
 
-from libs import bus, log, shutdown, subjects
+from libs import bus, lifecycle, log, shutdown, subjects
 from libs.contracts import CatalogProduct, CrmBehind, CrmCaughtUp, CrmStatus, StockLevel
 from libs.kv import Documents
 from libs.settings import Settings
@@ -34,6 +36,7 @@ from services.crm_sync.csv_sheet import CsvSheet
 from services.crm_sync.sheets import GoogleSheet
 from services.crm_sync.sink import Misconfigured, Sink, Unavailable
 
+T = TypeVar("T")
 _log = log.get(__name__)
 SERVICE = "crm_sync"
 LINGER_S = 0.05  # a batch waits this long for the other streams' facts of the same moment
@@ -142,8 +145,43 @@ class Titles:
         return self._known
 
 
-def _skus(fact: core.Fact) -> list[str]:
-    return [line.sku for line in getattr(fact, "lines", ())]
+class OrderStates:
+    """Each order's lifecycle state, which its row is derived from: what the facts folded so far
+    said, kept in KV (the sheet's row cannot hold it), so a later fact, after a restart or in
+    another batch, folds onto all of it."""
+
+    def __init__(self, documents: Documents[lifecycle.Order]) -> None:
+        self._documents = documents
+
+    async def read(self, order_ids: Iterable[str]) -> dict[str, lifecycle.Order]:
+        """The kept states of these orders (those that have one), read side by side."""
+        wanted = sorted(set(order_ids))
+        found = await self._together("read", [self._documents.get(key) for key in wanted])
+        return {key: state for key, state in zip(wanted, found, strict=True) if state is not None}
+
+    async def keep(self, states: Mapping[str, lifecycle.Order]) -> None:
+        puts = [self._documents.put(key, state) for key, state in states.items()]
+        await self._together("write", puts)
+
+    @staticmethod
+    async def _together(what: str, calls: Sequence[Awaitable[T]]) -> list[T]:
+        """All the calls at once; a bus failure is the batch's (tried again whole)."""
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, (*bus.TRANSIENT, nats.errors.Error)):
+                raise Unavailable(
+                    f"cannot {what} the orders' states in KV {subjects.CRM_ORDERS_BUCKET}: "
+                    f"{str(result) or type(result).__name__}"
+                )
+            if isinstance(result, BaseException):
+                raise result
+        return cast(list[T], results)
+
+
+def _skus(batch: Iterable[tuple[str, core.Fact]], states: Iterable[lifecycle.Order]) -> set[str]:
+    """The products the batch's rows name: in its facts and in the orders' kept states."""
+    facts = (getattr(fact, "lines", ()) for _, fact in batch)
+    return {line.sku for lines in (*facts, *(s.lines for s in states)) for line in lines}
 
 
 @dataclass
@@ -157,9 +195,10 @@ class _Held:
 class Writer:
     """The one writer: batches from every consumer, written together, acked when confirmed."""
 
-    def __init__(self, sink: Sink, titles: Titles) -> None:
+    def __init__(self, sink: Sink, titles: Titles, states: OrderStates) -> None:
         self._sink = sink
         self._titles = titles
+        self._states = states
         self._waiting: list[_Held] = []
         self._writing: list[_Held] = []
         self._arrived = asyncio.Event()
@@ -224,12 +263,20 @@ class Writer:
     async def _write(self, stop: asyncio.Event) -> bool:
         deliveries = [d for held in self._writing for d in held.deliveries]
         batch = [(fact_id(d), d.value) for d in deliveries]
-        titles = await self._titles.of(sku for _, fact in batch for sku in _skus(fact))
-        written = await self._until_done(stop, lambda: self._sink.apply(batch, titles))
+        written = await self._until_done(stop, lambda: self._apply(batch))
         if written:
             self.written += len(batch)
             self.last_write_at = datetime.now(UTC)
         return written
+
+    async def _apply(self, batch: list[tuple[str, core.Fact]]) -> None:
+        """The orders' kept states, the batch folded in, their rows written, the new states
+        kept: tried again whole if any step fails (the fold is idempotent, the rows keyed)."""
+        states = await self._states.read(fact.order_id for _, fact in batch)
+        titles = await self._titles.of(_skus(batch, states.values()))
+        plan = core.plan(batch, states, titles)
+        await self._sink.apply(plan)
+        await self._states.keep(plan.states)
 
     async def _until_done(self, stop: asyncio.Event, call: Callable[[], Awaitable[Any]]) -> bool:
         """`call` until it works (True) or the service stops (False): retried with jittered
@@ -412,7 +459,8 @@ async def serve(settings: Settings) -> None:
     writership = Writership(await Documents.open(js, subjects.CRM_BUCKET, Lease), me)
     sink = sink_for(settings)
     titles = Titles(Documents(js, subjects.CATALOG_BUCKET, catalog, CatalogProduct))
-    writer = Writer(sink, titles)
+    states = OrderStates(await Documents.open(js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order))
+    writer = Writer(sink, titles, states)
     reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)
     runner = await _health(reporter, settings.crm_http_host, settings.crm_http_port)
     _log.info(

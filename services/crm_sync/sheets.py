@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -157,8 +157,8 @@ class GoogleSheet:
                 sales=len(self._ledger),
             )
 
-    async def apply(self, batch: Sequence[tuple[str, core.Fact]], titles: Mapping[str, str]) -> int:
-        return await self._opened(self._apply, batch, titles)
+    async def apply(self, plan: core.Plan) -> int:
+        return await self._opened(self._apply, plan)
 
     async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
         await self._opened(self._write_stock, rows)
@@ -193,9 +193,7 @@ class GoogleSheet:
         await self._write(http.values_batch_update, self._id, {**RAW, "data": data})
         self._stock_rows = len(values)
 
-    async def _apply(
-        self, batch: Sequence[tuple[str, core.Fact]], titles: Mapping[str, str]
-    ) -> int:
+    async def _apply(self, planned: core.Plan) -> int:
         http = self._client()
         # Where every order row and ledger key is now (a person may have moved or deleted rows,
         # and a write whose answer was lost may have landed).
@@ -216,7 +214,6 @@ class GoogleSheet:
         rows = self._index(ranges[2], "order")
         in_sheet = set(self._index(ranges[3], "ledger row"))
 
-        planned = core.plan(batch, self._orders, set(), titles)
         new_sales = [sale for sale in planned.sales if sale.key not in in_sheet]
         new_orders = [row for key, row in planned.orders.items() if key not in rows]
         changed = [(rows[key], row) for key, row in planned.orders.items() if key in rows]

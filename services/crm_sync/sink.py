@@ -7,7 +7,7 @@ same two ways: `Unavailable` (try again soon: an outage, a timeout, a quota answ
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from services.crm_sync import core
@@ -27,9 +27,10 @@ class Sink(Protocol):
     async def open(self) -> None:
         """Create what is missing (tabs, headers) and load the index of what is there."""
 
-    async def apply(self, batch: Sequence[tuple[str, core.Fact]], titles: Mapping[str, str]) -> int:
-        """Write what the batch changes, each row once; returns how many rows were written.
-        Returns only once the sheet has confirmed; raises Unavailable or Misconfigured."""
+    async def apply(self, plan: core.Plan) -> int:
+        """Write a batch's rows: its orders' rows in place, its ledger rows not already there;
+        returns how many rows were written. Returns only once the sheet has confirmed; raises
+        Unavailable or Misconfigured."""
 
     async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
         """Replace the Stock tab's rows."""
