@@ -603,3 +603,85 @@ async def test_two_replicas_behind_one_webhook_share_the_checkout(
         assert turn[0] >= 10, "the steps went to both replicas"
     finally:
         await runner.cleanup()
+
+
+def _order_number(message: dict[str, Any]) -> str:
+    return message_text(message).split("№", 1)[1].split()[0].strip(":.,")
+
+
+async def test_late_payments_are_told_truthfully(
+    nats_url: str,
+    js: JetStreamContext,
+    services: Start,
+    catalog_file: Path,
+    telegram: FakeTelegram,
+    yookassa: FakeYooKassa,
+) -> None:
+    """Two customers pay after their holds ended. The first one's goods are still there: paid,
+    and told it was late; the second one's were sold meanwhile: told the money is coming back,
+    then that it is back, and never "paid". The admin chat hears of both, each once."""
+    admin = telegram.user("Админ")
+    await telegram.send_command(admin, "/start")
+    await _shop(
+        services,
+        nats_url,
+        catalog_file,
+        js,
+        telegram,
+        yookassa,
+        admin,
+        reservation_ttl=5,
+        reminder_before=2,
+    )
+    lucky, unlucky, quick = (telegram.user(n) for n in ("Везучий", "Невезучий", "Быстрый"))
+    summaries = await asyncio.gather(
+        _to_summary(telegram, lucky, "A few"),
+        _to_summary(telegram, unlucky, "The last one", plus=9),  # all ten of them
+    )
+    payments, numbers = {}, {}
+    for user, summary in zip((lucky, unlucky), summaries, strict=True):
+        await telegram.tap(user, "Подтвердить", summary)
+        pay = await telegram.wait_message(user.id, _has_pay_button, 20)
+        url = next(b["url"] for row in telegram.buttons(user.id, pay["message_id"]) for b in row)
+        payments[user.id], numbers[user.id] = url.rsplit("/", 1)[1], _order_number(pay)
+    for user in (lucky, unlucky):
+        await telegram.wait_message(user.id, "Время на оплату", 20)
+
+    # Meanwhile one of "The last one" is sold: nine are left, the late ten cannot be had.
+    summary = await _to_summary(telegram, quick, "The last one")
+    await telegram.tap(quick, "Подтвердить", summary)
+    pay = await telegram.wait_message(quick.id, _has_pay_button, 20)
+    url = next(b["url"] for row in telegram.buttons(quick.id, pay["message_id"]) for b in row)
+    await yookassa.pay(url.rsplit("/", 1)[1])
+    await telegram.wait_message(quick.id, "Оплата получена", 20)
+
+    await yookassa.pay(payments[lucky.id])
+    paid = await telegram.wait_message(lucky.id, "Оплата получена", 20)
+    assert "после окончания резерва" in message_text(paid), "told it was late, and is theirs"
+    card = await telegram.wait_message(admin.id, "Везучий", 20)
+    assert "Новый оплаченный заказ" in message_text(card)
+    assert "после окончания резерва" in message_text(card)
+
+    await yookassa.pay(payments[unlucky.id])
+    gone = await telegram.wait_message(unlucky.id, "успел купить кто-то другой", 20)
+    assert "Деньги возвращаются" in message_text(gone)
+    back = await telegram.wait_message(unlucky.id, "возвращена полностью", 20)
+    assert back["message_id"] > gone["message_id"]
+    line = await telegram.wait_message(admin.id, f"№{numbers[unlucky.id]}", 20)
+    assert "возвращаются покупателю автоматически" in message_text(line)
+
+    # My orders, in the lifecycle's words.
+    for user, word in ((lucky, "оплачен"), (unlucky, "отменён")):
+        last = telegram.last(user.id)["message_id"]
+        await telegram.send_command(user, "/orders")
+        listing = await telegram.wait_message(user.id, "Мои заказы", after=last)
+        assert f"№{numbers[user.id]}" in str(listing.get("reply_markup"))
+        assert f"· {word}" in str(listing.get("reply_markup")), listing
+
+    def said(user: User, text: str) -> int:
+        return sum(text in message_text(m) for m in telegram.sent(user.id))
+
+    assert said(lucky, "Оплата получена") == 1 and said(admin, "Везучий") == 1
+    assert said(unlucky, "Оплата получена") == 0, "never told paid for goods it cannot have"
+    assert said(admin, "Невезучий") == 0, "no paid order's card for it"
+    assert said(unlucky, "возвращена полностью") == 1 and said(admin, "автоматически") == 1

@@ -11,6 +11,7 @@ from typing import get_args
 
 import pytest
 
+from libs.lifecycle import Status
 from services.bot import texts
 from services.bot.texts import COMMANDS, LANGUAGES, Html, Texts, for_language, is_plain, load
 from services.bot.validation import (
@@ -45,7 +46,6 @@ YOOKASSA_REASONS = [
     "fraud_suspected",
     "payment_method_restricted",
 ]
-STATUSES = ["placed", "reserved", "awaiting_payment", "paid", "cancelled", "expired", "refunded"]
 
 
 def every_problem() -> list[Problem]:
@@ -244,12 +244,22 @@ def test_yookassa_cancel_reasons_are_explained() -> None:
     assert RU.cancel_reason("insufficient_funds") == "на карте недостаточно средств"
 
 
+@pytest.mark.parametrize("status", list(Status), ids=str)
+def test_every_lifecycle_status_has_its_word_in_both_languages(status: Status) -> None:
+    for lang in ALL:
+        assert lang.has(f"status.{status.value}"), f"{lang.language}: status.{status.value}"
+        assert lang.status(status) == lang.t(f"status.{status.value}")
+
+
 def test_order_statuses_have_names() -> None:
     for lang in ALL:
-        names = [lang.status(status) for status in STATUSES]
-        assert len(set(names)) == len(STATUSES)
+        names = [lang.status(status) for status in Status]
+        assert len(set(names)) == len(Status), "each status its own word"
         assert lang.status("unheard_of") == "unheard_of"
-    assert RU.status("awaiting_payment") == "ждёт оплаты"
+    assert RU.status(Status.AWAITING_PAYMENT) == "ждёт оплаты"
+    assert EN.status(Status.RETURNING_MONEY) == "money on its way back"
+    words = {key.removeprefix("status.") for key in RU.known_keys() if key.startswith("status.")}
+    assert words == {status.value for status in Status}, "no word for a status that is not one"
 
 
 # The examples the texts give pass the checks -----------------------------------------------------

@@ -10,7 +10,7 @@ import msgspec
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from libs import subjects
+from libs import lifecycle, subjects
 from libs.contracts import CatalogCategory, CatalogProduct, Contact, OrderLine, StockLevel
 from libs.kv import Documents, entries
 
@@ -22,6 +22,7 @@ AWAITING = "bot-awaiting"  # order id -> Awaiting: the orders a reminder may sti
 AWAITING_TTL = 86_400.0  # entries (and the markers of removed ones) go after a day
 CONVERSATIONS = "bot-fsm"
 RECENT = 20
+_STATUSES = frozenset(status.value for status in lifecycle.Status)
 T = TypeVar("T")
 
 
@@ -29,11 +30,9 @@ class Cart(msgspec.Struct):
     lines: dict[str, int] = {}  # sku -> qty, in the order added
 
 
-OrderStatus = str  # placed | reserved | awaiting_payment | paid | cancelled | expired | refunded
-
-
-class OrderView(msgspec.Struct, kw_only=True):
-    """The bot's view of one order, kept up to date from the facts."""
+class OrderView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The bot's view of one order: what the customer placed, the order's lifecycle state with
+    every fact the bot was told folded in (libs.lifecycle), and what the bot itself did."""
 
     order_id: str
     user_id: int
@@ -42,13 +41,40 @@ class OrderView(msgspec.Struct, kw_only=True):
     lines: tuple[OrderLine, ...]
     total: int
     placed_at: datetime
-    status: OrderStatus = "placed"
-    pay_url: str = ""
-    expires_at: datetime | None = None
+    # None in a view stored before the bot kept the lifecycle's state (see `state`).
+    order: lifecycle.Order | None = None
     message_id: int = 0  # the order's message (reserving..., then the Pay button)
     reminded: bool = False
-    announced: bool = False  # the admin chat was told of the payment
+    said: tuple[str, ...] = ()  # the notices told of it (services.bot.notices), each once
     contact: Contact = Contact()
+    # What such an older view said the status was; shown until a fact comes.
+    legacy_status: str = msgspec.field(default="", name="status")
+
+    @property
+    def state(self) -> lifecycle.Order:
+        """The order's lifecycle state (an older view's: what was placed, facts fold on it)."""
+        if self.order is not None:
+            return self.order
+        return lifecycle.Order(
+            order_id=self.order_id,
+            customer_id=self.user_id,
+            chat_id=self.chat_id,
+            contact=self.contact,
+            lines=self.lines,
+            total=self.total,
+            placed_at=self.placed_at,
+        )
+
+    @property
+    def status(self) -> lifecycle.Status:
+        if self.order is None and self.legacy_status in _STATUSES:
+            return lifecycle.Status(self.legacy_status)
+        return self.state.status
+
+    def with_fact(self, fact: lifecycle.OrderFact) -> OrderView:
+        """This view with one more fact folded in (the same view if it said nothing new)."""
+        order = lifecycle.evolve(self.state, fact)
+        return self if order == self.order else msgspec.structs.replace(self, order=order)
 
 
 class RecentOrders(msgspec.Struct):

@@ -1,48 +1,40 @@
 """Facts into messages: the customer hears about their order, the admin chat about sales.
 
-Facts are acked only once the message went out or failed for good (the customer blocked the
-bot), so a restart or a 429 storm never loses a notification; each fact is told once per order
-status change, so a redelivery does not repeat it.
+Each order fact is folded into the order's lifecycle state (libs.lifecycle) kept in the bot's
+view; what to say is decided from the state before and after (services.bot.notices), so a fact
+that changes nothing (a redelivery) tells nothing. A fact is acked only once its messages went
+out or failed for good (the customer blocked the bot), and the view records it only after that,
+so a restart or a 429 storm never loses a notification.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import nats.js.errors
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import InlineKeyboardMarkup
 
-from libs import bus, log, shutdown
-from libs.contracts import (
-    CommitFailed,
-    Committed,
-    CrmBehind,
-    CrmCaughtUp,
-    PaymentCanceled,
-    PaymentFailed,
-    PaymentPending,
-    PaymentRefunded,
-    PaymentSucceeded,
-    Rejected,
-    Released,
-    Reserved,
-)
+from libs import bus, lifecycle, log, shutdown
+from libs.contracts import Committed, CrmBehind, CrmCaughtUp, Rejected
+from libs.lifecycle import Status
 from libs.money import format_rub
 from libs.settings import Settings
 from services.bot import keyboards as kb
 from services.bot.model import Awaiting, OrderView, Store
+from services.bot.notices import Kind, Notice, notices
 from services.bot.texts import Texts, for_language
 
 _log = log.get(__name__)
 # Failed for good: telling again would not help (the sender already waited out 429s and retried
 # network errors), so the fact is acked.
 UNDELIVERABLE = (TelegramForbiddenError, TelegramBadRequest)
-FINAL = frozenset({"paid", "cancelled", "expired", "refunded"})
 
 
 class Notifier:
@@ -50,51 +42,125 @@ class Notifier:
         self._bot = bot
         self._store = store
         self._settings = settings
+        # One order's facts from the inventory and the payments consumers, one at a time here
+        # (replicas are kept apart by compare-and-set on the view).
+        self._turns: dict[str, _Turn] = {}
 
-    # the customer ---------------------------------------------------------------------------------
+    # the customer and the admin chat --------------------------------------------------------------
     async def on_fact(self, fact: Any) -> None:
         if isinstance(fact, CrmBehind | CrmCaughtUp):
             await self.on_alert(fact)
             return
-        order_id = getattr(fact, "order_id", None)
-        view = await self._store.orders.get(order_id) if order_id else None
-        if isinstance(fact, Committed):
-            await self._low_stock([line.sku for line in fact.lines])
-        if view is None:
-            return  # not an order placed through this bot (an admin's, a test's)
-        t = for_language(view.language)
-        match fact:
-            case Reserved():
-                await self._status(view, "reserved")
-            case Rejected():
-                await self._rejected(view, fact, t)
-            case PaymentPending():
-                await self._pending(view, fact, t)
-            case PaymentSucceeded():
-                await self._paid(view, fact, t)
-            case PaymentCanceled() | PaymentFailed():
-                await self._cancelled(view, fact, t)
-            case Released(reason="expired"):
-                if view.status not in FINAL:
-                    await self._say(view, t.t("order.expired", number=view.order_id))
-                    await self._status(view, "expired")
-            case PaymentRefunded():
-                await self._say(
-                    view,
-                    t.t("order.refunded", number=view.order_id, amount=format_rub(fact.amount)),
+        if not isinstance(fact, lifecycle.OrderFact):
+            return  # the catalog's and the stock's facts: about no order
+        async with self._turn(fact.order_id):
+            await self._take(fact)
+
+    async def _take(self, fact: lifecycle.OrderFact) -> None:
+        """Fold the fact into the order's view; tell what changed, then record it."""
+        told: list[Notice] = []
+        low_stock_checked = False
+        while True:
+            found = await self._store.orders.get_with_revision(fact.order_id)
+            if found is None:  # not an order placed through this bot (an admin's, a test's)
+                if isinstance(fact, Committed):
+                    await self._low_stock(fact)
+                return
+            before, revision = found
+            after = before.with_fact(fact)
+            if after == before:
+                return  # told already: a redelivery, or a fact that adds nothing
+            if isinstance(fact, Committed) and not low_stock_checked:
+                await self._low_stock(fact)
+                low_stock_checked = True
+            expires_at = after.state.expires_at
+            if _reminder_due(after) and not _reminder_due(before) and expires_at is not None:
+                # Listed before the view says so: a crash in between never loses a reminder.
+                await self._store.awaiting.put(after.order_id, Awaiting(after.order_id, expires_at))
+            for notice in notices(before.state, after.state, before.said):
+                if notice not in told:  # told before a replica changed the view under us
+                    await self._tell(after, notice, fact)
+                    told.append(notice)
+            said = {*after.said, *(notice.key for notice in told if notice.key)}
+            recorded = msgspec.structs.replace(after, said=tuple(sorted(said)))
+            try:
+                await self._store.orders.replace(after.order_id, recorded, revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # changed meanwhile (a reminder, another replica): fold again
+            if _reminder_due(before) and not _reminder_due(after):
+                await self._store.awaiting.delete(after.order_id)
+            return
+
+    async def _tell(self, view: OrderView, notice: Notice, fact: lifecycle.OrderFact) -> None:
+        if notice.to == "admin":
+            await self._tell_admin(view, notice)
+            return
+        order, t, number = view.state, for_language(view.language), view.order_id
+        match notice.kind:
+            case Kind.PAY:
+                await self._pay(view, t)
+            case Kind.REJECTED:
+                await self._rejected(view, fact if isinstance(fact, Rejected) else None, t)
+            case Kind.EXPIRED:
+                await self._say(view, t.t("order.expired", number=number))
+            case Kind.PAYMENT_CANCELED:
+                reason = t.cancel_reason(order.payment_canceled)
+                await self._say(view, t.t("order.payment_canceled", number=number, reason=reason))
+            case Kind.PAYMENT_FAILED:
+                await self._say(view, t.t("order.payment_failed", number=number))
+            case Kind.CANCELLED:
+                await self._say(view, t.t("order.cancelled", number=number))
+            case Kind.PAID:
+                paid = t.t(
+                    "order.paid",
+                    number=number,
+                    lines=await self._lines(view, t),
+                    total=format_rub(order.charge),
                 )
+                late = [t.t("order.paid_late")] if notice.late else []
+                await self._say(view, t.lines([paid, *late], "\n\n"))
+                await self._store.carts.delete(str(view.user_id))
+            case Kind.STOCK_GONE:
+                await self._say(view, t.t("order.stock_gone", number=number))
+            case Kind.MONEY_BACK:
+                await self._say(view, t.t("order.money_back", number=number))
+            case Kind.REFUNDED:
+                amount = format_rub(notice.refund.amount if notice.refund else 0)
+                await self._say(view, t.t("order.refunded", number=number, amount=amount))
+
+    async def _tell_admin(self, view: OrderView, notice: Notice) -> None:
+        order, number = view.state, view.order_id
+        match notice.kind:
+            case Kind.PAID:
+                c = view.contact
+                t = for_language(None)
+                extra = [t.t("admin.order_comment", comment=c.comment)] if c.comment else []
+                late = [t.t("admin.paid_late")] if notice.late else []
+                await self._admin(
+                    "admin.new_order",
+                    number=number,
+                    customer=c.name,
+                    phone=c.phone,
+                    address=c.address,
+                    lines=t.lines([await self._lines(view, t), *extra, *late]),
+                    total=format_rub(order.charge),
+                    payment_id=order.payment_id,
+                )
+            case Kind.PAYMENT_FAILED:
+                reason = order.payment_failed or order.released
+                await self._admin("admin.payment_failed", number=number, reason=reason)
+            case Kind.STOCK_GONE:
+                await self._admin("admin.stock_gone", number=number, payment_id=order.payment_id)
+            case Kind.PAID_CANCELLED:
+                reason = for_language(None).cancel_reason(order.payment_canceled)
+                await self._admin("admin.paid_cancelled", number=number, reason=reason)
+            case Kind.REFUNDED:
                 await self._admin(
                     "admin.refund",
-                    number=view.order_id,
-                    amount=format_rub(fact.amount),
-                    payment_id=fact.payment_id,
+                    number=number,
+                    amount=format_rub(notice.refund.amount if notice.refund else 0),
+                    payment_id=order.payment_id,
                 )
-                await self._status(view, "refunded")
-            case CommitFailed():
-                # Paid after the hold ended and the stock is gone: payments gives the money back.
-                if view.status not in FINAL:
-                    await self._say(view, t.t("order.stock_gone", number=view.order_id))
-                    await self._status(view, "cancelled")
 
     # the shop's own alerts ------------------------------------------------------------------------
     async def on_alert(self, alert: CrmBehind | CrmCaughtUp) -> None:
@@ -107,15 +173,14 @@ class Notifier:
             case CrmCaughtUp():
                 await self._admin("admin.crm_caught_up", since=alert.behind_since.strftime("%H:%M"))
 
-    async def _rejected(self, view: OrderView, fact: Rejected, t: Texts) -> None:
-        if view.status in FINAL or view.status == "cancelled":
-            return
+    async def _rejected(self, view: OrderView, fact: Rejected | None, t: Texts) -> None:
         options: list[tuple[str, str, int]] = []
         problems = []
-        for problem in fact.problems:
+        reason = fact.reason if fact is not None else ""
+        for problem in fact.problems if fact is not None else ():
             item = await self._store.product(problem.sku)
             title = item.title if item else problem.sku
-            if fact.reason == "out_of_stock" and problem.available > 0:
+            if reason == "out_of_stock" and problem.available > 0:
                 problems.append(
                     t.t(
                         "order.out_of_stock_line",
@@ -126,9 +191,9 @@ class Notifier:
                 )
                 reduce = t.t("order.button.reduce", title=title, left=problem.available)
                 options.append((reduce, problem.sku, problem.available))
-            elif fact.reason == "out_of_stock":
+            elif reason == "out_of_stock":
                 problems.append(t.t("order.sold_out_line", title=title))
-            elif fact.reason == "price_mismatch":
+            elif reason == "price_mismatch":
                 problems.append(
                     t.t(
                         "order.price_changed_line",
@@ -143,72 +208,21 @@ class Notifier:
         if not problems:
             await self._edit_or_say(view, t.t("order.failed"), kb.fixes(t, []))
         else:
-            hint = (
-                "order.price_changed_hint" if fact.reason == "price_mismatch" else "order.fix_hint"
-            )
+            hint = "order.price_changed_hint" if reason == "price_mismatch" else "order.fix_hint"
             text = t.lines([t.t("order.rejected"), *problems, "", t.t(hint)])
             await self._edit_or_say(view, text, kb.fixes(t, options))
-        await self._status(view, "cancelled")
 
-    async def _pending(self, view: OrderView, fact: PaymentPending, t: Texts) -> None:
-        if view.status in FINAL or view.pay_url:
-            return
-        minutes = max(1, int((fact.expires_at - datetime.now(UTC)).total_seconds() // 60))
+    async def _pay(self, view: OrderView, t: Texts) -> None:
+        """The order's "reserving..." message becomes the Pay button."""
+        order = view.state
+        left = (order.expires_at or datetime.now(UTC)) - datetime.now(UTC)
         text = t.t(
             "order.awaiting_payment_minutes",
             number=view.order_id,
-            total=format_rub(fact.amount),
-            minutes=minutes,
+            total=format_rub(order.charge),
+            minutes=max(1, int(left.total_seconds() // 60)),
         )
-        await self._edit_or_say(view, text, kb.pay(t, fact.confirmation_url, fact.amount))
-        await self._update(
-            view.order_id,
-            status="awaiting_payment",
-            pay_url=fact.confirmation_url,
-            expires_at=fact.expires_at,
-        )
-
-    async def _paid(self, view: OrderView, fact: PaymentSucceeded, t: Texts) -> None:
-        if view.status != "paid":
-            lines = await self._lines(view, t)
-            await self._say(
-                view,
-                t.t("order.paid", number=view.order_id, lines=lines, total=format_rub(view.total)),
-            )
-            # Recorded as soon as the customer is told: "My orders" must not say otherwise.
-            view = await self._update(view.order_id, status="paid")
-            await self._store.carts.delete(str(view.user_id))
-        if view.announced:
-            return
-        c = view.contact
-        admin_t = for_language(None)
-        extra = [admin_t.t("admin.order_comment", comment=c.comment)] if c.comment else []
-        await self._admin(
-            "admin.new_order",
-            number=view.order_id,
-            customer=c.name,
-            phone=c.phone,
-            address=c.address,
-            lines=admin_t.lines([await self._lines(view, admin_t), *extra]),
-            total=format_rub(view.total),
-            payment_id=fact.payment_id,
-        )
-        await self._update(view.order_id, announced=True)
-
-    async def _cancelled(
-        self, view: OrderView, fact: PaymentCanceled | PaymentFailed, t: Texts
-    ) -> None:
-        if view.status in FINAL:
-            return
-        if isinstance(fact, PaymentFailed):
-            await self._say(view, t.t("order.payment_failed", number=view.order_id))
-            await self._admin("admin.payment_failed", number=view.order_id, reason=fact.reason)
-        else:
-            reason = t.cancel_reason(fact.reason)
-            await self._say(
-                view, t.t("order.payment_canceled", number=view.order_id, reason=reason)
-            )
-        await self._status(view, "cancelled")
+        await self._edit_or_say(view, text, kb.pay(t, order.pay_url, order.charge))
 
     # reminders ------------------------------------------------------------------------------------
     async def remind(self, stop: asyncio.Event) -> None:
@@ -228,9 +242,9 @@ class Notifier:
                 await self._say(
                     view,
                     t.t("order.reminder", number=view.order_id, minutes=minutes),
-                    kb.pay(t, view.pay_url, view.total),
+                    kb.pay(t, view.state.pay_url, view.state.charge),
                 )
-                await self._update(view.order_id, reminded=True)
+                await self._reminded(view.order_id)
             await shutdown.sleep_or_stop(stop, every)
 
     # helpers --------------------------------------------------------------------------------------
@@ -276,38 +290,43 @@ class Notifier:
         except UNDELIVERABLE as exc:
             _log.warning("admin.undeliverable", reason=exc.message)
 
-    async def _low_stock(self, skus: list[str]) -> None:
+    async def _low_stock(self, fact: Committed) -> None:
         threshold = self._settings.low_stock_threshold
-        for sku in skus:
+        for sku in dict.fromkeys(line.sku for line in fact.lines):
             level = await self._store.level(sku)
             item = await self._store.product(sku)
             if level is not None and item is not None and level.available <= threshold:
                 await self._admin("admin.low_stock", title=item.title, available=level.available)
 
-    async def _status(self, view: OrderView, status: str) -> None:
-        await self._update(view.order_id, status=status)
-
-    async def _update(self, order_id: str, **changes: Any) -> OrderView:
-        expires_at = changes.get("expires_at")
-        if changes.get("status") == "awaiting_payment" and expires_at is not None:
-            # Listed before the view says so: a crash in between never loses a reminder.
-            await self._store.awaiting.put(order_id, Awaiting(order_id, expires_at))
-        listed = False
-
+    async def _reminded(self, order_id: str) -> None:
         def change(current: OrderView | None) -> OrderView:
-            nonlocal listed
             assert current is not None
-            listed = _reminder_due(current)
-            return msgspec.structs.replace(current, **changes)
+            return msgspec.structs.replace(current, reminded=True)
 
-        view = await self._store.orders.update(order_id, change)
-        if listed and not _reminder_due(view):
-            await self._store.awaiting.delete(order_id)
-        return view
+        await self._store.orders.update(order_id, change)
+        await self._store.awaiting.delete(order_id)  # no reminder is due for it any more
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, order_id: str) -> AsyncIterator[None]:
+        turn = self._turns.setdefault(order_id, _Turn())
+        turn.waiting += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.waiting -= 1
+            if not turn.waiting:
+                del self._turns[order_id]
+
+
+class _Turn:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.waiting = 0
 
 
 def _reminder_due(view: OrderView) -> bool:
-    return view.status == "awaiting_payment" and not view.reminded
+    return view.state.status == Status.AWAITING_PAYMENT and not view.reminded
 
 
 async def handle(notifier: Notifier, deliveries: list[bus.Delivery[Any]]) -> None:

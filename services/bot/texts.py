@@ -134,8 +134,9 @@ class Texts:
         return self.t(key if key in self._texts else "payment.cancel_reason.default")
 
     def status(self, status: str) -> str:
-        """An order status in words ('ждёт оплаты'); an unknown one is shown as it is."""
-        key = f"order.status.{status}"
+        """An order's lifecycle status (libs.lifecycle.Status) in words ('ждёт оплаты'); an
+        unknown one is shown as it is."""
+        key = f"status.{status}"
         return self.t(key) if key in self._texts else status
 
     def commands(self) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, Message, ReplyKeyboardRemove
 from nats.js import JetStreamContext
 
-from libs import bus, subjects
+from libs import bus, lifecycle, subjects
 from libs.contracts import Contact, OrderLine, OrderPlaced
 from libs.money import format_rub
 from libs.settings import Settings
@@ -337,6 +337,7 @@ async def confirm(
             lines=tuple(lines),
             total=total,
             placed_at=placed.placed_at,
+            order=lifecycle.evolve(None, placed),
             message_id=message_id,
             contact=contact,
         )

@@ -6,6 +6,7 @@ from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
+from libs.lifecycle import Status
 from libs.money import format_rub
 from services.bot import callbacks as cb
 from services.bot import keyboards as kb
@@ -75,8 +76,9 @@ async def open_order(
         item = await store.product(line.sku)
         titles[line.sku] = item.title if item else line.sku
     rows = []
-    if view.status == "awaiting_payment" and view.pay_url:
-        rows.append(kb.pay(t, view.pay_url, view.total).inline_keyboard[0])
+    order = view.state
+    if view.status == Status.AWAITING_PAYMENT and order.pay_url:
+        rows.append(kb.pay(t, order.pay_url, order.charge).inline_keyboard[0])
     rows.append(
         [
             InlineKeyboardButton(
