@@ -165,6 +165,26 @@ def test_a_refund_adds_negative_rows_and_daily_sums() -> None:
     assert core.daily(result.sales) == [["2026-11-24", "1", "2", "2180.00"]]
 
 
+def test_a_hold_that_lapsed_after_the_commit_takes_the_sale_back_once() -> None:
+    """The inventory put the goods back (its payment was cancelled before capture)."""
+    authorized = ("p-4", PaymentAuthorized("A1", "pay-1", 287000, AT))
+    lapsed = ("p-6", PaymentCanceled("A1", "pay-1", "expired_on_capture", AT))
+    back = ("i-7", Released("A1", LINES, "payment_canceled", AT, payment_id="pay-1"))
+    facts = [*FACTS[:3], authorized, FACTS[3], lapsed, back]
+    rows, ledger = in_batches([facts[:5], facts[5:], facts[5:]])
+    assert rows["A1"].status == "cancelled"
+    assert [(s.key, s.qty) for s in ledger] == [
+        ("i-4:CUP", 1),
+        ("i-4:TEA", 2),
+        ("i-7:CUP", -1),
+        ("i-7:TEA", -2),
+    ]
+    assert core.daily(ledger) == [["2026-11-24", "1", "0", "0.00"]]
+    # A reservation released because its payment was declined sold nothing: no rows.
+    declined = core.plan([*FACTS[:3], lapsed, back], {}, TITLES)
+    assert declined.sales == [] and declined.orders["A1"].status == "cancelled"
+
+
 def test_an_expired_order_does_not_undo_a_payment() -> None:
     late = Released("A1", LINES, "expired", AT)
     result = core.plan([*FACTS, ("i-9", late)], {}, TITLES)

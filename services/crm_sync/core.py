@@ -17,7 +17,7 @@ from datetime import datetime
 import msgspec
 
 from libs import lifecycle
-from libs.contracts import Committed, OrderLine, PaymentRefunded, ReservedLine
+from libs.contracts import Committed, OrderLine, PaymentRefunded, Released, ReservedLine
 
 ORDER_COLUMNS = (
     "Order",
@@ -219,12 +219,19 @@ def row(order: lifecycle.Order, titles: Mapping[str, str]) -> OrderRow:
     )
 
 
-def sales(fact_id: str, fact: Fact, titles: Mapping[str, str]) -> list[SaleRow]:
-    """Ledger rows a fact makes: sold lines on commit, negative ones on a refund of goods."""
+def sales(
+    fact_id: str, fact: Fact, order: lifecycle.Order, titles: Mapping[str, str]
+) -> list[SaleRow]:
+    """Ledger rows a fact makes: sold lines on commit, negative ones on a refund of goods and
+    when a committed order's hold lapsed before capture (its goods went back unpaid)."""
     match fact:
         case Committed(lines=lines, at=at):
             sign = 1
         case PaymentRefunded(lines=lines, at=at):
+            sign = -1
+        case Released(lines=lines, at=at) if (
+            order.committed_at is not None and fact.payment_id == order.payment_id != ""
+        ):
             sign = -1
         case _:
             return []
@@ -253,11 +260,13 @@ def plan(
     or across batches, gives the same rows."""
     result = Plan()
     folded: dict[str, lifecycle.Order] = {}
-    planned: set[str] = set()
-    for fact_id, fact in batch:
+    facts = list(batch)
+    for _, fact in facts:
         order_id = fact.order_id
         folded[order_id] = lifecycle.evolve(folded.get(order_id, states.get(order_id)), fact)
-        for sale in sales(fact_id, fact, titles):
+    planned: set[str] = set()
+    for fact_id, fact in facts:
+        for sale in sales(fact_id, fact, folded[fact.order_id], titles):
             if sale.key not in planned:
                 planned.add(sale.key)
                 result.sales.append(sale)
