@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -413,6 +413,27 @@ async def consume(
                 await handle(good)
     finally:
         await puller.stop()
+
+
+@contextlib.asynccontextmanager
+async def working_on(msgs: Sequence[Msg], every: float) -> AsyncIterator[None]:
+    """Tell JetStream every `every` s that these messages are still being worked on, until the
+    block ends: a slow handler keeps them, and a crashed one gives them back after the short
+    ack wait instead of a long one sized for the slowest call."""
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(every)
+            for msg in msgs:
+                if not msg.is_acked:
+                    with contextlib.suppress(*TRANSIENT):
+                        await msg.in_progress()
+
+    keeper = asyncio.create_task(keep())
+    try:
+        yield
+    finally:
+        keeper.cancel()
 
 
 async def per_order(

@@ -47,6 +47,9 @@ from services.payments.provider import (
 
 _log = log.get(__name__)
 SERVICE = "payments"
+# What a killed instance held comes back after this; a live one keeps its inputs as long as its
+# YooKassa calls take (bus.working_on).
+ACK_WAIT_S = 15.0
 SANDBOX_CREDENTIALS = ("sandbox", "sandbox")  # the local sandbox API only; never a real account
 
 _decode_order = msgspec.json.Decoder(OrderPlaced).decode
@@ -416,7 +419,8 @@ async def _each(
         with contextlib.suppress(*bus.TRANSIENT):
             await delivery.msg.ack()
 
-    await bus.per_order(deliveries, one)
+    async with bus.working_on([d.msg for d in deliveries], ACK_WAIT_S / 3):
+        await bus.per_order(deliveries, one)
 
 
 async def serve(settings: Settings) -> None:
@@ -458,7 +462,7 @@ async def serve(settings: Settings) -> None:
                     config=bus.durable(
                         subjects.PAYMENTS_INVENTORY_CONSUMER,
                         subjects.INVENTORY_FACTS_FOR_PAYMENTS,
-                        ack_wait=90.0,
+                        ack_wait=ACK_WAIT_S,
                     ),
                     decode=decode_inventory,
                     handle=lambda ds: _each(js, ds, payments.on_inventory),
@@ -474,7 +478,7 @@ async def serve(settings: Settings) -> None:
                     config=bus.durable(
                         subjects.PAYMENTS_REFUNDS_CONSUMER,
                         [subjects.REFUND_REQUESTED_ALL],
-                        ack_wait=90.0,
+                        ack_wait=ACK_WAIT_S,
                     ),
                     decode=decode_refund,
                     handle=lambda ds: _each(js, ds, payments.on_refund_requested),
