@@ -3,8 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHAOS_SECONDS ?= 600
 
-.PHONY: setup test lint run bench clean
+.PHONY: setup test lint run bench chaos clean
 
 setup: $(STAMP)
 
@@ -28,6 +29,11 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The long chaos run: every process killed at random for CHAOS_SECONDS (tests/chaos.py).
+# CHAOS_SEED=N replays a run's schedule.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -17,12 +17,18 @@ The API logic is services.payments.sandbox's; this adds what tests need around i
 * ``requests``: every API request as (method, path relative to api_url, Idempotence-Key or
   None, status answered); a held ("timeout") request is recorded with status 0 when it arrives.
 * ``after_create``: called with each new payment once it is stored, before it is answered.
+* ``captures``: how many times each payment was actually captured (an idempotent repeat of a
+  capture is answered from the stored answer and not counted); YooKassa refuses a second capture,
+  so anything above 1 would mean the fake itself is wrong.
+* ``expire(payment_id)``: what YooKassa does to a payment nobody paid: pending -> canceled
+  (``yoo_money``, ``expired_on_confirmation``), notified.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +52,11 @@ class _HookedSandbox(SandboxYooKassa):
     async def on_payment_created(self, payment: dict[str, Any]) -> None:
         await self._fake._created(payment)
 
+    def _capture_now(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+        payment = super()._capture_now(request, body)  # raises unless it was waiting_for_capture
+        self._fake.captures[payment["id"]] += 1
+        return payment
+
 
 class FakeYooKassa:
     """A YooKassa API for the real SDK: ``Configuration.configure(shop_id, secret_key,
@@ -65,6 +76,7 @@ class FakeYooKassa:
         )
         self.requests: list[tuple[str, str, str | None, int]] = []
         self.created = 0
+        self.captures: Counter[str] = Counter()
         self.after_create: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None
         self.hold_seconds = 60.0
         self._faults = Faults(MODES)
@@ -181,6 +193,16 @@ class FakeYooKassa:
 
     async def decline(self, payment_id: str) -> dict[str, Any]:
         return await self.sandbox.decline(payment_id)
+
+    async def expire(self, payment_id: str) -> dict[str, Any]:
+        """Nobody paid: YooKassa cancels a pending payment itself, and notifies."""
+        payment = self.sandbox.payments[payment_id]
+        if payment["status"] != "pending":
+            return payment
+        self.set_status(payment_id, "canceled")
+        if self.auto_notify:
+            await self.sandbox.notify(payment_id)
+        return payment
 
     async def notify(self, payment_id: str, event: str | None = None, times: int = 1) -> list[int]:
         """Send `times` notifications concurrently; their HTTP statuses (0: unreachable)."""

@@ -1,0 +1,1203 @@
+"""A chaos test of the whole purchase: every process killed with SIGKILL, again and again.
+
+nats-server, inventory, payments and crm_sync run as real processes (crm_sync writing CSV files,
+payments talking to the fake YooKassa of `tests/fakes/yookassa.py` with two-stage capture). A
+steady stream of orders asks for far more than the few units in stock, and the owner restocks a
+little now and then. Each customer who gets a Pay button pays at once, near the end of the
+reservation, after it, or never (then YooKassa expires the payment). Every few seconds one of
+inventory, payments, crm_sync and nats-server is killed with SIGKILL and started again shortly
+after. Then the orders and the kills stop, the shop is left to settle (waited for, with a
+deadline), and the invariants are checked against what YooKassa holds, the event streams and the
+CRM's CSV files:
+
+* no oversell: folding the INVENTORY stream, no product ever has more reserved than on hand;
+* for every order, money held or taken <=> stock committed; no hold left waiting for capture,
+  nothing captured twice, at most one payment per order;
+* on hand = initial + restocked - units of captured, unrefunded orders (and the stock read model
+  says the same);
+* the CRM has every order once, with the status the lifecycle (libs/lifecycle.py) gives, and
+  every sold line once;
+* nothing dead-lettered, every order answered.
+
+Reproducible by seed: the seed fixes everything the test decides (each order, its time and its
+customer's behaviour, the restocks, which process is killed when and for how long). What the
+processes make of it is timing, so a replayed seed runs the same schedule and usually, not
+always, hits the same failure.
+
+    .venv/bin/python -m tests.chaos [--seed N] [--seconds S]     # `make chaos`: 10 minutes
+
+The short run is `tests/test_chaos.py`, in `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import typing
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from libs import bus, lifecycle, subjects
+from libs.contracts import (
+    AdjustStock,
+    AdminReply,
+    AdminRequest,
+    Committed,
+    Contact,
+    InventoryEvent,
+    OrderLine,
+    OrderPlaced,
+    PaymentEvent,
+    PaymentPending,
+    PaymentRefunded,
+    RefundRequested,
+    Rejected,
+    Reserved,
+    StockAdjusted,
+    StockLevel,
+)
+from libs.embedded_nats import EmbeddedNats, NatsServerError, free_port
+from libs.lifecycle import Status
+from libs.settings import Settings
+from services.crm_sync import csv_sheet
+from services.inventory import core as inventory
+from tests.fakes.yookassa import FakeYooKassa
+from tests.harness import ServiceProcess
+
+_log = structlog.get_logger(__name__)
+
+# The shop: a few products with a few units each (sku, title, price in kopecks, units).
+PRODUCTS = (
+    ("GREEN", "Green tea", 45_000, 12),
+    ("MUG", "A mug", 99_050, 8),
+    ("PUER", "Pu-erh", 150_000, 5),
+)
+PRICES = {sku: price for sku, _, price, _ in PRODUCTS}
+INITIAL = {sku: units for sku, _, _, units in PRODUCTS}
+
+SERVICES = ("inventory", "payments", "crm_sync")
+NATS = "nats-server"
+TARGETS = (*SERVICES, NATS)
+
+Behaviour = Literal["at_once", "near_end", "late", "never"]
+BEHAVIOURS: tuple[Behaviour, ...] = ("at_once", "near_end", "late", "never")
+BEHAVIOUR_WEIGHTS = (30, 25, 20, 25)
+
+# Statuses after which the ordinary flow is over (a refund could still come; none is asked here).
+FINAL = lifecycle.ENDED | {Status.PAID, Status.PARTLY_REFUNDED}
+ORDER_FACTS = typing.get_args(lifecycle.OrderFact)
+SHOWN = 8  # examples shown per broken invariant
+# Settling normally takes a reservation's TTL and a few seconds, or a consumer's ack_wait (10-15 s)
+# when a killed instance held a fact (it is redelivered only then). Beyond this it is stuck.
+SETTLE_DEADLINE = 60.0
+SLOW_SETTLE = 15.0  # normally TTL + 4 s and a little; what still moved then is noted
+
+
+def status_matches(cell: str, status: Status) -> bool:
+    """Whether the CRM's Status cell says the lifecycle's status.
+
+    The one place that knows the CSV's wording: the status's value with spaces for underscores
+    ("awaiting payment", "returning money"), as crm_sync's `status_text` writes it.
+    """
+    return cell == status.value.replace("_", " ")
+
+
+# The schedule: everything the seed decides -----------------------------------------------------
+@dataclass(frozen=True)
+class PlannedOrder:
+    order_id: str
+    at: float  # seconds from the start of the chaos
+    lines: tuple[OrderLine, ...]
+    behaviour: Behaviour
+    # When the customer acts: at_once, this long after the Pay button came; near_end, this long
+    # before the reservation ends; late, this long after it ended; never, YooKassa expires the
+    # payment this long after the reservation ended.
+    wait: float
+
+
+@dataclass(frozen=True)
+class PlannedKill:
+    at: float
+    target: str
+    down_for: float
+
+
+@dataclass(frozen=True)
+class PlannedRestock:
+    at: float
+    sku: str
+    qty: int
+    adjustment_id: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    orders: tuple[PlannedOrder, ...]
+    kills: tuple[PlannedKill, ...]
+    restocks: tuple[PlannedRestock, ...]
+
+
+def schedule(seed: int, seconds: float, rate: float) -> Schedule:
+    """The run's plan. Each concern draws from its own generator, so changing one (say, the run
+    length) leaves the others' draws as they were."""
+    draw = random.Random(f"{seed}:orders")
+    orders: list[PlannedOrder] = []
+    at = draw.expovariate(rate)
+    while at < seconds:
+        n = len(orders)
+        skus = draw.sample(sorted(PRICES), k=draw.choice((1, 1, 2)))  # no SKU twice in one order
+        lines = tuple(OrderLine(sku, draw.randint(1, 3), PRICES[sku]) for sku in skus)
+        behaviour = draw.choices(BEHAVIOURS, BEHAVIOUR_WEIGHTS)[0]
+        wait = {
+            "at_once": draw.uniform(0.0, 0.3),
+            "near_end": draw.uniform(0.05, 1.0),
+            "late": draw.uniform(0.3, 2.5),
+            "never": draw.uniform(2.5, 4.0),
+        }[behaviour]
+        orders.append(PlannedOrder(f"o{n:05d}", at, lines, behaviour, wait))
+        at += draw.expovariate(rate)
+
+    draw = random.Random(f"{seed}:kills")
+    kills: list[PlannedKill] = []
+    at = draw.uniform(1.0, 4.0)
+    while at < seconds:
+        down_for = draw.uniform(0.5, 3.0)
+        kills.append(PlannedKill(at, draw.choice(TARGETS), down_for))
+        at += down_for + draw.uniform(1.5, 5.0)
+
+    draw = random.Random(f"{seed}:restocks")
+    restocks: list[PlannedRestock] = []
+    at = draw.uniform(2.0, 6.0)
+    while at < seconds:
+        n = len(restocks)
+        restocks.append(
+            PlannedRestock(at, draw.choice(sorted(PRICES)), draw.randint(2, 6), f"r{n}")
+        )
+        at += draw.uniform(2.0, 6.0)
+    return Schedule(tuple(orders), tuple(kills), tuple(restocks))
+
+
+# The processes ----------------------------------------------------------------------------------
+class Target:
+    """A process the chaos kills: started, killed with SIGKILL, started again in place."""
+
+    name: str
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()  # the chaos and the watchdog never restart it at once
+        self.down = False  # killed on purpose, not restarted yet
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def exit_code(self) -> int | None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class NatsTarget(Target):
+    """The nats-server: the same port and store directory after every restart."""
+
+    name = NATS
+
+    def __init__(self, store: Path) -> None:
+        super().__init__()
+        self.server = EmbeddedNats(store)
+
+    def alive(self) -> bool:
+        process = self.server.process
+        return process is not None and process.poll() is None
+
+    def exit_code(self) -> int | None:
+        process = self.server.process
+        return None if process is None else process.poll()
+
+    def kill(self) -> None:
+        self.server.kill()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.server.start)  # it polls its log until "Server is ready"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class ServiceTarget(Target):
+    """`shop run NAME`, its output appended to one log across restarts."""
+
+    def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
+        super().__init__()
+        self.name = name
+        self.process = ServiceProcess(name, env, log)
+
+    def alive(self) -> bool:
+        return self.process.alive()
+
+    def exit_code(self) -> int | None:
+        popen = self.process.process
+        return None if popen is None else popen.poll()
+
+    def kill(self) -> None:
+        if self.process.alive():
+            self.process.kill()
+
+    async def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        if self.process.alive():
+            try:
+                self.process.terminate(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+async def restart(target: Target) -> None:
+    """Start it, trying again while it cannot (a port not yet free after a kill, say)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await target.start()
+            return
+        except (NatsServerError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+# What the test sees of the shop -----------------------------------------------------------------
+# stream -> (its subjects, its facts' decoder)
+STREAMS: dict[str, tuple[str, Callable[[bytes], Any]]] = {
+    subjects.ORDERS: ("orders.>", msgspec.json.Decoder(OrderPlaced).decode),
+    subjects.INVENTORY: (subjects.INVENTORY_ALL, msgspec.json.Decoder(InventoryEvent).decode),
+    subjects.PAYMENTS: ("payments.>", msgspec.json.Decoder(PaymentEvent | RefundRequested).decode),
+}
+
+
+class Observer:
+    """Every fact of ORDERS, INVENTORY and PAYMENTS by stream sequence, read as the services read
+    them: durable pull consumers, which outlive nats-server's restarts. A fact delivered again
+    after a restart is the same sequence, kept once."""
+
+    def __init__(self, on_pending: Callable[[PaymentPending], None]) -> None:
+        self.facts: dict[str, dict[int, Any]] = {stream: {} for stream in STREAMS}
+        self.subjects: dict[str, dict[int, str]] = {stream: {} for stream in STREAMS}
+        self.by_order: dict[str, list[Any]] = defaultdict(list)
+        self._on_pending = on_pending
+        self._statuses: dict[str, Status] = {}
+        self._dirty: set[str] = set()
+
+    async def run(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for stream, (everything, decode) in STREAMS.items():
+                tasks.create_task(
+                    bus.consume(
+                        js,
+                        service="chaos",
+                        stream=stream,
+                        config=bus.durable(f"chaos-{stream.lower()}", [everything], ack_wait=30),
+                        decode=decode,
+                        handle=self._take,
+                        stop=stop,
+                    )
+                )
+
+    async def _take(self, deliveries: list[bus.Delivery[Any]]) -> None:
+        for delivery in deliveries:
+            meta = delivery.msg.metadata
+            seen = self.facts[meta.stream]
+            if meta.sequence.stream not in seen:
+                fact = delivery.value
+                seen[meta.sequence.stream] = fact
+                self.subjects[meta.stream][meta.sequence.stream] = delivery.msg.subject
+                order_id = getattr(fact, "order_id", None)
+                if order_id is not None and isinstance(fact, ORDER_FACTS):
+                    self.by_order[order_id].append(fact)
+                    self._dirty.add(order_id)
+                if isinstance(fact, PaymentPending):
+                    self._on_pending(fact)
+            with contextlib.suppress(*bus.TRANSIENT):
+                await delivery.msg.ack()
+
+    def orders(self) -> list[str]:
+        """The orders placed (on the ORDERS stream), in the order they were placed."""
+        return [f.order_id for _, f in sorted(self.facts[subjects.ORDERS].items())]
+
+    def status(self, order_id: str) -> Status:
+        """The lifecycle's status of the order, folded again only when a fact came since."""
+        if order_id in self._dirty or order_id not in self._statuses:
+            order = lifecycle.fold(self.by_order.get(order_id, []))
+            self._statuses[order_id] = order.status if order else Status.PLACED
+            self._dirty.discard(order_id)
+        return self._statuses[order_id]
+
+    def of(self, order_id: str, kind: type) -> list[Any]:
+        return [f for f in self.by_order.get(order_id, []) if isinstance(f, kind)]
+
+    def inventory_events(self) -> list[tuple[int, Any]]:
+        return sorted(self.facts[subjects.INVENTORY].items())
+
+    def first_after(self, stream: str, seq: int, filters: list[str]) -> str:
+        """The first fact after `seq` (a consumer's ack floor) that a consumer with these filters
+        takes, in words: the oldest it has not acked."""
+        for at in sorted(n for n in self.subjects[stream] if n > seq):
+            if any(_matches(pattern, self.subjects[stream][at]) for pattern in filters):
+                fact = self.facts[stream][at]
+                return f"{stream} #{at} {_describe(fact)} {getattr(fact, 'order_id', '')}"
+        return "?"
+
+
+# The customers ----------------------------------------------------------------------------------
+class Customers:
+    """One per Pay button (a payments.pending fact): acts as its planned behaviour says."""
+
+    def __init__(self, fake: FakeYooKassa, plans: dict[str, PlannedOrder]) -> None:
+        self._fake = fake
+        self._plans = plans
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.paid: dict[str, float] = {}  # order id -> when (wall clock) the money was held
+        self.late: set[str] = set()  # paid after the reservation had ended
+        self.expired: dict[str, float] = {}  # order id -> when YooKassa expired the payment
+        self.errors: list[str] = []
+
+    def on_pending(self, fact: PaymentPending) -> None:
+        if fact.order_id in self._plans and fact.order_id not in self.tasks:
+            plan = self._plans[fact.order_id]
+            self.tasks[fact.order_id] = asyncio.create_task(self._act(plan, fact))
+
+    def busy(self) -> int:
+        return sum(1 for task in self.tasks.values() if not task.done())
+
+    async def _act(self, plan: PlannedOrder, fact: PaymentPending) -> None:
+        ends = fact.expires_at.timestamp()
+        when = {
+            "at_once": time.time() + plan.wait,
+            "near_end": ends - plan.wait,
+            "late": ends + plan.wait,
+            "never": ends + plan.wait,
+        }[plan.behaviour]
+        await asyncio.sleep(max(0.0, when - time.time()))
+        pressed = time.time()
+        try:
+            before = self._fake.payments[fact.payment_id]["status"]
+            if plan.behaviour == "never":
+                await self._fake.expire(fact.payment_id)
+                if before == "pending":
+                    self.expired[plan.order_id] = pressed
+                return
+            # The money is held at once; the webhook is notified after (and may be dead).
+            payment = await self._fake.pay(fact.payment_id)
+        except Exception as exc:  # the fake's own trouble: told as a broken run, not hidden
+            self.errors.append(f"order {plan.order_id}: the customer could not act: {exc!r}")
+            return
+        if before == "pending" and payment["status"] in ("waiting_for_capture", "succeeded"):
+            self.paid[plan.order_id] = pressed
+            if pressed >= ends:
+                self.late.add(plan.order_id)
+
+
+# The run ----------------------------------------------------------------------------------------
+@dataclass
+class Summary:
+    seed: int
+    seconds: float
+    workdir: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    statuses: Counter[str] = field(default_factory=Counter)
+    kills: Counter[str] = field(default_factory=Counter)
+    exits: list[str] = field(default_factory=list)  # processes that ended without being killed
+    notes: list[str] = field(default_factory=list)  # not broken, but worth knowing
+    violations: dict[str, list[str]] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: start, chaos, settle, check
+    wall: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def lines(self) -> list[str]:
+        c = self.counts
+        kills = ", ".join(f"{name} {self.kills[name]}" for name in TARGETS)
+        lines = [
+            f"chaos seed {self.seed}: {self.seconds:g} s of chaos, {self.wall:.0f} s in all ("
+            + ", ".join(f"{name} {secs:.1f} s" for name, secs in self.phases.items())
+            + "); "
+            f"orders placed {c.get('placed', 0)}, reserved {c.get('reserved', 0)}, "
+            f"rejected {c.get('rejected', 0)}, paid {c.get('paid', 0)}, "
+            f"paid late {c.get('paid_late', 0)}, captured {c.get('captured', 0)}, "
+            f"cancelled {c.get('cancelled', 0)}, expired {c.get('expired', 0)}",
+            f"  kills: {kills}; restocks {c.get('restocks', 0)} "
+            f"(+{c.get('restocked', 0)} units); final statuses: "
+            + ", ".join(f"{s} {n}" for s, n in sorted(self.statuses.items())),
+        ]
+        if self.exits:
+            lines.append(f"  ended by themselves (restarted): {'; '.join(self.exits)}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        lines.append("  every invariant holds" if self.ok else "  BROKEN: see below")
+        return lines
+
+    def report(self, replay: str) -> str:
+        """The summary and, for each broken invariant, how many orders and which."""
+        out = self.lines()
+        for invariant, problems in self.violations.items():
+            out.append(f"BROKEN {invariant}: {len(problems)}")
+            out.extend(f"  - {problem}" for problem in problems[:SHOWN])
+            if len(problems) > SHOWN:
+                out.append(f"  ... and {len(problems) - SHOWN} more")
+        if not self.ok:
+            out.append(f"logs: {self.workdir}")
+            out.append(f"replay: {replay}")
+        return "\n".join(out)
+
+
+class Run:
+    """One chaos run in `workdir`: its processes, its fake YooKassa, its schedule."""
+
+    def __init__(self, seed: int, seconds: float, workdir: Path, rate: float, ttl: int) -> None:
+        self.seed = seed
+        self.seconds = seconds
+        self.workdir = workdir
+        self.ttl = ttl
+        self.plan = schedule(seed, seconds, rate)
+        self.plans = {p.order_id: p for p in self.plan.orders}
+        self.summary = Summary(seed, seconds, workdir)
+        self.fake = FakeYooKassa()
+        self.customers = Customers(self.fake, self.plans)
+        self.observer = Observer(self.customers.on_pending)
+        self.events: list[tuple[float, str]] = []  # (wall clock, "payments killed") for timelines
+        self.publish_errors: list[str] = []
+        self.restocked: dict[str, PlannedRestock] = {}  # confirmed by the inventory
+        self.restock_errors: list[str] = []
+        self.nats = NatsTarget(workdir / "nats")
+        self.targets: dict[str, Target] = {NATS: self.nats}
+        self.data = workdir / "data"
+        self.nc: Client | None = None
+        self.reader: asyncio.Task[None] | None = None  # the Observer
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _env(self, **settings: Any) -> dict[str, str]:
+        """The process environment less any shop setting of ours, plus the run's settings."""
+        names = {f.encode_name for f in msgspec.structs.fields(Settings)}
+        env = {key: value for key, value in os.environ.items() if key not in names}
+        env |= {
+            "NATS_URL": self.nats.server.url,
+            "DATA_DIR": str(self.data),
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "info",
+        }
+        return env | {key.upper(): str(value) for key, value in settings.items()}
+
+    def _catalog(self) -> Path:
+        path = self.workdir / "catalog.yaml"
+        products = "".join(
+            f"      - {{sku: {sku}, title: {title}, price: '{price // 100}.{price % 100:02d}', "
+            f"stock: {units}}}\n"
+            for sku, title, price, units in PRODUCTS
+        )
+        path.write_text(f"categories:\n  - id: goods\n    title: Goods\n    products:\n{products}")
+        return path
+
+    async def _start(self) -> None:
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        await self.nats.start()
+        await self.fake.start()
+        self.payments_port, crm_port = free_port(), free_port()
+        self.fake.webhook_url = f"http://127.0.0.1:{self.payments_port}/yookassa/webhook"
+        settings: dict[str, dict[str, Any]] = {
+            "inventory": {
+                "catalog_file": self._catalog(),
+                "reservation_ttl": self.ttl,
+                "snapshot_every": 200,  # restarts load snapshots, not only the whole log
+            },
+            "payments": {
+                "payments_http_port": self.payments_port,
+                "yookassa_shop_id": self.fake.shop_id,
+                "yookassa_secret_key": self.fake.secret_key,
+                "yookassa_api_url": self.fake.api_url,
+                "yookassa_trusted_networks": "127.0.0.1/32",
+                "payments_capture": "two_stage",
+                # A notification lost to a dead process is found again within seconds.
+                "payments_reconcile_after": 2,
+                "payments_reconcile_every": 1,
+            },
+            "crm_sync": {"crm_http_port": crm_port, "crm_stock_every": 1},  # CSV in DATA_DIR/crm
+        }
+        for name in SERVICES:
+            target = ServiceTarget(name, self._env(**settings[name]), logs / f"{name}.log")
+            await target.start()
+            self.targets[name] = target
+        self.nc = await bus.connect(self.nats.server.url, name="chaos")
+        self.js: JetStreamContext = self.nc.jetstream(timeout=10)
+        await subjects.declare_streams(self.js)
+
+    async def _ready(self) -> bool:
+        """Every service has made its consumers, the catalog is in, payments answers."""
+        wanted = {
+            subjects.ORDERS: {subjects.INVENTORY_ORDERS_CONSUMER, subjects.CRM_ORDERS_CONSUMER},
+            subjects.INVENTORY: {
+                subjects.PAYMENTS_INVENTORY_CONSUMER,
+                subjects.CRM_INVENTORY_CONSUMER,
+            },
+            subjects.PAYMENTS: {subjects.INVENTORY_PAYMENTS_CONSUMER},
+        }
+        try:
+            for stream, names in wanted.items():
+                have = {info.name for info in await self.js.consumers_info(stream)}
+                if not names <= have:
+                    return False
+            kv = await self.js.key_value(subjects.STOCK_BUCKET)
+            for sku in PRICES:
+                await kv.get(sku)
+        except (nats.js.errors.Error, *bus.TRANSIENT):
+            return False
+        url = f"http://127.0.0.1:{self.payments_port}/healthz"
+        try:
+            async with aiohttp.ClientSession() as http, http.get(url) as reply:
+                return reply.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    # -- the chaos --------------------------------------------------------------------------------
+    async def _orders(self, t0: float) -> None:
+        """Each planned order at its time, published as the bot does, retried through outages."""
+
+        async def place(plan: PlannedOrder, n: int) -> None:
+            placed = OrderPlaced(
+                order_id=plan.order_id,
+                customer_id=100_000 + n,
+                lines=plan.lines,
+                total=sum(line.qty * line.unit_price for line in plan.lines),
+                placed_at=datetime.now(UTC),
+                contact=Contact(name=f"Customer {n}", phone="+79001234567", address="Moscow"),
+                chat_id=100_000 + n,
+            )
+            subject = subjects.order_placed(plan.order_id)
+            try:
+                await bus.publish(self.js, subject, placed, msg_id=plan.order_id, give_up_after=120)
+            except Exception as exc:  # told as a broken run below
+                self.publish_errors.append(f"order {plan.order_id}: not published: {exc!r}")
+
+        async with asyncio.TaskGroup() as tasks:
+            for n, plan in enumerate(self.plan.orders):
+                await _sleep_until(t0 + plan.at)
+                tasks.create_task(place(plan, n))
+
+    async def _restocks(self, t0: float) -> None:
+        """The owner's restocks: admin requests, idempotent by id, asked again until answered."""
+        for restock in self.plan.restocks:
+            await _sleep_until(t0 + restock.at)
+            assert self.nc is not None
+            request = AdminRequest(
+                (AdjustStock(restock.adjustment_id, restock.sku, restock.qty, "restock"),)
+            )
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    answer = await self.nc.request(
+                        subjects.INVENTORY_ADMIN, bus.encode(request), timeout=3
+                    )
+                except (nats.errors.Error, *bus.TRANSIENT) as exc:
+                    if time.monotonic() > deadline:
+                        self.restock_errors.append(f"restock {restock}: no answer ({exc!r})")
+                        break
+                    await asyncio.sleep(0.3)
+                    continue
+                reply = msgspec.json.decode(answer.data, type=AdminReply)
+                if reply.errors:
+                    self.restock_errors.append(f"restock {restock}: refused: {reply.errors}")
+                else:
+                    self.restocked[restock.adjustment_id] = restock
+                break
+
+    async def _kills(self, t0: float) -> None:
+        for kill in self.plan.kills:
+            await _sleep_until(t0 + kill.at)
+            target = self.targets[kill.target]
+            async with target.lock:
+                target.down = True
+                target.kill()
+                self.summary.kills[kill.target] += 1
+                self._event(f"{kill.target} killed")
+                await asyncio.sleep(kill.down_for)
+                await restart(target)
+                target.down = False
+                self._event(f"{kill.target} restarted")
+
+    def _event(self, what: str) -> None:
+        """Something the chaos did: kept for the orders' timelines, and in driver.log."""
+        self.events.append((time.time(), what))
+        _log.info("chaos.event", what=what)
+
+    async def _watchdog(self, stop: asyncio.Event) -> None:
+        """A process that ended without being killed is told and started again, as `shop up` or
+        docker would (a service gives up when NATS is unreachable at its start, for one)."""
+        while not stop.is_set():
+            for target in self.targets.values():
+                if target.down or target.alive() or target.lock.locked():
+                    continue
+                async with target.lock:
+                    if target.alive():
+                        continue
+                    self.summary.exits.append(f"{target.name} (exit {target.exit_code()})")
+                    self._event(f"{target.name} ended by itself (exit {target.exit_code()})")
+                    await asyncio.sleep(0.5)
+                    await restart(target)
+                    self._event(f"{target.name} restarted")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+
+    # -- settling ---------------------------------------------------------------------------------
+    async def _unsettled(self) -> list[str]:
+        """What still moves (empty once the shop is at rest)."""
+        why = [f"{t.name} is not running" for t in self.targets.values() if not t.alive()]
+        if self.reader is not None and self.reader.done():
+            return [f"the test's reader of the streams stopped: {self.reader!r}"]
+        if busy := self.customers.busy():
+            why.append(f"{busy} customers still to act")
+        holds = [
+            p["id"] for p in self.fake.payments.values() if p["status"] == "waiting_for_capture"
+        ]
+        if holds:
+            why.append(f"{len(holds)} payments waiting for capture: {', '.join(holds[:3])}")
+        if why:
+            return why
+        try:
+            for stream in STREAMS:
+                info = await self.js.stream_info(stream)
+                if len(self.observer.facts[stream]) != info.state.messages:
+                    why.append(
+                        f"the test has read {len(self.observer.facts[stream])} of "
+                        f"{info.state.messages} facts on {stream}"
+                    )
+                for consumer in await self.js.consumers_info(stream):
+                    # The test's own reader: an ack of its lost in a NATS restart is harmless,
+                    # having read every fact (counted above) is what matters.
+                    unacked = 0 if consumer.name.startswith("chaos-") else consumer.num_ack_pending
+                    if consumer.num_pending or unacked:
+                        filters = consumer.config.filter_subjects or [
+                            consumer.config.filter_subject or ">"
+                        ]
+                        floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+                        why.append(
+                            f"consumer {consumer.name}: {consumer.num_pending} pending, "
+                            f"{unacked} unacked (from "
+                            f"{self.observer.first_after(stream, floor, filters)})"
+                        )
+        except (nats.js.errors.Error, *bus.TRANSIENT) as exc:
+            return [f"NATS: {exc!r}"]
+        orders = self.observer.orders()
+        open_ = [oid for oid in orders if self.observer.status(oid) not in FINAL]
+        if open_:
+            shown = ", ".join(f"{oid} ({self.observer.status(oid)})" for oid in open_[:5])
+            why.append(f"{len(open_)} orders not final: {shown}")
+        untold = self._untold()
+        if untold:
+            why.append(f"{len(untold)} YooKassa statuses not told as facts: {untold[0]}")
+        rows = len(_csv(self.data / "crm" / csv_sheet.ORDERS))
+        if not why and rows < len(orders):
+            why.append(f"orders.csv has {rows} rows for {len(orders)} orders")
+        return why
+
+    def _untold(self) -> list[str]:
+        """Payments whose final status in YooKassa has no fact on the bus."""
+        kinds = {"succeeded": "payment_succeeded", "canceled": "payment_canceled"}
+        missing = []
+        for payment in self.fake.payments.values():
+            kind = kinds.get(payment["status"])
+            order_id = payment["metadata"].get("order_id", "")
+            told = {_tag(f) for f in self.observer.by_order.get(order_id, [])}
+            if kind is not None and kind not in told:
+                missing.append(f"order {order_id}: payment {payment['id']} is {payment['status']}")
+        return missing
+
+    async def _settle(self) -> list[str]:
+        """Wait until nothing moves; what still did at the deadline (empty if it settled)."""
+        start = time.monotonic()
+        slow: list[str] = []
+        said: list[str] = []
+        while True:
+            why = await self._unsettled()
+            waited = time.monotonic() - start
+            if why != said:
+                _log.info("chaos.settling", after=round(waited, 1), waiting_for=why)
+                said = why
+            if why and not slow and waited > SLOW_SETTLE:
+                slow = why
+            if not why or waited > SETTLE_DEADLINE:
+                break
+            await asyncio.sleep(0.5)
+        if slow and not why:
+            self.summary.notes.append(
+                f"settling took {waited:.0f} s; after {SLOW_SETTLE:g} s still: {'; '.join(slow)}"
+            )
+        return why
+
+    # -- the whole run ----------------------------------------------------------------------------
+    async def go(self) -> Summary:
+        started = time.monotonic()
+        stop = asyncio.Event()
+        background: list[asyncio.Task[None]] = []
+        try:
+            await self._start()
+            if not await _until(self._ready, 60):
+                raise RuntimeError(f"the shop did not start in 60 s; logs in {self.workdir}")
+            phase = self._phase("start", started)
+            self.reader = asyncio.create_task(self.observer.run(self.js, stop))
+            background.append(self.reader)
+            background.append(asyncio.create_task(self._watchdog(stop)))
+            t0 = time.monotonic()
+            await asyncio.gather(self._orders(t0), self._restocks(t0), self._kills(t0))
+            phase = self._phase("chaos", phase)
+            # Settle: no more orders nor kills; every customer acts within TTL + 4 s of their Pay
+            # button, then payments, the inventory and crm_sync finish what they have.
+            why = await self._settle()
+            if why:
+                self.summary.violations["the shop settles (no order, hold or fact left open)"] = [
+                    f"not settled after the deadline: {reason}" for reason in why
+                ]
+            phase = self._phase("settle", phase)
+            await self._check()
+            self._phase("check", phase)
+        finally:
+            stopping = time.monotonic()
+            stop.set()
+            await asyncio.gather(*background, return_exceptions=True)
+            for task in self.customers.tasks.values():
+                task.cancel()
+            # The services first (each drains its NATS connection), NATS last.
+            for target in sorted(self.targets.values(), key=lambda t: t.name == NATS):
+                target.stop()
+            if self.nc is not None:
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
+            await self.fake.stop()
+            self._phase("stop", stopping)
+        self.summary.wall = time.monotonic() - started
+        return self.summary
+
+    def _phase(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.summary.phases[name] = now - since
+        return now
+
+    # -- the verdict ------------------------------------------------------------------------------
+    def _broken(self, invariant: str, problem: str) -> None:
+        self.summary.violations.setdefault(invariant, []).append(problem)
+
+    async def _check(self) -> None:
+        observer, fake = self.observer, self.fake
+        orders = observer.orders()
+        for problem in self.publish_errors:
+            self._broken("every order placed", problem)
+        for problem in self.restock_errors:
+            self._broken("every restock applied", problem)
+        for problem in self.customers.errors:
+            self._broken("customers can pay", problem)
+
+        # The inventory's events are the truth about stock: fold them, checking as we go.
+        state = inventory.EMPTY
+        restocks: Counter[str] = Counter()
+        for seq, event in observer.inventory_events():
+            try:
+                state = inventory.evolve(state, event)
+            except Exception as exc:
+                self._broken("the INVENTORY stream folds", f"event #{seq} {event!r}: {exc!r}")
+                continue
+            if isinstance(event, StockAdjusted) and event.reason == "restock":
+                restocks[event.adjustment_id] += 1
+            for sku in _skus(event):
+                changed = state.products[sku]
+                if changed.reserved < 0 or changed.reserved > changed.on_hand:
+                    self._broken(
+                        "no oversell",
+                        f"after INVENTORY #{seq} ({_tag(event)} {getattr(event, 'order_id', '')})"
+                        f" {sku}: on hand {changed.on_hand}, reserved {changed.reserved}",
+                    )
+        for adjustment_id, times in restocks.items():
+            if times > 1:
+                self._broken("every restock applied once", f"{adjustment_id} applied {times} times")
+        for adjustment_id in self.restocked.keys() - restocks.keys():
+            self._broken("every restock applied once", f"{adjustment_id} confirmed but not in log")
+
+        # YooKassa is the truth about money.
+        by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for payment in fake.payments.values():
+            by_order[payment["metadata"].get("order_id", "")].append(payment)
+        sold: Counter[str] = Counter()  # units of captured, unrefunded orders, by SKU
+        for order_id in orders:
+            payments = by_order.get(order_id, [])
+            self._check_order(order_id, payments, state, sold)
+        for order_id in by_order.keys() - set(orders):
+            self._broken("at most one payment per order", f"payment for unknown order {order_id}")
+        for payment_id, times in fake.captures.items():
+            if times > 1:
+                self._broken("nothing captured twice", f"payment {payment_id} captured {times}x")
+
+        # On hand adds up, and nothing is left reserved.
+        restocked = Counter[str]()
+        for _, event in observer.inventory_events():
+            if isinstance(event, StockAdjusted) and event.reason == "restock":
+                restocked[event.sku] += event.delta
+        for sku in PRICES:
+            product = state.products.get(sku)
+            on_hand = product.on_hand if product else 0
+            expected = INITIAL[sku] + restocked[sku] - sold[sku]
+            if on_hand != expected:
+                self._broken(
+                    "on hand = initial + restocked - captured, unrefunded units",
+                    f"{sku}: on hand {on_hand}, expected {INITIAL[sku]} + {restocked[sku]} - "
+                    f"{sold[sku]} = {expected}",
+                )
+            if product and product.reserved:
+                self._broken("nothing left reserved", f"{sku}: {product.reserved} reserved")
+        await self._check_read_model(state)
+        self._check_crm(orders, state)
+        await self._check_dead_letters()
+
+        # What happened, for the summary.
+        c = self.summary.counts
+        c["placed"] = len(orders)
+        c["reserved"] = sum(1 for oid in orders if observer.of(oid, Reserved))
+        c["rejected"] = sum(1 for oid in orders if observer.of(oid, Rejected))
+        c["paid"] = len(self.customers.paid)
+        c["paid_late"] = len(self.customers.late)
+        c["captured"] = sum(1 for p in fake.payments.values() if p["status"] == "succeeded")
+        statuses = Counter(observer.status(oid).value for oid in orders)
+        c["cancelled"] = statuses[Status.CANCELLED.value]
+        c["expired"] = statuses[Status.EXPIRED.value]
+        c["restocks"] = len(self.restocked)
+        c["restocked"] = sum(restocked.values())
+        self.summary.statuses = statuses
+
+    def _check_order(
+        self,
+        order_id: str,
+        payments: list[dict[str, Any]],
+        state: inventory.State,
+        sold: Counter[str],
+    ) -> None:
+        observer = self.observer
+        if len(payments) > 1:
+            ids = ", ".join(p["id"] for p in payments)
+            self._broken("at most one payment per order", f"order {order_id}: payments {ids}")
+        answers = [f for f in observer.by_order[order_id] if isinstance(f, Reserved | Rejected)]
+        if len(answers) != 1:
+            self._broken(
+                "every order answered once (reserved or rejected)",
+                f"order {order_id}: {[_tag(f) for f in answers] or 'no answer'}",
+            )
+        held = [p for p in payments if p["status"] == "waiting_for_capture"]
+        for payment in held:
+            self._broken(
+                "no hold left waiting for capture",
+                f"order {order_id}: payment {payment['id']}; {self._timeline(order_id)}",
+            )
+        taken = [
+            p
+            for p in payments
+            if p["status"] == "succeeded"
+            and _kopecks(p["refunded_amount"]["value"]) < _kopecks(p["amount"]["value"])
+        ]
+        stock = state.orders.get(order_id)
+        committed = stock is not None and stock.status == "committed"
+        if committed and not (taken or held):
+            self._broken(
+                "money held or taken <=> stock committed",
+                f"order {order_id}: stock committed without money "
+                f"({_payments(payments)}); {self._timeline(order_id)}",
+            )
+        elif (taken or held) and not committed:
+            self._broken(
+                "money held or taken <=> stock committed",
+                f"order {order_id}: money {'taken' if taken else 'held'} "
+                f"({_payments(payments)}) but the stock is "
+                f"{stock.status if stock else 'unknown to the inventory'}; "
+                f"{self._timeline(order_id)}",
+            )
+        commits = observer.of(order_id, Committed)
+        if len(commits) > 1:
+            self._broken(
+                "nothing captured twice (stock committed once per order)",
+                f"order {order_id}: {len(commits)} committed facts; {self._timeline(order_id)}",
+            )
+        if taken and commits:
+            back: Counter[str] = Counter()
+            for refund in observer.of(order_id, PaymentRefunded):
+                back.update({line.sku: line.qty for line in refund.lines})
+            for line in commits[0].lines:
+                sold[line.sku] += line.qty - min(line.qty, back[line.sku])
+                back[line.sku] -= min(line.qty, back[line.sku])
+
+    async def _check_read_model(self, state: inventory.State) -> None:
+        """The stock KV (the bot's view) comes to say what the log says."""
+        expected = {sku: (p.on_hand, p.reserved) for sku, p in state.products.items()}
+
+        async def levels() -> dict[str, tuple[int, int]]:
+            kv = await self.js.key_value(subjects.STOCK_BUCKET)
+            found = {}
+            for sku in expected:
+                entry = await kv.get(sku)
+                level = msgspec.json.decode(entry.value or b"", type=StockLevel)
+                found[sku] = (level.on_hand, level.reserved)
+            return found
+
+        async def same() -> bool:
+            try:
+                return await levels() == expected
+            except (nats.js.errors.Error, msgspec.DecodeError, *bus.TRANSIENT):
+                return False
+
+        if not await _until(same, 15):
+            self._broken(
+                "the stock read model says what the log says",
+                f"stock KV (on hand, reserved) {await levels()}, the log {expected}",
+            )
+
+    def _check_crm(self, orders: list[str], state: inventory.State) -> None:
+        crm = self.data / "crm"
+        rows = _csv(crm / csv_sheet.ORDERS)
+        seen = Counter(row.get("Order", "") for row in rows)
+        known = set(orders)
+        invariant = "the CRM has every order once, with the lifecycle's status"
+        for order_id in orders:
+            if seen[order_id] != 1:
+                self._broken(invariant, f"order {order_id}: {seen[order_id]} rows in orders.csv")
+        for order_id in seen.keys() - known:
+            self._broken(invariant, f"orders.csv has a row for unknown order {order_id!r}")
+        for row in rows:
+            order_id = row.get("Order", "")
+            if order_id not in known:
+                continue
+            status = self.observer.status(order_id)
+            if not status_matches(row.get("Status", ""), status):
+                self._broken(
+                    invariant,
+                    f"order {order_id}: orders.csv says {row.get('Status')!r}, the lifecycle "
+                    f"{status.value!r}; {self._timeline(order_id)}",
+                )
+
+        invariant = "the CRM has every sold line once"
+        sales = _csv(crm / csv_sheet.SALES)
+        for fact_key, times in Counter(row.get("Fact", "") for row in sales).items():
+            if times > 1:
+                self._broken(invariant, f"sales.csv has fact {fact_key!r} {times} times")
+        positive: Counter[tuple[str, str]] = Counter()
+        net: Counter[tuple[str, str]] = Counter()
+        for row in sales:
+            qty = int(Decimal(row.get("Qty") or "0"))
+            key = (row.get("Order", ""), row.get("SKU", ""))
+            net[key] += qty
+            if qty > 0:
+                positive[key] += qty
+        committed: Counter[tuple[str, str]] = Counter()
+        kept: Counter[tuple[str, str]] = Counter()  # still the customer's at the end
+        for order_id in orders:
+            for fact in self.observer.of(order_id, Committed):
+                committed.update({(order_id, line.sku): line.qty for line in fact.lines})
+            stock = state.orders.get(order_id)
+            if stock is not None and stock.status == "committed":
+                kept.update({(order_id, line.sku): line.qty for line in stock.lines})
+            for refund in self.observer.of(order_id, PaymentRefunded):
+                kept.subtract({(order_id, line.sku): line.qty for line in refund.lines})
+        for key in sorted(committed.keys() | positive.keys()):
+            if committed[key] != positive[key]:
+                self._broken(
+                    invariant,
+                    f"order {key[0]} {key[1]}: committed {committed[key]}, "
+                    f"sales.csv {positive[key]}",
+                )
+        for key in sorted(kept.keys() | net.keys()):
+            if kept[key] != net[key]:
+                self._broken(
+                    "the CRM's ledger nets to what was sold",
+                    f"order {key[0]} {key[1]}: sales.csv nets {net[key]}, sold {kept[key]}; "
+                    f"{self._timeline(key[0])}",
+                )
+
+    async def _check_dead_letters(self) -> None:
+        try:
+            info = await self.js.stream_info(subjects.DEADLETTER)
+        except nats.js.errors.NotFoundError:
+            return
+        if not info.state.messages:
+            return
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                msg = await self.js.get_msg(subjects.DEADLETTER, seq)
+                headers = msg.headers or {}
+                self._broken(
+                    "nothing dead-lettered",
+                    f"{msg.subject}: {headers.get('Shop-Dead-Reason', '?')}",
+                )
+
+    def _timeline(self, order_id: str) -> str:
+        """The order's story, from its placing: facts, the customer, and the kills meanwhile."""
+        facts = self.observer.by_order.get(order_id, [])
+        placed = [f.placed_at for f in facts if isinstance(f, OrderPlaced)]
+        if not placed:
+            return "never placed"
+        start = placed[0].timestamp()
+        story: list[tuple[float, str]] = []
+        for fact in facts:
+            at = (fact.placed_at if isinstance(fact, OrderPlaced) else fact.at).timestamp()
+            story.append((at, _describe(fact)))
+            if isinstance(fact, Reserved):
+                story.append((fact.expires_at.timestamp(), "(reservation ends)"))
+        plan = self.plans.get(order_id)
+        if order_id in self.customers.paid and plan is not None:
+            story.append((self.customers.paid[order_id], f"customer paid ({plan.behaviour})"))
+        if order_id in self.customers.expired:
+            story.append((self.customers.expired[order_id], "YooKassa expired the payment"))
+        end = max(at for at, _ in story) + 1.0
+        story += [(at, what) for at, what in self.events if start - 1.0 <= at <= end]
+        story.sort(key=lambda item: item[0])
+        return "; ".join(f"{at - start:+.2f}s {what}" for at, what in story)
+
+
+# Helpers ----------------------------------------------------------------------------------------
+def _tag(fact: Any) -> str:
+    return str(fact.__struct_config__.tag)
+
+
+def _describe(fact: Any) -> str:
+    """A fact in a few words: its kind, and its reason where it has one."""
+    reason = getattr(fact, "reason", "")
+    return f"{_tag(fact)}({reason})" if reason else _tag(fact)
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, a final `>` one or more."""
+    wanted, tokens = pattern.split("."), subject.split(".")
+    for n, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > n
+        if n >= len(tokens) or token not in ("*", tokens[n]):
+            return False
+    return len(tokens) == len(wanted)
+
+
+def _skus(event: Any) -> list[str]:
+    if isinstance(event, StockAdjusted):
+        return [event.sku]
+    return [line.sku for line in getattr(event, "lines", ())]
+
+
+def _payments(payments: list[dict[str, Any]]) -> str:
+    if not payments:
+        return "no payment"
+    described = []
+    for payment in payments:
+        details = payment.get("cancellation_details") or {}
+        why = f": {details.get('party')}/{details.get('reason')}" if details else ""
+        described.append(f"payment {payment['id']} {payment['status']}{why}")
+    return ", ".join(described)
+
+
+def _kopecks(value: str) -> int:
+    return int(Decimal(value) * 100)
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as file:
+            return list(csv.DictReader(file))
+    except FileNotFoundError:
+        return []
+
+
+async def _sleep_until(moment: float) -> None:
+    await asyncio.sleep(max(0.0, moment - time.monotonic()))
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    """Whether `condition` came true within `timeout` s (polled; never a blind sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+
+
+async def run(seed: int, seconds: float, workdir: Path, rate: float = 8.0, ttl: int = 5) -> Summary:
+    """One chaos run: `seconds` of orders and kills, then settling and the checks.
+
+    `rate` is orders a second; `ttl` the reservation's seconds. The driver's own log (the bus
+    client's warnings through NATS restarts) goes to workdir/driver.log.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    saved = structlog.get_config()
+    with (workdir / "driver.log").open("a", encoding="utf-8") as log:
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(log),
+            cache_logger_on_first_use=False,
+        )
+        try:
+            return await Run(seed, seconds, workdir, rate, ttl).go()
+        finally:
+            structlog.configure(**saved)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.chaos", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--seed", type=int, default=None, help="replay a run (default: random)")
+    parser.add_argument("--seconds", type=float, default=600.0, help="of chaos (default 600)")
+    parser.add_argument("--rate", type=float, default=8.0, help="orders a second (default 8)")
+    parser.add_argument("--ttl", type=int, default=5, help="reservation seconds (default 5)")
+    parser.add_argument("--workdir", type=Path, default=None, help="kept (default: a temp dir)")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
+    print(f"chaos seed {seed}", flush=True)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-"))
+    summary = asyncio.run(run(seed, args.seconds, workdir, args.rate, args.ttl))
+    replay = f".venv/bin/python -m tests.chaos --seed {seed} --seconds {args.seconds:g}"
+    if args.rate != 8.0 or args.ttl != 5:
+        replay += f" --rate {args.rate:g} --ttl {args.ttl}"
+    print(summary.report(replay), flush=True)
+    if not summary.ok:
+        raise SystemExit(1)
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)  # a passing run's logs are not worth keeping
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
