@@ -346,6 +346,14 @@ def _release(
         and payment_id != ""
         and payment_id == order.payment_id
     )
+    if (
+        order.status == "released"
+        and reason == "payment_canceled"
+        and payment_id not in ("", order.payment_id)
+    ):
+        # Its payment was cancelled after the reservation ended (a lapsed late hold, told
+        # before the payment itself came): remember it, so that payment never takes the stock.
+        return [Released(order_id=order_id, lines=(), reason=reason, at=now, payment_id=payment_id)]
     if order.status != "reserved" and not lapsed_hold:
         return []
     return [
