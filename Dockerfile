@@ -19,8 +19,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY libs/ libs/
 COPY services/ services/
+COPY shop/ shop/
 # A regular (not editable) install, then the sources go: site-packages is the only copy, so
-# `shop` and `python -m libs.cli` (how `shop up` starts each service) run the same code.
+# `shop` and `python -m shop` (how `shop up` starts each service) run the same code.
 RUN pip install --no-cache-dir . \
  && rm -rf /src
 

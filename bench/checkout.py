@@ -29,7 +29,7 @@ from bench.common import (
     running,
     wait_until,
 )
-from libs.embedded_nats import free_port
+from shop.embedded_nats import free_port
 from tests.fakes.telegram import Call, FakeTelegram, User, message_text
 from tests.fakes.yookassa import FakeYooKassa
 

@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 
 from libs import bus, subjects
 from libs.contracts import OrderLine, OrderPlaced, StockLevel
-from libs.embedded_nats import EmbeddedNats
+from shop.embedded_nats import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.005  # seconds between polls of a condition; never a blind sleep
@@ -77,7 +77,7 @@ def catalog_yaml(stock: dict[str, int], price_rub: int = 100) -> str:
 
 
 class Inventory:
-    """`python -m libs.cli run SERVICE` (the inventory unless told) as its own OS process."""
+    """`python -m shop run SERVICE` (the inventory unless told) as its own OS process."""
 
     def __init__(
         self,
@@ -108,7 +108,7 @@ class Inventory:
         }
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "libs.cli", "run", self._service],
+                [sys.executable, "-m", "shop", "run", self._service],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

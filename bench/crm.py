@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from bench.common import BenchError, Inventory, Result, fresh_bus, running, wait_until
-from libs.embedded_nats import free_port
 from libs.settings import Settings
 from services.crm_sync.main import CONSUMERS
+from shop.embedded_nats import free_port
 from tests import crm_journeys
 from tests.fakes.sheets import FakeSheets
 

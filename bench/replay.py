@@ -71,7 +71,7 @@ async def run(workdir: Path) -> Result:
     generated = time.perf_counter() - generated
     async with fresh_bus(workdir) as b:
         _, _, snapshots = await subjects.declare_buckets(b.js)
-        writer = EventLog(b.js, snapshots)
+        writer = EventLog(b.nc, b.js, snapshots)
         appended = time.perf_counter()
         for start in range(0, EVENTS, CHUNK):
             await writer.append(events[start : start + CHUNK], after_seq=start, lease_seq=None)
@@ -80,7 +80,7 @@ async def run(workdir: Path) -> Result:
         async def load() -> float:
             """A fresh EventLog's load, as the actor does at start; checked against the truth."""
             started = time.perf_counter()
-            state, seq = await EventLog(b.js, snapshots).load()
+            state, seq = await EventLog(b.nc, b.js, snapshots).load()
             seconds = time.perf_counter() - started
             if seq != EVENTS or state != final:
                 raise BenchError(f"load ended at seq {seq:,} with a different state")

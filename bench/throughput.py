@@ -32,6 +32,7 @@ from bench.common import (
 from libs import bus, subjects
 from libs.bus import PipelinedPublisher
 from libs.contracts import OrderPlaced
+from libs.runner import Consumer, Delivery, Runner
 from services.inventory import catalog
 from services.inventory.core import EMPTY, Reserve, decide, evolve
 from services.inventory.store import subject_of
@@ -107,30 +108,28 @@ async def raw_publish(b: Bus) -> tuple[float, float | None, float | None]:
 async def parts(b: Bus, catalog_file: Path) -> list[str]:
     """The inventory's per-order steps, each measured alone in this process on the same data."""
     # The shop's durable pull consumer, as the inventory uses it (decoded, not acted upon).
-    config = bus.durable("bench-pull", [subjects.ORDERS_PLACED_ALL], max_ack_pending=N + 1)
     fetched: list[Msg] = []
     pulled = asyncio.Event()
     stop = asyncio.Event()
 
-    async def handle(deliveries: list[bus.Delivery[OrderPlaced]]) -> None:
+    async def handle(deliveries: list[Delivery[OrderPlaced]]) -> None:
         fetched.extend(d.msg for d in deliveries)
         if len(fetched) >= N:
             pulled.set()
             stop.set()
 
-    decode_order = msgspec.json.Decoder(OrderPlaced).decode
-    cpu, started = time.process_time(), time.perf_counter()
-    consumer = asyncio.create_task(
-        bus.consume(
-            b.js,
-            service="bench",
-            stream=subjects.ORDERS,
-            config=config,
-            decode=decode_order,
-            handle=handle,
-            stop=stop,
-        )
+    pull = Consumer[OrderPlaced](
+        stream=subjects.ORDERS,
+        durable="bench-pull",
+        subjects=[subjects.ORDERS_PLACED_ALL],
+        kind=OrderPlaced,
+        handle_batch=handle,
+        batch=1000,
+        max_ack_pending=N + 1,
     )
+    runner = Runner(b.nc, b.js, "bench", max_deliveries=10, stop=stop)
+    cpu, started = time.process_time(), time.perf_counter()
+    consumer = asyncio.create_task(runner.consume(pull))
     await asyncio.wait_for(pulled.wait(), 60)
     fetch_cpu = (time.process_time() - cpu) / N
     fetch_rate = N / (time.perf_counter() - started)

@@ -29,7 +29,7 @@ from bench.common import (
     wait_until,
 )
 from libs import bus, subjects
-from libs.embedded_nats import free_port
+from shop.embedded_nats import free_port
 from tests.fakes.yookassa import FakeYooKassa
 
 ORDERS = 2_000

@@ -1,13 +1,10 @@
-"""The bus: connecting to NATS, publishing facts, and the durable pull-consumer loop."""
+"""The bus: connecting to NATS and publishing facts (consuming them: libs.runner)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import msgspec
 import nats
@@ -17,9 +14,8 @@ import tenacity
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from libs import log, shutdown, subjects
+from libs import log, subjects
 from libs.settings import redact_url
 
 T = TypeVar("T")
@@ -255,198 +251,3 @@ class PipelinedPublisher:
             )
         else:
             future.set_result(ack.seq)
-
-
-@dataclass(slots=True)
-class Delivery(Generic[T]):
-    """A decoded message and the JetStream message to ack once it has been acted upon."""
-
-    value: T
-    msg: Msg
-
-
-async def dead_letter(js: JetStreamContext, service: str, msg: Msg, reason: str) -> None:
-    """Keep an unusable message, with why, where an operator can see it; never block on it."""
-    meta = msg.metadata
-    headers = {
-        "Shop-Dead-Reason": reason[:500],
-        "Shop-Dead-Subject": msg.subject,
-        "Shop-Dead-Stream": meta.stream,
-        "Shop-Dead-Sequence": str(meta.sequence.stream),
-        "Nats-Msg-Id": f"dead:{meta.stream}:{meta.sequence.stream}",
-    }
-    await js.publish(subjects.dead_letter(service, msg.subject), msg.data, headers=headers)
-    _log.warning(
-        "message.dead_lettered", subject=msg.subject, seq=meta.sequence.stream, reason=reason
-    )
-
-
-def durable(
-    name: str, filter_subjects: Sequence[str], max_ack_pending: int = 5_000, ack_wait: float = 10.0
-) -> ConsumerConfig:
-    """A durable pull consumer with explicit acks; what a crashed instance held comes back
-    after `ack_wait`, and `max_ack_pending` bounds what one instance holds at once."""
-    return ConsumerConfig(
-        durable_name=name,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ack_wait,
-        max_deliver=-1,
-        max_ack_pending=max_ack_pending,
-        filter_subjects=list(filter_subjects),
-    )
-
-
-class _Puller:
-    """Pull requests answered into one inbox by callback.
-
-    nats-py's `fetch` awaits each message of a batch on its own (a timer and a task apiece);
-    here the messages land in a buffer as they arrive and the loop takes them all at once.
-    One request is outstanding at a time; it ends when its batch is delivered, or with a
-    status (408 expired, 404 nothing pending, 409 ...), or when it is overdue (a NATS restart
-    forgets requests).
-    """
-
-    def __init__(self, nc: Client, stream: str, durable: str, batch: int, expires: float) -> None:
-        self._nc = nc
-        self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self._batch = batch
-        self._expires = expires
-        self._inbox = nc.new_inbox()
-        self._sub: Any = None
-        self.buffer: list[Msg] = []
-        self._arrived = asyncio.Event()
-        self._owed = 0  # messages the outstanding request may still bring
-        self._deadline = 0.0
-        self.status = ""
-
-    async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-
-    async def _on_msg(self, msg: Msg) -> None:
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status:
-            if status != "100":  # 100 is a heartbeat; anything else ends the request
-                self._owed = 0
-                self.status = f"{status} {headers.get('Description', '')}".strip()
-        else:
-            self.buffer.append(msg)
-            self._owed -= 1
-        self._arrived.set()
-
-    async def next(self) -> list[Msg]:
-        """What has arrived, waiting a moment if nothing has; asks for more when due."""
-        loop = asyncio.get_running_loop()
-        if self._owed <= 0 or loop.time() > self._deadline:
-            self._owed = self._batch
-            self._deadline = loop.time() + self._expires + 1.0
-            request = {"batch": self._batch, "expires": int(self._expires * 1e9)}
-            await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
-        if not self.buffer and self._owed > 0:
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                # In short slices, so a stopping loop is not held up by an idle request.
-                wait = min(0.25, self._deadline - loop.time())
-                await asyncio.wait_for(self._arrived.wait(), wait)
-        msgs, self.buffer = self.buffer, []
-        return msgs
-
-
-async def consume(
-    js: JetStreamContext,
-    *,
-    service: str,
-    stream: str,
-    config: ConsumerConfig,
-    decode: Callable[[bytes], T],
-    handle: Callable[[list[Delivery[T]]], Awaitable[None]],
-    stop: asyncio.Event,
-    batch: int = 1000,
-    idle_timeout: float = 1.0,
-) -> None:
-    """Take batches from a durable pull consumer until `stop` is set.
-
-    `handle` owns acking: it acks each delivery once its effect is durable. Messages that do
-    not decode are dead-lettered and acked here, so they never block the stream.
-    """
-    await subjects.declare_consumer(js, stream, config)
-    assert config.durable_name is not None
-    puller = _Puller(js._nc, stream, config.durable_name, batch, idle_timeout)
-    await puller.start()
-    backoff = 0.1
-    try:
-        while not stop.is_set():
-            try:
-                msgs = await puller.next()
-            except TRANSIENT as exc:
-                _log.warning("consumer.pull_failed", consumer=config.durable_name, error=repr(exc))
-                await shutdown.sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if puller.status[:3] not in ("", "404", "408"):
-                # 409 and the like: the consumer was deleted or is overloaded; back off.
-                _log.warning("consumer.status", consumer=config.durable_name, status=puller.status)
-                puller.status = ""
-                await shutdown.sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
-                with contextlib.suppress(*TRANSIENT, nats.js.errors.Error):
-                    await subjects.declare_consumer(js, stream, config)
-                continue
-            backoff = 0.1
-            good: list[Delivery[T]] = []
-            for msg in msgs:
-                try:
-                    good.append(Delivery(decode(msg.data), msg))
-                except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-                    try:
-                        await dead_letter(js, service, msg, str(exc))
-                        await msg.ack()
-                    except TRANSIENT as err:
-                        # Not acked: it comes back and is dead-lettered then.
-                        _log.warning("dead_letter.failed", error=repr(err))
-            if good:
-                await handle(good)
-    finally:
-        await puller.stop()
-
-
-@contextlib.asynccontextmanager
-async def working_on(msgs: Sequence[Msg], every: float) -> AsyncIterator[None]:
-    """Tell JetStream every `every` s that these messages are still being worked on, until the
-    block ends: a slow handler keeps them, and a crashed one gives them back after the short
-    ack wait instead of a long one sized for the slowest call."""
-
-    async def keep() -> None:
-        while True:
-            await asyncio.sleep(every)
-            for msg in msgs:
-                if not msg.is_acked:
-                    with contextlib.suppress(*TRANSIENT):
-                        await msg.in_progress()
-
-    keeper = asyncio.create_task(keep())
-    try:
-        yield
-    finally:
-        keeper.cancel()
-
-
-async def per_order(
-    deliveries: list[Delivery[T]], act: Callable[[Delivery[T]], Awaitable[None]]
-) -> None:
-    """`act` on each delivery: one order's facts one after the other (they build on each other),
-    different orders side by side. Facts without an order id go together."""
-
-    async def in_order(group: list[Delivery[T]]) -> None:
-        for delivery in group:
-            await act(delivery)
-
-    groups: dict[str, list[Delivery[T]]] = {}
-    for delivery in deliveries:
-        groups.setdefault(str(getattr(delivery.value, "order_id", "")), []).append(delivery)
-    await asyncio.gather(*(in_order(group) for group in groups.values()))

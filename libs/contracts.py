@@ -308,7 +308,7 @@ class AdminReply(msgspec.Struct, frozen=True):
     errors: tuple[str, ...] = ()
 
 
-# alerts.* (crm_sync, told by the bot to the admin chat) -------------------------------------------
+# alerts.* (crm_sync, the consumer runner; told by the bot to the admin chat) ----------------------
 class CrmBehind(Fact, frozen=True, tag="crm_behind"):
     """The sheet is falling behind: the oldest fact not yet in it is older than the alert age."""
 
@@ -323,7 +323,19 @@ class CrmCaughtUp(Fact, frozen=True, tag="crm_caught_up"):
     at: datetime
 
 
-AlertEvent = CrmBehind | CrmCaughtUp
+class DeadLettered(Fact, frozen=True, tag="dead_lettered", kw_only=True):
+    """A service gave up on a message (it did not decode, or its handler kept failing): kept on
+    the DEADLETTER stream, told to the admin chat once."""
+
+    service: str
+    stream: str
+    sequence: int
+    subject: str
+    reason: str
+    at: datetime
+
+
+AlertEvent = CrmBehind | CrmCaughtUp | DeadLettered
 
 
 class CrmStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -29,6 +29,8 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     snapshot_every: Annotated[int, msgspec.Meta(ge=10)] = 10_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
+    # a fact whose handler keeps failing is dead-lettered (and told) after this many deliveries
+    max_deliveries: Annotated[int, msgspec.Meta(ge=1)] = 10
     # bot
     bot_token: str | None = None  # required by the bot; never logged
     telegram_api_url: str = "https://api.telegram.org"

@@ -68,6 +68,12 @@ PAYMENT_FACTS_FOR_INVENTORY = [
 ALERTS_ALL = "alerts.>"
 ALERT_CRM_BEHIND = "alerts.crm.behind"
 ALERT_CRM_CAUGHT_UP = "alerts.crm.caught_up"
+
+
+def alert_dead_letter(service: str) -> str:
+    return f"alerts.dead_letter.{service}"
+
+
 ALERTS_MAX_AGE_S = 7 * 24 * 3600.0
 
 
@@ -99,6 +105,8 @@ PAYMENT_FACTS_FOR_BOT = [
     "payments.refunded.>",
 ]
 PAYMENTS_REFUNDS_CONSUMER = "payments-refunds"
+BOT_INVENTORY_CONSUMER = "bot-inventory"
+BOT_PAYMENTS_CONSUMER = "bot-payments"
 BOT_ALERTS_CONSUMER = "bot-alerts"
 # crm_sync: one consumer per stream; facts that change a row of the sheet.
 CRM_ORDERS_CONSUMER = "crm-orders"

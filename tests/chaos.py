@@ -78,11 +78,12 @@ from libs.contracts import (
     StockAdjusted,
     StockLevel,
 )
-from libs.embedded_nats import EmbeddedNats, NatsServerError, free_port
 from libs.lifecycle import Status
+from libs.runner import Consumer, Delivery, Runner
 from libs.settings import Settings
 from services.crm_sync import csv_sheet
 from services.inventory import core as inventory
+from shop.embedded_nats import EmbeddedNats, NatsServerError, free_port
 from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import ServiceProcess
 
@@ -297,10 +298,10 @@ async def restart(target: Target) -> None:
 
 # What the test sees of the shop -----------------------------------------------------------------
 # stream -> (its subjects, its facts' decoder)
-STREAMS: dict[str, tuple[str, Callable[[bytes], Any]]] = {
-    subjects.ORDERS: ("orders.>", msgspec.json.Decoder(OrderPlaced).decode),
-    subjects.INVENTORY: (subjects.INVENTORY_ALL, msgspec.json.Decoder(InventoryEvent).decode),
-    subjects.PAYMENTS: ("payments.>", msgspec.json.Decoder(PaymentEvent | RefundRequested).decode),
+STREAMS: dict[str, tuple[str, Any]] = {
+    subjects.ORDERS: ("orders.>", OrderPlaced),
+    subjects.INVENTORY: (subjects.INVENTORY_ALL, InventoryEvent),
+    subjects.PAYMENTS: ("payments.>", PaymentEvent | RefundRequested),
 }
 
 
@@ -317,22 +318,21 @@ class Observer:
         self._statuses: dict[str, Status] = {}
         self._dirty: set[str] = set()
 
-    async def run(self, js: JetStreamContext, stop: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            for stream, (everything, decode) in STREAMS.items():
-                tasks.create_task(
-                    bus.consume(
-                        js,
-                        service="chaos",
-                        stream=stream,
-                        config=bus.durable(f"chaos-{stream.lower()}", [everything], ack_wait=30),
-                        decode=decode,
-                        handle=self._take,
-                        stop=stop,
-                    )
-                )
+    async def run(self, nc: Client, js: JetStreamContext, stop: asyncio.Event) -> None:
+        consumers = [
+            Consumer[Any](
+                stream=stream,
+                durable=f"chaos-{stream.lower()}",
+                subjects=[everything],
+                kind=kind,
+                handle_batch=self._take,
+                batch=1000,
+            )
+            for stream, (everything, kind) in STREAMS.items()
+        ]
+        await Runner(nc, js, "chaos", max_deliveries=1000, stop=stop).run(consumers)
 
-    async def _take(self, deliveries: list[bus.Delivery[Any]]) -> None:
+    async def _take(self, deliveries: list[Delivery[Any]]) -> None:
         for delivery in deliveries:
             meta = delivery.msg.metadata
             seen = self.facts[meta.stream]
@@ -773,7 +773,8 @@ class Run:
             if not await _until(self._ready, 60):
                 raise RuntimeError(f"the shop did not start in 60 s; logs in {self.workdir}")
             phase = self._phase("start", started)
-            self.reader = asyncio.create_task(self.observer.run(self.js, stop))
+            assert self.nc is not None
+            self.reader = asyncio.create_task(self.observer.run(self.nc, self.js, stop))
             background.append(self.reader)
             background.append(asyncio.create_task(self._watchdog(stop)))
             t0 = time.monotonic()

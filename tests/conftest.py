@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from libs import bus, subjects
-from libs.embedded_nats import EmbeddedNats
+from shop.embedded_nats import EmbeddedNats
 from tests.harness import CATALOG, Facts, ServiceProcess, reset_bus
 
 

@@ -64,7 +64,7 @@ categories:
 def shop(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """The `shop` command, as an operator runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "libs.cli", *args],
+        [sys.executable, "-m", "shop", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -85,7 +85,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "libs.cli", "run", self.name],
+            [sys.executable, "-m", "shop", "run", self.name],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

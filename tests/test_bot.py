@@ -16,8 +16,8 @@ from nats.js import JetStreamContext
 
 from libs import bus, kv, subjects
 from libs.contracts import CrmBehind, CrmCaughtUp, OrderLine, RefundRequested
-from libs.embedded_nats import free_port
 from services.bot.model import AWAITING
+from shop.embedded_nats import free_port
 from tests.fakes.telegram import FakeTelegram, User, message_text
 from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import ServiceProcess, inventory_ready, wait_until

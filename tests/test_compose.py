@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from libs import cli, settings
-from libs.supervisor import SERVICES
+from libs import settings
+from shop import cli
+from shop.supervisor import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 NATS = "nats"  # the compose service NATS_URL points at
@@ -67,7 +68,7 @@ def assert_cli_accepts(argv: list[str], capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit) as exited:
         cli.main([*argv, "--help"])
     capsys.readouterr()
-    assert exited.value.code == 0, f"`shop {' '.join(argv)}` is refused by libs/cli.py"
+    assert exited.value.code == 0, f"`shop {' '.join(argv)}` is refused by shop/cli.py"
 
 
 def dockerfile() -> list[tuple[str, str]]:

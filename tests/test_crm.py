@@ -21,8 +21,8 @@ from nats.js import JetStreamContext
 
 from libs import bus, subjects
 from libs.contracts import AlertEvent, PaymentRefunded, StockLevel
-from libs.embedded_nats import free_port
 from services.crm_sync import core
+from shop.embedded_nats import free_port
 from tests import crm_journeys
 from tests.fakes.sheets import FakeSheets
 from tests.harness import ServiceProcess, shop, wait_until

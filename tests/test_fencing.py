@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from libs import subjects
@@ -23,9 +24,10 @@ from services.inventory.core import Command, Reserve
 from services.inventory.store import AppendFailed, EventLog, ReadModels
 
 
-async def _actor(js: JetStreamContext) -> Actor:
+async def _actor(nc: Client) -> Actor:
+    js = nc.jetstream(timeout=10)
     _, _, snapshots = await subjects.declare_buckets(js)
-    actor = Actor(EventLog(js, snapshots), ReadModels(js), snapshot_every=1000)
+    actor = Actor(EventLog(nc, js, snapshots), ReadModels(nc), snapshot_every=1000)
     await actor.load()
     return actor
 
@@ -43,8 +45,8 @@ def _reserve(order_id: str) -> Reserve:
     return Reserve(order_id, (OrderLine("ONE", 1, 500),), 500, ttl_seconds=60)
 
 
-async def test_stale_writer_is_fenced_and_decides_again(js: JetStreamContext) -> None:
-    first = await _actor(js)
+async def test_stale_writer_is_fenced_and_decides_again(nc: Client, js: JetStreamContext) -> None:
+    first = await _actor(nc)
     assert first.seq == 1, "an actor starts by claiming the log"
     await first.apply(
         [
@@ -55,7 +57,7 @@ async def test_stale_writer_is_fenced_and_decides_again(js: JetStreamContext) ->
     )
     # A second instance loads now and claims the log; the first then sells the last unit: it
     # is fenced off, catches up, claims the log back and sells.
-    second = await _actor(js)
+    second = await _actor(nc)
     assert second.seq == 5
     assert isinstance(await _one(first, _reserve("first-buyer")), Reserved)
     assert first.seq == 7, "fenced once: caught up, claimed again (6), then reserved (7)"
@@ -77,13 +79,15 @@ async def test_stale_writer_is_fenced_and_decides_again(js: JetStreamContext) ->
     assert (await js.stream_info(subjects.INVENTORY)).state.last_seq == 9
 
 
-async def test_pipelined_batch_never_lands_on_another_writers_events(js: JetStreamContext) -> None:
+async def test_pipelined_batch_never_lands_on_another_writers_events(
+    nc: Client, js: JetStreamContext
+) -> None:
     """Two batches in flight; the first is fenced by another writer's append of the same length.
 
     The second expects the sequence the first would have ended at, which the other writer's
     append reaches too: only the claim on the log stops it from landing on a state it never saw.
     """
-    first = await _actor(js)
+    first = await _actor(nc)
     await first.apply(
         [
             Job(UpsertCategory("c", "Category")),
@@ -95,7 +99,7 @@ async def test_pipelined_batch_never_lands_on_another_writers_events(js: JetStre
     )
     # A second instance claims the log and sells the last ONE behind the first's back: two
     # events (its claim, the reservation).
-    second = await _actor(js)
+    second = await _actor(nc)
     assert isinstance(await _one(second, _reserve("a")), Reserved)
     # The first, unaware, has two batches in flight: two events (b gets the last TWO, d is
     # refused), then one that reserves ONE, which its stale view still shows as available.

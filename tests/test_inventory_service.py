@@ -19,7 +19,7 @@ from libs.contracts import (
     Released,
     Reserved,
 )
-from libs.embedded_nats import EmbeddedNats
+from shop.embedded_nats import EmbeddedNats
 from tests.harness import (
     Facts,
     ServiceProcess,

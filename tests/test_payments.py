@@ -24,7 +24,7 @@ from libs.contracts import (
     Reserved,
     ReservedLine,
 )
-from libs.embedded_nats import free_port
+from shop.embedded_nats import free_port
 from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import (
     Facts,

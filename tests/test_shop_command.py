@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 
 from libs import bus
 from libs.contracts import CatalogProduct
-from libs.embedded_nats import free_port
+from shop.embedded_nats import free_port
 from tests.harness import ROOT, ServiceProcess, inventory_ready, shop, stock_level, wait_until
 
 Start = Callable[..., ServiceProcess]
@@ -69,7 +69,7 @@ def shop_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path
     log_path = tmp_path / "shop-up.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "libs.cli", "up"],
+            [sys.executable, "-m", "shop", "up"],
             env=_env(
                 DATA_DIR=str(tmp_path / "data"),
                 EMBEDDED_NATS_PORT=str(port),

@@ -7,11 +7,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
+import nats.errors
 from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.types import BotCommand, TelegramObject, User
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
@@ -19,10 +20,11 @@ from aiohttp import web
 from libs import bus, log, shutdown, subjects
 from libs.contracts import AlertEvent, InventoryEvent, PaymentEvent
 from libs.kv import Documents
+from libs.runner import Consumer, Runner
 from libs.settings import Settings
 from services.bot.handlers import admin, checkout, fallback, orders, shop
 from services.bot.model import CONVERSATIONS, Store
-from services.bot.notify import Notifier, handle
+from services.bot.notify import Notifier
 from services.bot.sender import Throttle
 from services.bot.storage import Conversation, NatsStorage
 from services.bot.texts import for_language
@@ -30,6 +32,10 @@ from services.bot.texts import for_language
 _log = log.get(__name__)
 SERVICE = "bot"
 WEBHOOK_PATH = "/telegram/webhook"
+# What a killed bot held comes back after this; a live one keeps what it is telling.
+ACK_WAIT_S = 30.0
+# Telegram or the bus out for a while: the fact is told when they are back, however long.
+OUTAGES = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, nats.errors.Error)
 
 
 class TextsFor(BaseMiddleware):
@@ -79,37 +85,11 @@ async def serve(settings: Settings) -> None:
         commands = [BotCommand(command=c, description=d) for c, d in t.commands()]
         await bot.set_my_commands(commands, language_code=None if language == "ru" else language)
 
+    consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
     runner: web.AppRunner | None = None
     try:
         async with asyncio.TaskGroup() as tasks:
-            for stream, name, filters, kind in (
-                (
-                    subjects.INVENTORY,
-                    "bot-inventory",
-                    subjects.INVENTORY_FACTS_FOR_BOT,
-                    InventoryEvent,
-                ),
-                (subjects.PAYMENTS, "bot-payments", subjects.PAYMENT_FACTS_FOR_BOT, PaymentEvent),
-                (
-                    subjects.ALERTS,
-                    subjects.BOT_ALERTS_CONSUMER,
-                    [subjects.ALERTS_ALL],
-                    AlertEvent,
-                ),
-            ):
-                decode = msgspec.json.Decoder(kind).decode
-                tasks.create_task(
-                    bus.consume(
-                        js,
-                        service=SERVICE,
-                        stream=stream,
-                        config=bus.durable(name, filters, ack_wait=120.0),
-                        decode=decode,
-                        handle=lambda ds: handle(notifier, ds),
-                        stop=stop,
-                        batch=100,
-                    )
-                )
+            tasks.create_task(consuming.run(consumers(notifier)))
             tasks.create_task(notifier.remind(stop))
             if settings.bot_mode == "webhook":
                 runner = await _webhook(dp, bot, settings)
@@ -127,6 +107,39 @@ async def serve(settings: Settings) -> None:
         await bot.session.close()
         await nc.drain()
     _log.info("bot.stopped")
+
+
+def consumers(notifier: Notifier) -> list[Consumer[Any]]:
+    """The facts the bot tells about: each told once it is handled (a fact comes back while
+    Telegram or the bus is out)."""
+    telling: dict[str, Any] = {
+        "handle": notifier.on_fact,
+        "ack_wait": ACK_WAIT_S,
+        "retry_on": OUTAGES,
+    }
+    return [
+        Consumer[InventoryEvent](
+            stream=subjects.INVENTORY,
+            durable=subjects.BOT_INVENTORY_CONSUMER,
+            subjects=subjects.INVENTORY_FACTS_FOR_BOT,
+            kind=InventoryEvent,
+            **telling,
+        ),
+        Consumer[PaymentEvent](
+            stream=subjects.PAYMENTS,
+            durable=subjects.BOT_PAYMENTS_CONSUMER,
+            subjects=subjects.PAYMENT_FACTS_FOR_BOT,
+            kind=PaymentEvent,
+            **telling,
+        ),
+        Consumer[AlertEvent](
+            stream=subjects.ALERTS,
+            durable=subjects.BOT_ALERTS_CONSUMER,
+            subjects=[subjects.ALERTS_ALL],
+            kind=AlertEvent,
+            **telling,
+        ),
+    ]
 
 
 async def _webhook(dp: Dispatcher, bot: Bot, settings: Settings) -> web.AppRunner:

@@ -21,8 +21,8 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import InlineKeyboardMarkup
 
-from libs import bus, lifecycle, log, shutdown
-from libs.contracts import Committed, CrmBehind, CrmCaughtUp, Rejected
+from libs import lifecycle, log, shutdown
+from libs.contracts import AlertEvent, Committed, CrmBehind, CrmCaughtUp, DeadLettered, Rejected
 from libs.lifecycle import Status
 from libs.money import format_rub
 from libs.settings import Settings
@@ -48,7 +48,7 @@ class Notifier:
 
     # the customer and the admin chat --------------------------------------------------------------
     async def on_fact(self, fact: Any) -> None:
-        if isinstance(fact, CrmBehind | CrmCaughtUp):
+        if isinstance(fact, CrmBehind | CrmCaughtUp | DeadLettered):
             await self.on_alert(fact)
             return
         if not isinstance(fact, lifecycle.OrderFact):
@@ -163,7 +163,7 @@ class Notifier:
                 )
 
     # the shop's own alerts ------------------------------------------------------------------------
-    async def on_alert(self, alert: CrmBehind | CrmCaughtUp) -> None:
+    async def on_alert(self, alert: AlertEvent) -> None:
         match alert:
             case CrmBehind():
                 minutes = max(1, int((alert.at - alert.oldest_at).total_seconds() // 60))
@@ -172,6 +172,15 @@ class Notifier:
                 )
             case CrmCaughtUp():
                 await self._admin("admin.crm_caught_up", since=alert.behind_since.strftime("%H:%M"))
+            case DeadLettered():
+                await self._admin(
+                    "admin.dead_lettered",
+                    service=alert.service,
+                    subject=alert.subject,
+                    stream=alert.stream,
+                    sequence=alert.sequence,
+                    reason=alert.reason,
+                )
 
     async def _rejected(self, view: OrderView, fact: Rejected | None, t: Texts) -> None:
         options: list[tuple[str, str, int]] = []
@@ -327,20 +336,3 @@ class _Turn:
 
 def _reminder_due(view: OrderView) -> bool:
     return view.state.status == Status.AWAITING_PAYMENT and not view.reminded
-
-
-async def handle(notifier: Notifier, deliveries: list[bus.Delivery[Any]]) -> None:
-    """One order's facts in order, orders side by side; acked once told (or untellable)."""
-
-    async def tell(delivery: bus.Delivery[Any]) -> None:
-        try:
-            await notifier.on_fact(delivery.value)
-        except Exception as exc:  # told later: the fact comes back
-            _log.warning("notification.retry_later", subject=delivery.msg.subject, error=repr(exc))
-            with contextlib.suppress(*bus.TRANSIENT):
-                await delivery.msg.nak(delay=5)
-            return
-        with contextlib.suppress(*bus.TRANSIENT):
-            await delivery.msg.ack()
-
-    await bus.per_order(deliveries, tell)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from nats.js import JetStreamContext
 from libs import bus, lifecycle, log, shutdown, subjects
 from libs.contracts import CatalogProduct, CrmBehind, CrmCaughtUp, CrmStatus, StockLevel
 from libs.kv import Documents
+from libs.runner import Consumer, Delivery, Runner
 from libs.settings import Settings
 from services.crm_sync import core
 from services.crm_sync.csv_sheet import CsvSheet
@@ -53,6 +55,22 @@ CONSUMERS = (
 )
 
 
+def consumers(writer: Writer) -> list[Consumer[core.Fact]]:
+    """One consumer per stream, every batch handed to the one writer (which acks)."""
+    return [
+        Consumer[core.Fact](
+            stream=stream,
+            durable=durable,
+            subjects=filters,
+            kind=core.Fact,
+            handle_batch=writer.submit,
+            batch=1000,
+            ack_wait=ACK_WAIT_S,
+        )
+        for stream, durable, filters in CONSUMERS
+    ]
+
+
 def sink_for(settings: Settings) -> Sink:
     if settings.google_service_account_file and settings.sheets_spreadsheet_id:
         return GoogleSheet(
@@ -65,7 +83,7 @@ def sink_for(settings: Settings) -> Sink:
     return CsvSheet(settings.data_dir / "crm")
 
 
-def fact_id(delivery: bus.Delivery[Any]) -> str:
+def fact_id(delivery: Delivery[Any]) -> str:
     """Stable across redeliveries and restarts: the fact's place in its stream."""
     meta = delivery.msg.metadata
     return f"{meta.stream.lower()}:{meta.sequence.stream}"
@@ -186,10 +204,11 @@ def _skus(batch: Iterable[tuple[str, core.Fact]], states: Iterable[lifecycle.Ord
 
 @dataclass
 class _Held:
-    deliveries: list[bus.Delivery[core.Fact]]
+    deliveries: list[Delivery[core.Fact]]
     done: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    failed: dict[int, Exception] = field(default_factory=dict)  # index -> why it cannot be written
 
 
 class Writer:
@@ -207,15 +226,19 @@ class Writer:
         self.error = ""
         self._said = ("", 0.0)  # the failure last logged, and when
 
-    async def submit(self, deliveries: list[bus.Delivery[core.Fact]]) -> None:
-        """A consumer's batch; returns once written (acked) or given back (stopping)."""
+    async def submit(self, deliveries: list[Delivery[core.Fact]]) -> None:
+        """A consumer's batch; returns once written (acked) or given back (stopping). Facts the
+        writer could not handle are left to the runner's policy (raised)."""
         held = _Held(deliveries)
         self._waiting.append(held)
         self._arrived.set()
         written = await held.done
-        for delivery in deliveries:
-            with contextlib.suppress(*bus.TRANSIENT):
-                await (delivery.msg.ack() if written else delivery.msg.nak())
+        for index, delivery in enumerate(deliveries):
+            if index not in held.failed:
+                with contextlib.suppress(*bus.TRANSIENT):
+                    await (delivery.msg.ack() if written else delivery.msg.nak())
+        if held.failed:
+            raise next(iter(held.failed.values()))
 
     def oldest(self) -> datetime | None:
         """When the oldest fact not yet in the sheet was stored on the bus."""
@@ -263,11 +286,31 @@ class Writer:
     async def _write(self, stop: asyncio.Event) -> bool:
         deliveries = [d for held in self._writing for d in held.deliveries]
         batch = [(fact_id(d), d.value) for d in deliveries]
-        written = await self._until_done(stop, lambda: self._apply(batch))
+        try:
+            written = await self._until_done(stop, lambda: self._apply(batch))
+        except Exception:
+            _log.exception("crm.batch_failed", facts=len(batch))
+            return await self._one_by_one(stop)
         if written:
             self.written += len(batch)
             self.last_write_at = datetime.now(UTC)
         return written
+
+    async def _one_by_one(self, stop: asyncio.Event) -> bool:
+        """The batch again, a fact at a time: the ones that fail are marked for the runner's
+        policy (retried, then dead-lettered), the others written."""
+        for held in self._writing:
+            for index, delivery in enumerate(held.deliveries):
+                one = [(fact_id(delivery), delivery.value)]
+                try:
+                    if not await self._until_done(stop, functools.partial(self._apply, one)):
+                        return False
+                except Exception as exc:
+                    held.failed[index] = exc
+                    continue
+                self.written += 1
+                self.last_write_at = datetime.now(UTC)
+        return True
 
     async def _apply(self, batch: list[tuple[str, core.Fact]]) -> None:
         """The orders' kept states, the batch folded in, their rows written, the new states
@@ -466,7 +509,7 @@ async def serve(settings: Settings) -> None:
     _log.info(
         "crm.started", sheet=sink.where, listen=f"{settings.crm_http_host}:{settings.crm_http_port}"
     )
-    decode = msgspec.json.Decoder(core.Fact).decode
+    consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
     try:
         if not await writership.take(stop):
             return
@@ -477,19 +520,7 @@ async def serve(settings: Settings) -> None:
             tasks.create_task(writer.keep_ours(stop))
             tasks.create_task(reporter.run(stop))
             tasks.create_task(stock_tab(stock, titles, sink, settings.crm_stock_every, stop))
-            for stream, name, filters in CONSUMERS:
-                tasks.create_task(
-                    bus.consume(
-                        js,
-                        service=SERVICE,
-                        stream=stream,
-                        config=bus.durable(name, filters, ack_wait=ACK_WAIT_S),
-                        decode=decode,
-                        handle=writer.submit,
-                        stop=stop,
-                        batch=1000,
-                    )
-                )
+            tasks.create_task(consuming.run(consumers(writer)))
     finally:
         await runner.cleanup()
         await nc.drain()

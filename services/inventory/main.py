@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 import nats.js.errors
@@ -23,6 +24,7 @@ from libs.contracts import (
     PaymentSucceeded,
     ReleaseOrder,
 )
+from libs.runner import Consumer, Delivery, Runner
 from libs.settings import Settings
 from services.inventory import catalog
 from services.inventory.actor import MAX_BATCH, Actor, Job, PaymentOnBus
@@ -31,6 +33,8 @@ from services.inventory.store import EventLog, ReadModels
 
 _log = log.get(__name__)
 SERVICE = "inventory"
+# What a killed instance held comes back after this (the actor acks once a batch is appended).
+ACK_WAIT_S = 10.0
 
 
 def payment_command(fact: PaymentEvent) -> Command | None:
@@ -72,8 +76,8 @@ async def serve(settings: Settings) -> None:
     nc, js = await bus.attach(settings.nats_url, SERVICE)
     _, _, snapshots = await subjects.declare_buckets(js)
     actor = Actor(
-        EventLog(js, snapshots),
-        ReadModels(js),
+        EventLog(nc, js, snapshots),
+        ReadModels(nc),
         settings.snapshot_every,
         payment_on_bus=payment_on_bus(js),
     )
@@ -83,14 +87,14 @@ async def serve(settings: Settings) -> None:
 
     ttl = settings.reservation_ttl
 
-    async def on_orders(deliveries: list[bus.Delivery[OrderPlaced]]) -> None:
+    async def on_orders(deliveries: list[Delivery[OrderPlaced]]) -> None:
         jobs = []
         for d in deliveries:
             placed = d.value
             jobs.append(Job(Reserve(placed.order_id, placed.lines, placed.total, ttl), d.msg))
         await actor.queue.put(jobs)
 
-    async def on_payments(deliveries: list[bus.Delivery[PaymentEvent]]) -> None:
+    async def on_payments(deliveries: list[Delivery[PaymentEvent]]) -> None:
         jobs = []
         for d in deliveries:
             command = payment_command(d.value)
@@ -124,36 +128,32 @@ async def serve(settings: Settings) -> None:
     admin = await nc.subscribe(
         subjects.INVENTORY_ADMIN, queue=subjects.INVENTORY_QUEUE, cb=on_admin
     )
+    consumers: list[Consumer[Any]] = [
+        Consumer[OrderPlaced](
+            stream=subjects.ORDERS,
+            durable=subjects.INVENTORY_ORDERS_CONSUMER,
+            subjects=[subjects.ORDERS_PLACED_ALL],
+            kind=OrderPlaced,
+            handle_batch=on_orders,
+            batch=MAX_BATCH,
+            ack_wait=ACK_WAIT_S,
+        ),
+        Consumer[PaymentEvent](
+            stream=subjects.PAYMENTS,
+            durable=subjects.INVENTORY_PAYMENTS_CONSUMER,
+            subjects=subjects.PAYMENT_FACTS_FOR_INVENTORY,
+            kind=PaymentEvent,
+            handle_batch=on_payments,
+            batch=MAX_BATCH,
+            ack_wait=ACK_WAIT_S,
+        ),
+    ]
+    consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
     _log.info("inventory.started", seq=actor.seq, products=len(actor.state.products))
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(actor.run(stop))
-            tasks.create_task(
-                bus.consume(
-                    js,
-                    service=SERVICE,
-                    stream=subjects.ORDERS,
-                    config=bus.durable(
-                        subjects.INVENTORY_ORDERS_CONSUMER, [subjects.ORDERS_PLACED_ALL]
-                    ),
-                    decode=msgspec.json.Decoder(OrderPlaced).decode,
-                    handle=on_orders,
-                    stop=stop,
-                )
-            )
-            tasks.create_task(
-                bus.consume(
-                    js,
-                    service=SERVICE,
-                    stream=subjects.PAYMENTS,
-                    config=bus.durable(
-                        subjects.INVENTORY_PAYMENTS_CONSUMER, subjects.PAYMENT_FACTS_FOR_INVENTORY
-                    ),
-                    decode=msgspec.json.Decoder(PaymentEvent).decode,
-                    handle=on_payments,
-                    stop=stop,
-                )
-            )
+            tasks.create_task(consuming.run(consumers))
     finally:
         await admin.unsubscribe()
         await actor.close()

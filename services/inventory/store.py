@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import msgspec
 import nats.js.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -68,9 +69,9 @@ class EventLog:
     and decides again (claiming the log back first if it was taken over).
     """
 
-    def __init__(self, js: JetStreamContext, snapshots: object) -> None:
+    def __init__(self, nc: Client, js: JetStreamContext, snapshots: object) -> None:
         self._js = js
-        self._publisher = PipelinedPublisher(js._nc)
+        self._publisher = PipelinedPublisher(nc)
         self._snapshots = snapshots
         self.stream_created = ""
         self.lease = ("", 0)  # the last claim seen: (writer id, its sequence)
@@ -215,8 +216,8 @@ class ReadModels:
     what the stream holds (they carry its sequence), never ahead of it.
     """
 
-    def __init__(self, js: JetStreamContext) -> None:
-        self._publisher = PipelinedPublisher(js._nc)
+    def __init__(self, nc: Client) -> None:
+        self._publisher = PipelinedPublisher(nc)
         self._dirty_skus: set[str] = set()
         self._dirty_catalog: set[str] = set()  # KV keys
         self._state: State = EMPTY

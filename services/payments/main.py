@@ -35,6 +35,7 @@ from libs.contracts import (
     Reserved,
 )
 from libs.kv import Documents
+from libs.runner import Consumer, Runner
 from libs.settings import Settings
 from services.payments import core, web
 from services.payments.core import PaymentRecord
@@ -48,7 +49,7 @@ from services.payments.provider import (
 _log = log.get(__name__)
 SERVICE = "payments"
 # What a killed instance held comes back after this; a live one keeps its inputs as long as its
-# YooKassa calls take (bus.working_on).
+# YooKassa calls take (the runner keeps them alive).
 ACK_WAIT_S = 15.0
 SANDBOX_CREDENTIALS = ("sandbox", "sandbox")  # the local sandbox API only; never a real account
 
@@ -395,32 +396,17 @@ class Payments:
         return titles
 
 
-async def _each(
-    js: JetStreamContext,
-    deliveries: list[bus.Delivery[Any]],
-    act: Callable[[Any], Awaitable[None]],
-) -> None:
-    """Act on each delivery (bus.per_order); ack what is done, leave for later what could not be."""
+def _refusals_logged(act: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """YooKassa refusing a call (a capture of a canceled payment, say) is an answer, not a
+    failure: logged, and the fact is done."""
 
-    async def one(delivery: bus.Delivery[Any]) -> None:
+    async def acting(fact: Any) -> None:
         try:
-            await act(delivery.value)
-        except (ProviderUnavailable, *bus.TRANSIENT) as exc:
-            _log.warning("delivery.retry_later", subject=delivery.msg.subject, error=str(exc))
-            with contextlib.suppress(*bus.TRANSIENT):
-                await delivery.msg.nak(delay=5)
-            return
+            await act(fact)
         except PaymentRefused as exc:
-            _log.warning("delivery.refused", subject=delivery.msg.subject, error=str(exc))
-        except Exception as exc:  # a bug or a surprise must not stop the service: park the input
-            _log.exception("delivery.failed", subject=delivery.msg.subject)
-            with contextlib.suppress(*bus.TRANSIENT):
-                await bus.dead_letter(js, SERVICE, delivery.msg, f"{type(exc).__name__}: {exc}")
-        with contextlib.suppress(*bus.TRANSIENT):
-            await delivery.msg.ack()
+            _log.warning("delivery.refused", fact=type(fact).__name__, error=str(exc))
 
-    async with bus.working_on([d.msg for d in deliveries], ACK_WAIT_S / 3):
-        await bus.per_order(deliveries, one)
+    return acting
 
 
 async def serve(settings: Settings) -> None:
@@ -450,42 +436,30 @@ async def serve(settings: Settings) -> None:
         receipts=settings.receipts,
         listen=f"{settings.payments_http_host}:{settings.payments_http_port}",
     )
-    decode_inventory = msgspec.json.Decoder(InventoryEvent).decode
-    decode_refund = msgspec.json.Decoder(RefundRequested).decode
+    consumers: list[Consumer[Any]] = [
+        Consumer[InventoryEvent](
+            stream=subjects.INVENTORY,
+            durable=subjects.PAYMENTS_INVENTORY_CONSUMER,
+            subjects=subjects.INVENTORY_FACTS_FOR_PAYMENTS,
+            kind=InventoryEvent,
+            handle=_refusals_logged(payments.on_inventory),
+            ack_wait=ACK_WAIT_S,
+            retry_on=(ProviderUnavailable, nats.errors.Error),
+        ),
+        Consumer[RefundRequested](
+            stream=subjects.PAYMENTS,
+            durable=subjects.PAYMENTS_REFUNDS_CONSUMER,
+            subjects=[subjects.REFUND_REQUESTED_ALL],
+            kind=RefundRequested,
+            handle=_refusals_logged(payments.on_refund_requested),
+            ack_wait=ACK_WAIT_S,
+            retry_on=(ProviderUnavailable, nats.errors.Error),
+        ),
+    ]
+    consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(
-                bus.consume(
-                    js,
-                    service=SERVICE,
-                    stream=subjects.INVENTORY,
-                    config=bus.durable(
-                        subjects.PAYMENTS_INVENTORY_CONSUMER,
-                        subjects.INVENTORY_FACTS_FOR_PAYMENTS,
-                        ack_wait=ACK_WAIT_S,
-                    ),
-                    decode=decode_inventory,
-                    handle=lambda ds: _each(js, ds, payments.on_inventory),
-                    stop=stop,
-                    batch=100,
-                )
-            )
-            tasks.create_task(
-                bus.consume(
-                    js,
-                    service=SERVICE,
-                    stream=subjects.PAYMENTS,
-                    config=bus.durable(
-                        subjects.PAYMENTS_REFUNDS_CONSUMER,
-                        [subjects.REFUND_REQUESTED_ALL],
-                        ack_wait=ACK_WAIT_S,
-                    ),
-                    decode=decode_refund,
-                    handle=lambda ds: _each(js, ds, payments.on_refund_requested),
-                    stop=stop,
-                    batch=100,
-                )
-            )
+            tasks.create_task(consuming.run(consumers))
             tasks.create_task(_reconciler(payments, settings, stop))
     finally:
         await runner.cleanup()

@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from libs import bus, kv, log, settings, subjects
 from libs.contracts import AdminReply, AdminRequest, CatalogProduct, CrmStatus, StockLevel
 from libs.money import format_rub
-from libs.supervisor import SERVICES
+from shop.supervisor import SERVICES
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     log.configure(name, config)
     try:
         if args.command == "up":
-            from libs.supervisor import up
+            from shop.supervisor import up
 
             raise SystemExit(asyncio.run(up(config)))
         url = config.nats_url

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator
 
 from libs import log, shutdown
-from libs.embedded_nats import EmbeddedNats, NatsServerError
 from libs.settings import Settings, redact_url
+from shop.embedded_nats import EmbeddedNats, NatsServerError
 
 # Services that exist; one not listed here is not built yet and so not started.
 SERVICES: dict[str, str] = {
@@ -87,7 +87,7 @@ async def _supervise(name: str, env: dict[str, str], stop: asyncio.Event) -> Non
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "libs.cli",
+                "shop",
                 "run",
                 name,
                 env=env,
@@ -114,7 +114,7 @@ async def _supervise(name: str, env: dict[str, str], stop: asyncio.Event) -> Non
 @contextlib.contextmanager
 def _sigterm_held() -> Iterator[None]:
     """SIGTERM blocked while a service is spawned. The child inherits the mask and unblocks it
-    once its handler is set (libs.cli), so a stop that comes while it is still starting Python
+    once its handler is set (shop.cli), so a stop that comes while it is still starting Python
     is a clean stop, not a death by signal."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
