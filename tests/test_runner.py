@@ -19,6 +19,7 @@ from libs.runner import Consumer, Delivery, Runner, backoff
 from tests.harness import order, place, wait_until
 
 MAX_DELIVERIES = 3
+Start = Callable[..., Awaitable[None]]
 
 
 class Outage(Exception):
@@ -26,7 +27,7 @@ class Outage(Exception):
 
 
 @pytest.fixture
-async def running(nc: Client, js: JetStreamContext) -> AsyncIterator[Callable[..., Awaitable[None]]]:
+async def running(nc: Client, js: JetStreamContext) -> AsyncIterator[Start]:
     """Start consumers under a runner; stopped at the end of the test."""
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
@@ -91,7 +92,7 @@ def test_a_consumer_takes_one_kind_of_handler() -> None:
 
 
 async def test_undecodable_is_dead_lettered_told_and_acked_and_the_rest_go_on(
-    js: JetStreamContext, running: Callable[..., Awaitable[None]]
+    js: JetStreamContext, running: Start
 ) -> None:
     handled: list[str] = []
 
@@ -111,7 +112,7 @@ async def test_undecodable_is_dead_lettered_told_and_acked_and_the_rest_go_on(
 
 
 async def test_a_failing_handler_is_retried_then_dead_lettered_once_and_told_once(
-    js: JetStreamContext, running: Callable[..., Awaitable[None]]
+    js: JetStreamContext, running: Start
 ) -> None:
     tries: Counter[str] = Counter()
 
@@ -134,7 +135,7 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_once_and_told_onc
 
 
 async def test_an_outage_is_waited_out_however_many_deliveries_it_takes(
-    js: JetStreamContext, running: Callable[..., Awaitable[None]]
+    js: JetStreamContext, running: Start
 ) -> None:
     tries: list[str] = []
 
@@ -151,7 +152,7 @@ async def test_an_outage_is_waited_out_however_many_deliveries_it_takes(
 
 
 async def test_a_batch_handler_keeps_what_it_acked_and_the_rest_follow_the_policy(
-    js: JetStreamContext, running: Callable[..., Awaitable[None]]
+    js: JetStreamContext, running: Start
 ) -> None:
     seen: Counter[str] = Counter()
 
@@ -170,7 +171,7 @@ async def test_a_batch_handler_keeps_what_it_acked_and_the_rest_follow_the_polic
 
 
 async def test_a_consumer_deleted_under_the_runner_is_declared_again(
-    js: JetStreamContext, running: Callable[..., Awaitable[None]]
+    js: JetStreamContext, running: Start
 ) -> None:
     handled: list[str] = []
 
