@@ -58,7 +58,7 @@ async def _dead(js: JetStreamContext) -> list[tuple[str, dict[str, str]]]:
         if info.state.messages == 0:
             break
         msg = await js.get_msg(subjects.DEADLETTER, seq)
-        found.append((msg.subject, dict(msg.headers or {})))
+        found.append((str(msg.subject), dict(msg.headers or {})))
     return found
 
 
@@ -78,7 +78,7 @@ async def _settled(js: JetStreamContext) -> bool:
         info = await js.consumer_info(subjects.ORDERS, "test-orders")
     except nats.js.errors.NotFoundError:
         return False  # not declared yet
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
 
 def test_backoff_doubles_up_to_a_minute() -> None:
