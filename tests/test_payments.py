@@ -17,6 +17,7 @@ from libs import bus, subjects
 from libs.contracts import (
     Committed,
     Contact,
+    DeadLettered,
     OrderLine,
     PaymentEvent,
     RefundRequested,
@@ -482,3 +483,34 @@ async def test_yookassa_cancels_with_its_reason_and_retries_on_429_and_202(
     assert (canceled.party, canceled.reason) == ("yoo_money", "expired_on_confirmation")
     (released,) = facts.of("gone", "released")
     assert released.reason == "payment_canceled"
+
+
+async def test_a_poison_fact_is_dead_lettered_and_told_while_the_rest_go_on(
+    nats_url: str, js: JetStreamContext, money: Facts, services: Start, fake: FakeYooKassa
+) -> None:
+    """A fact the handler cannot take (here the order's record in KV is unreadable, say written
+    by hand) is retried MAX_DELIVERIES times, then kept on DEADLETTER and told to the admins;
+    the other orders are served meanwhile."""
+    await _start(services, nats_url, None, js, fake, max_deliveries=2)
+    records = await js.key_value(subjects.PAYMENTS_RECORDS_BUCKET)
+    await records.put("poison", b"{not a record")
+    now = datetime.now(UTC)
+    lines = (ReservedLine("FEW", 1, 99000),)
+    for order_id in ("poison", "fine"):
+        reserved = Reserved(order_id, lines, 99000, now + timedelta(minutes=15), now)
+        await bus.publish(js, subjects.inventory_fact("reserved", order_id), reserved, order_id)
+    await wait_until(lambda: "payment_pending" in money.kinds("fine"), what="the other order")
+
+    async def dead_lettered() -> bool:
+        return (await js.stream_info(subjects.DEADLETTER)).state.messages > 0
+
+    await wait_until(dead_lettered, timeout=30, what="the poison dead-lettered")
+    msg = await js.get_last_msg(
+        subjects.DEADLETTER, "deadletter.payments.inventory.reserved.poison"
+    )
+    reason = (msg.headers or {})["Shop-Dead-Reason"]
+    assert reason.endswith("(after 2 deliveries)")
+    alert = await js.get_last_msg(subjects.ALERTS, subjects.alert_dead_letter("payments"))
+    told = msgspec.json.decode(alert.data or b"", type=DeadLettered)
+    assert told.subject == "inventory.reserved.poison" and told.reason == reason
+    assert "payment_pending" not in money.kinds("poison")
