@@ -8,11 +8,11 @@ asked, and to know which facts were already told.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import msgspec
 
+from libs import money
 from libs.contracts import (
     Contact,
     OrderLine,
@@ -50,20 +50,9 @@ class ReceiptConfig(msgspec.Struct, frozen=True):
     payment_mode: str
 
 
-def rub(kopecks: int) -> str:
-    """Kopecks as YooKassa writes money: "1234.50"."""
-    return f"{kopecks // 100}.{kopecks % 100:02d}"
-
-
-def kopecks(value: object) -> int:
-    """YooKassa's "1234.50" (or a Decimal) as kopecks; ValueError if it is not exact money."""
-    try:
-        amount = Decimal(str(value)) * 100
-    except InvalidOperation:
-        raise ValueError(f"not an amount: {value!r}") from None
-    if amount != amount.to_integral_value():
-        raise ValueError(f"not an amount in kopecks: {value!r}")
-    return int(amount)
+def amount_field(kopecks: int) -> dict[str, str]:
+    """Kopecks as YooKassa's amount object."""
+    return {"value": money.rubles(kopecks), "currency": CURRENCY}
 
 
 def idempotence_key(kind: str, ident: str, attempt: int = 1) -> str:
@@ -79,7 +68,7 @@ def create_params(
     receipt: ReceiptConfig | None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "amount": {"value": rub(record.amount), "currency": CURRENCY},
+        "amount": amount_field(record.amount),
         "capture": capture,
         "confirmation": {"type": "redirect", "return_url": return_url},
         "description": f"Заказ №{record.order_id}"[:128],
@@ -110,7 +99,7 @@ def receipt_params(
             {
                 "description": titles.get(line.sku, line.sku)[:128],
                 "quantity": f"{line.qty}.00",
-                "amount": {"value": rub(line.unit_price), "currency": CURRENCY},
+                "amount": amount_field(line.unit_price),
                 "vat_code": config.vat_code,
                 "payment_subject": config.payment_subject,
                 "payment_mode": config.payment_mode,
@@ -145,7 +134,7 @@ def mismatch(record: PaymentRecord, payment: dict[str, Any]) -> str | None:
     if amount.get("currency") != CURRENCY:
         return f"currency {amount.get('currency')!r}, not {CURRENCY}"
     try:
-        value = kopecks(amount.get("value"))
+        value = money.kopecks(amount.get("value"))
     except ValueError as exc:
         return str(exc)
     if value != record.amount:
@@ -159,9 +148,8 @@ def claimed_mismatch(claimed: dict[str, Any], actual: dict[str, Any]) -> str | N
         mine, theirs = claimed.get(field) or {}, actual.get(field) or {}
         if field == "amount":
             try:
-                same = kopecks(mine.get("value")) == kopecks(theirs.get("value")) and mine.get(
-                    "currency"
-                ) == theirs.get("currency")
+                same = money.kopecks(mine.get("value")) == money.kopecks(theirs.get("value"))
+                same = same and mine.get("currency") == theirs.get("currency")
             except ValueError:
                 same = False
         else:

@@ -256,7 +256,7 @@ class Payments:
             return
         params: dict[str, Any] = {
             "payment_id": record.payment_id,
-            "amount": {"value": core.rub(amount), "currency": core.CURRENCY},
+            "amount": core.amount_field(amount),
             "description": f"Возврат по заказу №{record.order_id}: {reason}"[:250],
         }
         if self._receipt is not None:
