@@ -19,7 +19,7 @@ import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 
-from libs import bus, subjects
+from libs import bus, money, subjects
 from libs.contracts import AlertEvent, PaymentRefunded, StockLevel
 from services.crm_sync import core
 from shop.embedded_nats import free_port
@@ -82,7 +82,7 @@ async def test_csv_every_order_and_sale_once_through_a_kill(
     await wait_until(lambda: not csv_problems(crm, "c", 300), 60, "all 300 orders, once each")
     daily = _csv(crm / "daily.csv")
     want = [crm_journeys.expected(n) for n in range(300)]
-    assert [int(daily[0][2]), core.kopecks(daily[0][3])] == [
+    assert [int(daily[0][2]), money.cell_kopecks(daily[0][3])] == [
         sum(w.units for w in want),
         sum(w.revenue for w in want),
     ]
@@ -248,7 +248,7 @@ async def test_sheet_made_then_1000_orders_through_a_30_s_outage(
     daily = sheet.rows("Daily")
     want = [crm_journeys.expected(n) for n in range(1000)]
     assert daily[0][2] == sum(w.units for w in want)
-    assert core.kopecks(daily[0][3]) == sum(w.revenue for w in want)
+    assert money.cell_kopecks(daily[0][3]) == sum(w.revenue for w in want)
     assert (await sheet.health())["backlog"] == 0
 
 

@@ -18,6 +18,7 @@ import msgspec
 
 from libs import lifecycle
 from libs.contracts import Committed, OrderLine, PaymentRefunded, Released, ReservedLine
+from libs.money import cell_kopecks, cell_number, rubles
 
 ORDER_COLUMNS = (
     "Order",
@@ -71,7 +72,7 @@ class OrderRow(msgspec.Struct, kw_only=True):
             self.address,
             self.comment,
             self.items,
-            rub(self.total),
+            rubles(self.total),
             self.payment_id,
             self.paid_at,
             self.updated,
@@ -80,7 +81,7 @@ class OrderRow(msgspec.Struct, kw_only=True):
     def cells(self) -> list[Cell]:
         """The row for the Sheets API: the total as a number of roubles."""
         values: list[Cell] = list(self.values())
-        values[9] = money(self.total)
+        values[9] = cell_number(self.total)
         return values
 
 
@@ -103,13 +104,18 @@ class SaleRow:
             self.sku,
             self.title,
             str(self.qty),
-            rub(self.unit_price),
-            rub(self.amount),
+            rubles(self.unit_price),
+            rubles(self.amount),
         ]
 
     def cells(self) -> list[Cell]:
         """The row for the Sheets API: the quantity and the money as numbers."""
-        return [*self.values()[:5], self.qty, money(self.unit_price), money(self.amount)]
+        return [
+            *self.values()[:5],
+            self.qty,
+            cell_number(self.unit_price),
+            cell_number(self.amount),
+        ]
 
 
 @dataclass
@@ -123,28 +129,6 @@ class Plan:
     states: dict[str, lifecycle.Order] = field(default_factory=dict)
 
 
-def rub(kopecks: int) -> str:
-    """As the sheet shows money: '1234.50', '-990.00'."""
-    sign = "-" if kopecks < 0 else ""
-    whole, part = divmod(abs(kopecks), 100)
-    return f"{sign}{whole}.{part:02d}"
-
-
-def money(kopecks: int) -> int | float:
-    """Roubles as a number for the sheet (exact: a whole number, or its shortest decimal)."""
-    return kopecks // 100 if kopecks % 100 == 0 else kopecks / 100
-
-
-def kopecks(value: Cell) -> int:
-    """Back from a cell: 2870.5, 2870, "2870.50" or "-990.00" as kopecks."""
-    if isinstance(value, int | float):
-        return round(value * 100)
-    text = value.strip().replace(" ", "").replace(",", ".")
-    whole, _, part = text.lstrip("-").partition(".")
-    amount = int(whole or 0) * 100 + int((part + "00")[:2])
-    return -amount if text.startswith("-") else amount
-
-
 def text(value: Cell) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -155,7 +139,7 @@ def order_row(cells: list[Cell]) -> OrderRow:
     """An order row read back from the sheet (or a CSV file); what does not parse is blank."""
     values = [text(c) for c in (cells + [""] * len(ORDER_COLUMNS))[: len(ORDER_COLUMNS)]]
     try:
-        total = kopecks(cells[9]) if len(cells) > 9 and cells[9] != "" else 0
+        total = cell_kopecks(cells[9]) if len(cells) > 9 and cells[9] != "" else 0
     except ValueError:
         total = 0
     return OrderRow(
@@ -180,7 +164,7 @@ def sale_row(cells: list[Cell]) -> SaleRow:
     values = [text(c) for c in padded]
     try:
         qty = int(float(values[5] or 0))
-        unit_price, amount = kopecks(padded[6] or 0), kopecks(padded[7] or 0)
+        unit_price, amount = cell_kopecks(padded[6] or 0), cell_kopecks(padded[7] or 0)
     except ValueError:
         qty = unit_price = amount = 0
     return SaleRow(values[0], values[1], values[2], values[3], values[4], qty, unit_price, amount)
@@ -293,8 +277,8 @@ def daily_totals(ledger: Iterable[SaleRow]) -> list[tuple[str, int, int, int]]:
 
 
 def daily(ledger: Iterable[SaleRow]) -> list[list[str]]:
-    return [[d, str(n), str(u), rub(r)] for d, n, u, r in daily_totals(ledger)]
+    return [[d, str(n), str(u), rubles(r)] for d, n, u, r in daily_totals(ledger)]
 
 
 def daily_cells(ledger: Iterable[SaleRow]) -> list[list[Cell]]:
-    return [[d, n, u, money(r)] for d, n, u, r in daily_totals(ledger)]
+    return [[d, n, u, cell_number(r)] for d, n, u, r in daily_totals(ledger)]

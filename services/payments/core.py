@@ -1,25 +1,32 @@
-"""The payments service's decisions, without I/O: what to ask YooKassa, what to believe.
+"""The payments service's decisions, without I/O: what to ask YooKassa, what to believe, what
+each answer makes the order's record, which facts to tell, and how much money a refund gives back.
 
 A `PaymentRecord` is what the service keeps per order (in the `payments` KV bucket): enough to
 create the payment again with the same key, to check what YooKassa reports against what was
-asked, and to know which facts were already told.
+asked, and to know which facts were already told. Each step has two functions: one says what
+to tell (a `Tell`, or None), one what the record becomes; the shell (`main.py`) publishes the
+first and writes the second by compare-and-set, so a function of the record alone.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
+from libs import money
 from libs.contracts import (
     Contact,
     OrderLine,
     PaymentAuthorized,
     PaymentCanceled,
     PaymentEvent,
+    PaymentFailed,
+    PaymentPending,
+    PaymentRefunded,
     PaymentSucceeded,
+    Reserved,
     ReservedLine,
 )
 
@@ -44,26 +51,24 @@ class PaymentRecord(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime | None = None
 
 
+class Tell(msgspec.Struct, frozen=True):
+    """A fact to publish on `payments.<kind>.<order id>`, once: `msg_id` makes a repeat (after a
+    crash, by another instance) a no-op on the stream."""
+
+    kind: str
+    fact: PaymentEvent
+    msg_id: str
+
+
 class ReceiptConfig(msgspec.Struct, frozen=True):
     vat_code: int
     payment_subject: str
     payment_mode: str
 
 
-def rub(kopecks: int) -> str:
-    """Kopecks as YooKassa writes money: "1234.50"."""
-    return f"{kopecks // 100}.{kopecks % 100:02d}"
-
-
-def kopecks(value: object) -> int:
-    """YooKassa's "1234.50" (or a Decimal) as kopecks; ValueError if it is not exact money."""
-    try:
-        amount = Decimal(str(value)) * 100
-    except InvalidOperation:
-        raise ValueError(f"not an amount: {value!r}") from None
-    if amount != amount.to_integral_value():
-        raise ValueError(f"not an amount in kopecks: {value!r}")
-    return int(amount)
+def amount_field(kopecks: int) -> dict[str, str]:
+    """Kopecks as YooKassa's amount object."""
+    return {"value": money.rubles(kopecks), "currency": CURRENCY}
 
 
 def idempotence_key(kind: str, ident: str, attempt: int = 1) -> str:
@@ -79,7 +84,7 @@ def create_params(
     receipt: ReceiptConfig | None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "amount": {"value": rub(record.amount), "currency": CURRENCY},
+        "amount": amount_field(record.amount),
         "capture": capture,
         "confirmation": {"type": "redirect", "return_url": return_url},
         "description": f"Заказ №{record.order_id}"[:128],
@@ -110,7 +115,7 @@ def receipt_params(
             {
                 "description": titles.get(line.sku, line.sku)[:128],
                 "quantity": f"{line.qty}.00",
-                "amount": {"value": rub(line.unit_price), "currency": CURRENCY},
+                "amount": amount_field(line.unit_price),
                 "vat_code": config.vat_code,
                 "payment_subject": config.payment_subject,
                 "payment_mode": config.payment_mode,
@@ -118,20 +123,6 @@ def receipt_params(
             for line in lines
         ],
     }
-
-
-def not_returned(record: PaymentRecord) -> tuple[OrderLine, ...]:
-    """The order's lines less what earlier refunds took back."""
-    back: dict[str, int] = {}
-    for returned in record.returned:
-        back[returned.sku] = back.get(returned.sku, 0) + returned.qty
-    left = []
-    for line in record.lines:
-        taken = min(line.qty, back.get(line.sku, 0))
-        back[line.sku] = back.get(line.sku, 0) - taken
-        if line.qty > taken:
-            left.append(OrderLine(line.sku, line.qty - taken, line.unit_price))
-    return tuple(left)
 
 
 def mismatch(record: PaymentRecord, payment: dict[str, Any]) -> str | None:
@@ -145,7 +136,7 @@ def mismatch(record: PaymentRecord, payment: dict[str, Any]) -> str | None:
     if amount.get("currency") != CURRENCY:
         return f"currency {amount.get('currency')!r}, not {CURRENCY}"
     try:
-        value = kopecks(amount.get("value"))
+        value = money.kopecks(amount.get("value"))
     except ValueError as exc:
         return str(exc)
     if value != record.amount:
@@ -159,9 +150,8 @@ def claimed_mismatch(claimed: dict[str, Any], actual: dict[str, Any]) -> str | N
         mine, theirs = claimed.get(field) or {}, actual.get(field) or {}
         if field == "amount":
             try:
-                same = kopecks(mine.get("value")) == kopecks(theirs.get("value")) and mine.get(
-                    "currency"
-                ) == theirs.get("currency")
+                same = money.kopecks(mine.get("value")) == money.kopecks(theirs.get("value"))
+                same = same and mine.get("currency") == theirs.get("currency")
             except ValueError:
                 same = False
         else:
@@ -171,22 +161,104 @@ def claimed_mismatch(claimed: dict[str, Any], actual: dict[str, Any]) -> str | N
     return None
 
 
-# The inventory's answer to a payment, and what it makes payments do with the money.
-Answer = Literal["committed", "commit_failed"]
-Settlement = Literal["capture", "cancel", "refund"] | None
+# The record's story: what each step of the payment makes it, and which facts it tells.
 
 
-def settlement(answer: Answer, status: str, two_stage: bool) -> Settlement:
-    """Money taken <=> stock committed: capture a hold the inventory committed; give back the
-    money of a payment it refused (cancel the hold, or refund a one-stage payment); nothing
-    else. `status` is YooKassa's, read just now."""
-    if answer == "committed":
-        return "capture" if two_stage and status == "waiting_for_capture" else None
-    if status == "waiting_for_capture":
-        return "cancel"
-    if status == "succeeded":
-        return "refund"
-    return None
+def new_record(reserved: Reserved, contact: Contact, now: datetime) -> PaymentRecord:
+    """A reservation to be paid: amount and lines are the inventory's, the contact the order's."""
+    return PaymentRecord(
+        order_id=reserved.order_id,
+        amount=reserved.total,
+        lines=reserved.lines,
+        expires_at=reserved.expires_at,
+        contact=contact,
+        updated_at=now,
+    )
+
+
+def created(record: PaymentRecord, payment: dict[str, Any]) -> PaymentRecord:
+    """YooKassa made the payment: the customer pays at its confirmation URL. A record another
+    instance already moved past "creating" keeps its status."""
+    confirmation = payment.get("confirmation") or {}
+    return msgspec.structs.replace(
+        record,
+        status="pending" if record.status == "creating" else record.status,
+        payment_id=str(payment["id"]),
+        confirmation_url=str(confirmation.get("confirmation_url", "")),
+    )
+
+
+def refused(record: PaymentRecord, code: str, now: datetime) -> Tell:
+    """YooKassa refused to create the payment for good (`code` says why): the order cannot be
+    paid, and the inventory releases its stock on this fact."""
+    return Tell(
+        "failed", PaymentFailed(record.order_id, "", code, now), f"failed:{record.order_id}"
+    )
+
+
+def failed(record: PaymentRecord) -> PaymentRecord:
+    return msgspec.structs.replace(record, status="failed")
+
+
+def pending(record: PaymentRecord, now: datetime) -> Tell | None:
+    """The customer can pay: told once, when the payment exists."""
+    if not record.payment_id or "pending" in record.told:
+        return None
+    fact = PaymentPending(
+        record.order_id,
+        record.payment_id,
+        record.amount,
+        record.confirmation_url,
+        record.expires_at,
+        now,
+    )
+    return Tell("pending", fact, f"{record.payment_id}:pending")
+
+
+def told(record: PaymentRecord, status: str) -> PaymentRecord:
+    """The record once the fact of `status` is on the stream."""
+    return (
+        record
+        if status in record.told
+        else msgspec.structs.replace(record, told=(*record.told, status))
+    )
+
+
+# What each YooKassa status means: the fact it makes true (None: nothing worth telling yet).
+_FACT_KIND: dict[str, str] = {
+    "waiting_for_capture": "authorized",
+    "succeeded": "succeeded",
+    "canceled": "canceled",
+}
+# The statuses the record keeps; another (one YooKassa adds some day) leaves the record as it is.
+RECORDED: frozenset[str] = OPEN | {"succeeded", "canceled"}
+
+
+def observed(record: PaymentRecord, payment: dict[str, Any], now: datetime) -> Tell | None:
+    """YooKassa's payment, read from its API: the fact its status makes true, unless told."""
+    status = str(payment.get("status", ""))
+    if status in record.told:
+        return None
+    fact = fact_for(record, payment, now)
+    if fact is None:
+        return None
+    return Tell(_FACT_KIND[status], fact, f"{record.payment_id}:{status}")
+
+
+def seen(record: PaymentRecord, status: str) -> PaymentRecord:
+    """The record once YooKassa said `status` (and its fact, if it has one, is on the stream)."""
+    if status not in RECORDED:
+        return record
+    changed = msgspec.structs.replace(record, status=cast(Status, status))
+    return told(changed, status) if status in _FACT_KIND else changed
+
+
+def quiet(record: PaymentRecord, since: datetime) -> bool:
+    """An open payment not heard of since `since`: the reconciler asks YooKassa about it (a
+    notification may be lost, or the instance that was creating it killed)."""
+    if record.status not in OPEN:
+        return False
+    return record.updated_at is None or record.updated_at <= since
 
 
 def fact_for(record: PaymentRecord, payment: dict[str, Any], now: datetime) -> PaymentEvent | None:
@@ -207,4 +279,135 @@ def fact_for(record: PaymentRecord, payment: dict[str, Any], now: datetime) -> P
                 now,
                 party=str(details.get("party", "")),
             )
+    return None
+
+
+# Refunds: per line, never more than was paid.
+
+
+class Refund(msgspec.Struct, frozen=True):
+    """Money to give back for an order and the goods that come back with it."""
+
+    amount: int  # kopecks, more than 0 and at most what is left of the payment
+    lines: tuple[OrderLine, ...]  # the goods that come back (empty: the money only)
+    receipt: tuple[OrderLine, ...]  # what the refund's 54-FZ receipt lists
+
+
+def refundable(record: PaymentRecord) -> bool:
+    """Only money taken can go back: a payment that succeeded."""
+    return record.status == "succeeded"
+
+
+def not_returned(record: PaymentRecord) -> tuple[OrderLine, ...]:
+    """The order's lines less what earlier refunds took back."""
+    back: dict[str, int] = {}
+    for returned in record.returned:
+        back[returned.sku] = back.get(returned.sku, 0) + returned.qty
+    left = []
+    for line in record.lines:
+        taken = min(line.qty, back.get(line.sku, 0))
+        back[line.sku] = back.get(line.sku, 0) - taken
+        if line.qty > taken:
+            left.append(OrderLine(line.sku, line.qty - taken, line.unit_price))
+    return tuple(left)
+
+
+def returnable(record: PaymentRecord, asked: tuple[OrderLine, ...]) -> tuple[OrderLine, ...]:
+    """The asked lines that can come back: no more of a line than the order has not returned
+    yet, and never at more than the customer paid for it (a request is not trusted for that)."""
+    lines = not_returned(record)
+    left = [line.qty for line in lines]
+    back: list[OrderLine] = []
+    for want in asked:
+        wanted = want.qty
+        for n, have in enumerate(lines):
+            if wanted <= 0:
+                break
+            if have.sku != want.sku or left[n] == 0:
+                continue
+            take = min(wanted, left[n])
+            back.append(OrderLine(want.sku, take, max(0, min(want.unit_price, have.unit_price))))
+            left[n] -= take
+            wanted -= take
+    return tuple(back)
+
+
+def refund_for(record: PaymentRecord, lines: tuple[OrderLine, ...] | None) -> Refund | None:
+    """What a refund of `lines` gives back (None: everything that is left; (): the money only,
+    no goods back), or None if there is nothing to give back."""
+    left = record.amount - record.refunded
+    if lines is None:
+        back, amount = not_returned(record), left
+    elif not lines:
+        back, amount = (), left
+    else:
+        back = returnable(record, lines)
+        amount = sum(line.qty * line.unit_price for line in back)
+    amount = min(amount, left)
+    if amount <= 0:
+        return None
+    everything = tuple(OrderLine(ln.sku, ln.qty, ln.unit_price) for ln in record.lines)
+    return Refund(amount, back, back or everything)
+
+
+def refund_params(
+    record: PaymentRecord,
+    refund: Refund,
+    reason: str,
+    titles: dict[str, str],
+    receipt: ReceiptConfig | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "payment_id": record.payment_id,
+        "amount": amount_field(refund.amount),
+        "description": f"Возврат по заказу №{record.order_id}: {reason}"[:250],
+    }
+    if receipt is not None:
+        params["receipt"] = receipt_params(refund.receipt, record.contact, titles, receipt)
+    return params
+
+
+def refund_fact(
+    record: PaymentRecord, refund: Refund, refund_id: str, reason: str, now: datetime
+) -> Tell:
+    """YooKassa made refund `refund_id`: the money and the goods that came back."""
+    fact = PaymentRefunded(
+        record.order_id, record.payment_id, refund_id, refund.amount, refund.lines, reason, now
+    )
+    return Tell("refunded", fact, f"refund:{refund_id}")
+
+
+def refunded(record: PaymentRecord, refund: Refund, refund_id: str) -> PaymentRecord:
+    """The record counting refund `refund_id`, once."""
+    if refund_id in record.refund_ids:
+        return record
+    return msgspec.structs.replace(
+        record,
+        refunded=record.refunded + refund.amount,
+        returned=(*record.returned, *refund.lines),
+        refund_ids=(*record.refund_ids, refund_id),
+    )
+
+
+# The inventory's answer to a payment, and what it makes payments do with the money.
+Answer = Literal["committed", "commit_failed"]
+Settlement = Literal["capture", "cancel", "refund"] | None
+
+
+def settles(answer: Answer, two_stage: bool) -> bool:
+    """Whether the answer can move money at all: a one-stage payment's commit cannot (its money
+    was taken with the payment), so the payment need not even be read."""
+    return answer != "committed" or two_stage
+
+
+def settlement(answer: Answer, status: str, two_stage: bool) -> Settlement:
+    """Money taken <=> stock committed: capture a hold the inventory committed; give back the
+    money of a payment it refused (cancel the hold, or refund a one-stage payment); nothing
+    else. `status` is YooKassa's, read just now."""
+    if answer == "committed":
+        return "capture" if two_stage and status == "waiting_for_capture" else None
+    if status == "waiting_for_capture":
+        return "cancel"
+    if status == "succeeded":
+        return "refund"
     return None

@@ -28,9 +28,6 @@ from libs.contracts import (
     InventoryEvent,
     OrderLine,
     OrderPlaced,
-    PaymentFailed,
-    PaymentPending,
-    PaymentRefunded,
     RefundRequested,
     Reserved,
 )
@@ -55,11 +52,6 @@ SANDBOX_CREDENTIALS = ("sandbox", "sandbox")  # the local sandbox API only; neve
 
 _decode_order = msgspec.json.Decoder(OrderPlaced).decode
 _decode_product = msgspec.json.Decoder(CatalogProduct).decode
-_FACT_KIND = {
-    "waiting_for_capture": "authorized",
-    "succeeded": "succeeded",
-    "canceled": "canceled",
-}
 
 
 class Records:
@@ -133,16 +125,8 @@ class Payments:
         record = await self.records.get(event.order_id)
         if record is None:
             order = await self._order(event.order_id)
-            record = await self.records.create(
-                PaymentRecord(
-                    order_id=event.order_id,
-                    amount=event.total,
-                    lines=event.lines,
-                    expires_at=event.expires_at,
-                    contact=order.contact if order else Contact(),
-                    updated_at=_now(),
-                )
-            )
+            contact = order.contact if order else Contact()
+            record = await self.records.create(core.new_record(event, contact, _now()))
         await self.ensure_created(record)
 
     async def ensure_created(self, record: PaymentRecord) -> None:
@@ -161,44 +145,15 @@ class Payments:
                 )
             except PaymentRefused as exc:
                 _log.warning("payment.refused", order_id=record.order_id, error=str(exc))
-                failed = PaymentFailed(record.order_id, "", exc.code, _now())
-                await bus.publish(
-                    self._js,
-                    subjects.payment_fact("failed", record.order_id),
-                    failed,
-                    msg_id=f"failed:{record.order_id}",
-                )
-                await self.records.update(
-                    record.order_id, lambda r: msgspec.structs.replace(r, status="failed")
-                )
+                await self._tell(core.refused(record, exc.code, _now()))
+                await self.records.update(record.order_id, core.failed)
                 return
-            confirmation = payment.get("confirmation") or {}
-            record = await self.records.update(
-                record.order_id,
-                lambda r: msgspec.structs.replace(
-                    r,
-                    status="pending" if r.status == "creating" else r.status,
-                    payment_id=str(payment["id"]),
-                    confirmation_url=str(confirmation.get("confirmation_url", "")),
-                ),
-            )
+            record = await self.records.update(record.order_id, lambda r: core.created(r, payment))
             _log.info("payment.created", order_id=record.order_id, payment_id=record.payment_id)
-        if record.payment_id and "pending" not in record.told:
-            fact = PaymentPending(
-                record.order_id,
-                record.payment_id,
-                record.amount,
-                record.confirmation_url,
-                record.expires_at,
-                _now(),
-            )
-            await bus.publish(
-                self._js,
-                subjects.payment_fact("pending", record.order_id),
-                fact,
-                msg_id=f"{record.payment_id}:pending",
-            )
-            await self._told(record.order_id, "pending")
+        tell = core.pending(record, _now())
+        if tell is not None:
+            await self._tell(tell)
+            await self.records.update(record.order_id, lambda r: core.told(r, "pending"))
 
     async def settle(self, order_id: str, answer: core.Answer) -> None:
         """The inventory answered the order's payment: keep the money or give it back.
@@ -206,8 +161,8 @@ class Payments:
         Only this answer moves money; a released reservation does not (the customer may still
         pay it, and then the inventory decides), so money taken <=> stock committed.
         """
-        if answer == "committed" and not self._two_stage:
-            return  # the money was taken with the payment: nothing to read, nothing to do
+        if not core.settles(answer, self._two_stage):
+            return
         record = await self._record(order_id)
         if record is None:
             return
@@ -228,7 +183,7 @@ class Payments:
     # refunds --------------------------------------------------------------------------------------
     async def on_refund_requested(self, request: RefundRequested) -> None:
         record = await self._record(request.order_id)
-        if record is None or record.status != "succeeded":
+        if record is None or not core.refundable(record):
             _log.warning(
                 "refund.refused",
                 order_id=request.order_id,
@@ -246,81 +201,35 @@ class Payments:
         request_id: str,
     ) -> None:
         """Refund `lines` (None: everything that is left; (): the money only, no goods back)."""
-        if lines is None:
-            back = core.not_returned(record)
-            amount = record.amount - record.refunded
-        else:
-            back = lines
-            amount = sum(ln.qty * ln.unit_price for ln in lines) or record.amount - record.refunded
-        amount = min(amount, record.amount - record.refunded)
-        if amount <= 0:
+        refund = core.refund_for(record, lines)
+        if refund is None:
+            _log.warning("refund.nothing_left", order_id=record.order_id, request_id=request_id)
             return
-        params: dict[str, Any] = {
-            "payment_id": record.payment_id,
-            "amount": {"value": core.rub(amount), "currency": core.CURRENCY},
-            "description": f"Возврат по заказу №{record.order_id}: {reason}"[:250],
-        }
-        if self._receipt is not None:
-            params["receipt"] = core.receipt_params(
-                back or tuple(OrderLine(ln.sku, ln.qty, ln.unit_price) for ln in record.lines),
-                record.contact,
-                await self._titles(record),
-                self._receipt,
-            )
-        refund = await self.api.refund(params, core.idempotence_key("refund", request_id))
-        refund_id = str(refund["id"])
-        fact = PaymentRefunded(
-            record.order_id, record.payment_id, refund_id, amount, back, reason, _now()
+        titles = await self._titles(record) if self._receipt is not None else {}
+        params = core.refund_params(record, refund, reason, titles, self._receipt)
+        made = await self.api.refund(params, core.idempotence_key("refund", request_id))
+        refund_id = str(made["id"])
+        await self._tell(core.refund_fact(record, refund, refund_id, reason, _now()))
+        await self.records.update(record.order_id, lambda r: core.refunded(r, refund, refund_id))
+        _log.info(
+            "payment.refunded", order_id=record.order_id, refund_id=refund_id, amount=refund.amount
         )
-        await bus.publish(
-            self._js,
-            subjects.payment_fact("refunded", record.order_id),
-            fact,
-            msg_id=f"refund:{refund_id}",
-        )
-        await self.records.update(
-            record.order_id,
-            lambda r: (
-                r
-                if refund_id in r.refund_ids
-                else msgspec.structs.replace(
-                    r,
-                    refunded=r.refunded + amount,
-                    returned=(*r.returned, *back),
-                    refund_ids=(*r.refund_ids, refund_id),
-                )
-            ),
-        )
-        _log.info("payment.refunded", order_id=record.order_id, refund_id=refund_id, amount=amount)
 
     # what YooKassa says ---------------------------------------------------------------------------
     async def observe(self, record: PaymentRecord, payment: dict[str, Any]) -> None:
         """YooKassa's payment, as read from its API: tell the fact its status makes true, once."""
         status = str(payment.get("status", ""))
-        fact = core.fact_for(record, payment, _now())
-        if fact is not None and status not in record.told:
-            await bus.publish(
-                self._js,
-                subjects.payment_fact(_FACT_KIND[status], record.order_id),
-                fact,
-                msg_id=f"{record.payment_id}:{status}",
-                give_up_after=5.0,
-            )
+        tell = core.observed(record, payment, _now())
+        if tell is not None:
+            await self._tell(tell, give_up_after=5.0)
             _log.info(
                 "payment.told",
                 order_id=record.order_id,
                 payment_id=record.payment_id,
                 status=status,
             )
-        if status in core.OPEN or status in ("succeeded", "canceled"):
-            await self.records.update(
-                record.order_id,
-                lambda r: msgspec.structs.replace(
-                    r,
-                    status=status,
-                    told=r.told if status in r.told or fact is None else (*r.told, status),
-                ),
-            )
+        if status in core.RECORDED:
+            await self.records.update(record.order_id, lambda r: core.seen(r, status))
 
     async def notified(self, claimed: dict[str, Any]) -> tuple[int, str]:
         """A payment notification's object (trusted for nothing): re-read, check, tell."""
@@ -350,9 +259,7 @@ class Payments:
         """Open payments not heard of for a while: ask YooKassa (a notification may be lost)."""
         quiet_since = _now() - timedelta(seconds=self._settings.payments_reconcile_after)
         for record in await self.records.all():
-            if record.status not in core.OPEN:
-                continue
-            if record.updated_at is not None and record.updated_at > quiet_since:
+            if not core.quiet(record, quiet_since):
                 continue
             try:
                 if record.status == "creating":
@@ -372,10 +279,10 @@ class Payments:
             return None
         return record
 
-    async def _told(self, order_id: str, status: str) -> None:
-        await self.records.update(
-            order_id,
-            lambda r: r if status in r.told else msgspec.structs.replace(r, told=(*r.told, status)),
+    async def _tell(self, tell: core.Tell, give_up_after: float = 60.0) -> None:
+        subject = subjects.payment_fact(tell.kind, tell.fact.order_id)
+        await bus.publish(
+            self._js, subject, tell.fact, msg_id=tell.msg_id, give_up_after=give_up_after
         )
 
     async def _order(self, order_id: str) -> OrderPlaced | None:

@@ -29,12 +29,11 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from libs import log
+from libs import log, money
 
 _log = log.get(__name__)
 
 JSON = dict[str, Any]
-CENT = Decimal("0.01")
 IDEMPOTENCE_TTL = timedelta(hours=24)  # how long YooKassa remembers a key
 WAIT_FOR_CAPTURE = timedelta(days=7)  # bank cards: a waiting_for_capture payment expires then
 EVENTS = {
@@ -50,8 +49,8 @@ def utc_stamp(moment: datetime | None = None) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _amount(value: Decimal, currency: str) -> JSON:
-    return {"value": f"{value:.2f}", "currency": currency}
+def _amount(kopecks: int, currency: str) -> JSON:
+    return {"value": money.rubles(kopecks), "currency": currency}
 
 
 class ApiFailure(Exception):
@@ -70,14 +69,17 @@ def _invalid(description: str, parameter: str | None = None) -> ApiFailure:
     return ApiFailure(400, "invalid_request", description, parameter)
 
 
-def _money(raw: Any, parameter: str) -> tuple[Decimal, str]:
+def _money(raw: Any, parameter: str) -> tuple[int, str]:
+    """An amount object as (kopecks, currency)."""
     if not isinstance(raw, dict):
         raise _invalid(f"{parameter} is required", parameter)
     try:
-        value = Decimal(str(raw.get("value")))
-    except InvalidOperation:
-        raise _invalid(f"{parameter}.value is not a number", f"{parameter}.value") from None
-    if not value.is_finite() or value <= 0 or value != value.quantize(CENT):
+        value = money.kopecks(raw.get("value"))
+    except ValueError:
+        raise _invalid(
+            f"{parameter}.value is not a number in kopecks", f"{parameter}.value"
+        ) from None
+    if value <= 0:
         raise _invalid(f"{parameter}.value must be positive, in kopecks", f"{parameter}.value")
     currency = raw.get("currency")
     if not isinstance(currency, str) or len(currency) != 3 or not currency.isupper():
@@ -85,7 +87,7 @@ def _money(raw: Any, parameter: str) -> tuple[Decimal, str]:
     return value, currency
 
 
-def _check_receipt(receipt: Any, total: Decimal, currency: str) -> None:
+def _check_receipt(receipt: Any, total: int, currency: str) -> None:
     if not isinstance(receipt, dict):
         raise _invalid("receipt must be an object", "receipt")
     customer = receipt.get("customer")
@@ -110,9 +112,11 @@ def _check_receipt(receipt: Any, total: Decimal, currency: str) -> None:
             raise _invalid(f"{where}.amount.currency differs", f"{where}.amount.currency")
         if item.get("vat_code") is None and receipt.get("tax_system_code") is None:
             raise _invalid(f"{where}.vat_code is required", f"{where}.vat_code")
-        summed += quantity * price
-    if summed.quantize(CENT) != total:
-        raise _invalid(f"Receipt items sum to {summed:.2f}, not {total:.2f}", "receipt.items")
+        summed += quantity * price  # a weighed item's quantity may be a fraction
+    kopecks = int(summed.to_integral_value())  # to the nearest kopeck, as YooKassa counts
+    if kopecks != total:
+        why = f"Receipt items sum to {money.rubles(kopecks)}, not {money.rubles(total)}"
+        raise _invalid(why, "receipt.items")
 
 
 class SandboxYooKassa:
@@ -300,7 +304,7 @@ class SandboxYooKassa:
             "confirmation": {"type": "redirect", "confirmation_url": self.checkout_url(payment_id)},
             "test": True,
             "refundable": False,
-            "refunded_amount": _amount(Decimal(0), currency),
+            "refunded_amount": _amount(0, currency),
             "metadata": metadata,
         }
         if description is not None:
@@ -311,7 +315,7 @@ class SandboxYooKassa:
             payment["receipt_registration"] = "pending"
         self.payments[payment_id] = payment
         self._capture[payment_id] = capture
-        _log.info("sandbox.payment_created", payment_id=payment_id, amount=f"{value:.2f}")
+        _log.info("sandbox.payment_created", payment_id=payment_id, amount=money.rubles(value))
         return payment
 
     def _payment_for(self, request: web.Request) -> JSON:
@@ -327,7 +331,7 @@ class SandboxYooKassa:
         payment = self._payment_for(request)
         if payment["status"] != "waiting_for_capture":
             raise _invalid(f"Payment is {payment['status']}, not waiting_for_capture")
-        total, currency = Decimal(payment["amount"]["value"]), payment["amount"]["currency"]
+        total, currency = money.kopecks(payment["amount"]["value"]), payment["amount"]["currency"]
         if body.get("amount") is not None:
             value, asked_currency = _money(body["amount"], "amount")
             if asked_currency != currency or value > total:
@@ -367,8 +371,8 @@ class SandboxYooKassa:
         if payment["status"] != "succeeded":
             raise _invalid(f"Payment is {payment['status']}: only succeeded ones refund")
         value, currency = _money(body.get("amount"), "amount")
-        total = Decimal(payment["amount"]["value"])
-        refunded = Decimal(payment["refunded_amount"]["value"]) + value
+        total = money.kopecks(payment["amount"]["value"])
+        refunded = money.kopecks(payment["refunded_amount"]["value"]) + value
         if currency != payment["amount"]["currency"]:
             raise _invalid("Refund currency differs from the payment's", "amount.currency")
         if refunded > total:

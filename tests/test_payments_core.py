@@ -1,0 +1,324 @@
+"""The payments core without NATS or YooKassa: what a status means for the record, which facts
+to tell, and the refund arithmetic per line."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from libs.contracts import (
+    Contact,
+    OrderLine,
+    PaymentAuthorized,
+    PaymentCanceled,
+    PaymentFailed,
+    PaymentPending,
+    PaymentRefunded,
+    PaymentSucceeded,
+    Reserved,
+    ReservedLine,
+)
+from services.payments import core
+from services.payments.core import PaymentRecord, Refund
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+EXPIRES = NOW + timedelta(minutes=15)
+TEA, MUG = ReservedLine("TEA", 3, 99000), ReservedLine("MUG", 1, 45050)
+
+
+def record(**changes: Any) -> PaymentRecord:
+    base = PaymentRecord(
+        order_id="o1",
+        amount=3 * 99000 + 45050,
+        lines=(TEA, MUG),
+        expires_at=EXPIRES,
+        contact=Contact(name="Анна", phone="+79001234567"),
+        status="succeeded",
+        payment_id="pay-1",
+        confirmation_url="https://pay/1",
+    )
+    return msgspec.structs.replace(base, **changes)
+
+
+def payment(status: str, **more: Any) -> dict[str, Any]:
+    return {
+        "id": "pay-1",
+        "status": status,
+        "amount": {"value": "3420.50", "currency": "RUB"},
+        "metadata": {"order_id": "o1"},
+        **more,
+    }
+
+
+# the record's story ------------------------------------------------------------------------------
+
+
+def test_a_reservation_becomes_a_record_being_created() -> None:
+    reserved = Reserved("o1", (TEA, MUG), 342050, EXPIRES, NOW)
+    made = core.new_record(reserved, Contact(phone="+79001234567"), NOW)
+    assert (made.order_id, made.amount, made.lines, made.expires_at) == (
+        "o1",
+        342050,
+        (TEA, MUG),
+        EXPIRES,
+    )
+    assert (made.status, made.payment_id, made.told, made.updated_at) == ("creating", "", (), NOW)
+    assert made.contact.phone == "+79001234567"
+
+
+def test_a_created_payment_is_pending_unless_another_instance_moved_it_on() -> None:
+    answer = {"id": "pay-9", "confirmation": {"confirmation_url": "https://pay/9"}}
+    fresh = core.created(record(status="creating", payment_id=""), answer)
+    assert (fresh.status, fresh.payment_id, fresh.confirmation_url) == (
+        "pending",
+        "pay-9",
+        "https://pay/9",
+    )
+    moved = core.created(record(status="waiting_for_capture"), answer)
+    assert moved.status == "waiting_for_capture"
+    assert core.created(record(status="creating"), {"id": "pay-9"}).confirmation_url == ""
+
+
+def test_pending_is_told_once_and_only_with_a_payment() -> None:
+    assert core.pending(record(status="creating", payment_id=""), NOW) is None
+    tell = core.pending(record(status="pending"), NOW)
+    assert tell is not None
+    assert (tell.kind, tell.msg_id) == ("pending", "pay-1:pending")
+    assert tell.fact == PaymentPending("o1", "pay-1", 342050, "https://pay/1", EXPIRES, NOW)
+    told = core.told(record(status="pending"), "pending")
+    assert core.pending(told, NOW) is None
+    assert core.told(told, "pending") == told, "told once"
+
+
+def test_a_refused_payment_fails_the_order() -> None:
+    tell = core.refused(record(status="creating", payment_id=""), "invalid_request", NOW)
+    assert (tell.kind, tell.msg_id) == ("failed", "failed:o1")
+    assert tell.fact == PaymentFailed("o1", "", "invalid_request", NOW)
+    assert core.failed(record(status="creating")).status == "failed"
+
+
+def test_what_each_yookassa_status_tells() -> None:
+    open_ = record(status="pending")
+    held = core.observed(open_, payment("waiting_for_capture"), NOW)
+    assert held is not None
+    assert (held.kind, held.msg_id) == ("authorized", "pay-1:waiting_for_capture")
+    assert held.fact == PaymentAuthorized("o1", "pay-1", 342050, NOW)
+    paid = core.observed(open_, payment("succeeded"), NOW)
+    assert paid is not None and (paid.kind, paid.msg_id) == ("succeeded", "pay-1:succeeded")
+    assert paid.fact == PaymentSucceeded("o1", "pay-1", 342050, NOW)
+    details = {"party": "payment_network", "reason": "general_decline"}
+    declined = core.observed(open_, payment("canceled", cancellation_details=details), NOW)
+    assert declined is not None and declined.kind == "canceled"
+    assert declined.fact == PaymentCanceled(
+        "o1", "pay-1", "general_decline", NOW, party="payment_network"
+    )
+    bare = core.observed(open_, payment("canceled"), NOW)
+    assert bare is not None and bare.fact == PaymentCanceled("o1", "pay-1", "canceled", NOW)
+    assert core.observed(open_, payment("pending"), NOW) is None, "nothing new to tell"
+    assert core.observed(open_, payment("refunded?"), NOW) is None
+
+
+def test_a_status_is_told_once() -> None:
+    told = record(status="succeeded", told=("pending", "succeeded"))
+    assert core.observed(told, payment("succeeded"), NOW) is None
+
+
+def test_what_a_status_makes_the_record() -> None:
+    open_ = record(status="pending", told=("pending",))
+    held = core.seen(open_, "waiting_for_capture")
+    assert (held.status, held.told) == ("waiting_for_capture", ("pending", "waiting_for_capture"))
+    paid = core.seen(held, "succeeded")
+    assert paid.told == ("pending", "waiting_for_capture", "succeeded")
+    assert core.seen(paid, "succeeded") == paid, "seen twice, told once"
+    still = core.seen(record(status="creating", told=()), "pending")
+    assert (still.status, still.told) == ("pending", ()), "pending is told by `pending`"
+    assert "mystery" not in core.RECORDED
+    assert core.seen(open_, "mystery") == open_
+
+
+def test_the_reconciler_asks_about_quiet_open_payments_only() -> None:
+    since = NOW - timedelta(minutes=5)
+    assert core.quiet(record(status="pending", updated_at=since - timedelta(seconds=1)), since)
+    assert core.quiet(record(status="creating", updated_at=None), since)
+    assert not core.quiet(record(status="pending", updated_at=NOW), since)
+    for done in ("succeeded", "canceled", "failed"):
+        assert not core.quiet(record(status=done, updated_at=None), since)
+
+
+def test_what_yookassa_says_is_checked_against_the_order() -> None:
+    mine = record(amount=342050)
+    assert core.mismatch(mine, payment("succeeded")) is None
+    assert core.mismatch(mine, {**payment("succeeded"), "id": "pay-2"}) is not None
+    cheaper = {**payment("succeeded"), "amount": {"value": "1.00", "currency": "RUB"}}
+    assert "amount" in (core.mismatch(mine, cheaper) or "")
+    dollars = {**payment("succeeded"), "amount": {"value": "3420.50", "currency": "USD"}}
+    assert "currency" in (core.mismatch(mine, dollars) or "")
+    other = {**payment("succeeded"), "metadata": {"order_id": "o2"}}
+    assert "order_id" in (core.mismatch(mine, other) or "")
+    assert core.claimed_mismatch(payment("succeeded"), payment("succeeded")) is None
+    claimed = {**payment("succeeded"), "amount": {"value": "3420.5", "currency": "RUB"}}
+    assert core.claimed_mismatch(claimed, payment("succeeded")) is None, "the same money"
+    assert core.claimed_mismatch(cheaper, payment("succeeded")) is not None
+
+
+def test_settlement_only_on_the_inventorys_answer() -> None:
+    assert not core.settles("committed", two_stage=False)
+    assert core.settles("committed", two_stage=True)
+    assert core.settles("commit_failed", two_stage=False)
+    assert core.settlement("committed", "waiting_for_capture", True) == "capture"
+    assert core.settlement("committed", "succeeded", True) is None
+    assert core.settlement("commit_failed", "waiting_for_capture", True) == "cancel"
+    assert core.settlement("commit_failed", "succeeded", False) == "refund"
+    assert core.settlement("commit_failed", "canceled", True) is None
+
+
+def test_params_in_yookassas_money() -> None:
+    config = core.ReceiptConfig(1, "commodity", "full_payment")
+    params = core.create_params(record(status="creating"), "https://back", {}, False, config)
+    assert params["amount"] == {"value": "3420.50", "currency": "RUB"}
+    items = params["receipt"]["items"]
+    assert [i["amount"]["value"] for i in items] == ["990.00", "450.50"]
+    assert [i["quantity"] for i in items] == ["3.00", "1.00"]
+
+
+# refunds -----------------------------------------------------------------------------------------
+
+
+def test_refund_by_lines_then_the_rest() -> None:
+    """As tests/test_payments.py does it end to end: one of three back, then the rest."""
+    order = record(lines=(ReservedLine("FEW", 3, 99000),), amount=297000)
+    one = core.refund_for(order, (OrderLine("FEW", 1, 99000),))
+    assert one == Refund(99000, (OrderLine("FEW", 1, 99000),), (OrderLine("FEW", 1, 99000),))
+    order = core.refunded(order, one, "re-1")
+    assert core.refunded(order, one, "re-1") == order, "a refund is counted once"
+    rest = core.refund_for(order, None)
+    assert rest == Refund(198000, (OrderLine("FEW", 2, 99000),), (OrderLine("FEW", 2, 99000),))
+    order = core.refunded(order, rest, "re-2")
+    assert (order.refunded, order.refund_ids) == (297000, ("re-1", "re-2"))
+    assert core.not_returned(order) == ()
+    assert core.refund_for(order, None) is None, "nothing left to give back"
+    assert core.refund_for(order, (OrderLine("FEW", 1, 99000),)) is None
+
+
+def test_the_money_only() -> None:
+    """The stock was gone: the money goes back, no goods; the receipt lists the whole order."""
+    refund = core.refund_for(record(), ())
+    everything = (OrderLine("TEA", 3, 99000), OrderLine("MUG", 1, 45050))
+    assert refund == Refund(342050, (), everything)
+
+
+def test_a_request_never_refunds_more_than_was_paid_for_a_line() -> None:
+    order = record()
+    too_many = core.refund_for(order, (OrderLine("MUG", 5, 45050),))
+    assert too_many is not None and too_many.lines == (OrderLine("MUG", 1, 45050),)
+    assert too_many.amount == 45050
+    dearer = core.refund_for(order, (OrderLine("TEA", 1, 150000),))
+    assert dearer is not None and dearer.amount == 99000, "at most the price paid"
+    cheaper = core.refund_for(order, (OrderLine("TEA", 2, 50000),))
+    assert cheaper is not None and cheaper.amount == 100000, "a lower price is the shop's call"
+    assert core.refund_for(order, (OrderLine("CUP", 1, 1000),)) is None, "not in the order"
+    assert core.refund_for(order, (OrderLine("TEA", 0, 99000),)) is None, "none of it"
+    assert core.refund_for(order, (OrderLine("TEA", -2, 99000),)) is None
+    assert core.refund_for(order, (OrderLine("TEA", 1, 0),)) is None, "goods without money"
+    assert core.refund_for(order, (OrderLine("TEA", 1, -500),)) is None
+    back = core.refunded(order, too_many, "re-1")
+    assert core.refund_for(back, (OrderLine("MUG", 1, 45050),)) is None, "already back"
+
+
+def test_refund_params() -> None:
+    order = record()
+    refund = core.refund_for(order, (OrderLine("TEA", 2, 99000),))
+    assert refund is not None
+    bare = core.refund_params(order, refund, "returned", {}, None)
+    assert bare == {
+        "payment_id": "pay-1",
+        "amount": {"value": "1980.00", "currency": "RUB"},
+        "description": "Возврат по заказу №o1: returned",
+    }
+    config = core.ReceiptConfig(1, "commodity", "full_payment")
+    with_receipt = core.refund_params(order, refund, "returned", {"TEA": "Сенча"}, config)
+    (item,) = with_receipt["receipt"]["items"]
+    assert (item["description"], item["quantity"], item["amount"]["value"]) == (
+        "Сенча",
+        "2.00",
+        "990.00",
+    )
+    tell = core.refund_fact(order, refund, "re-7", "returned", NOW)
+    assert (tell.kind, tell.msg_id) == ("refunded", "refund:re-7")
+    assert tell.fact == PaymentRefunded(
+        "o1", "pay-1", "re-7", 198000, (OrderLine("TEA", 2, 99000),), "returned", NOW
+    )
+
+
+SKUS = ("A", "B")
+order_lines = st.lists(
+    st.builds(
+        ReservedLine,
+        st.sampled_from(SKUS),
+        st.integers(min_value=1, max_value=5),
+        st.integers(min_value=1, max_value=200_000),
+    ),
+    min_size=1,
+    max_size=4,
+)
+asked_lines = st.lists(
+    st.builds(
+        OrderLine,
+        st.sampled_from(SKUS) | st.just("Z"),
+        st.integers(min_value=1, max_value=7),
+        st.integers(min_value=1, max_value=300_000),
+    ),
+    min_size=1,
+    max_size=4,
+)
+# Some refunds by lines, then everything left (None) or the money only (()).
+requests = st.builds(
+    lambda some, last: [*some, last],
+    st.lists(asked_lines.map(tuple), max_size=5),
+    st.none() | st.just(()),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(order_lines, st.integers(min_value=0, max_value=50_000), requests)
+def test_refunds_never_give_back_more_than_was_paid(
+    lines: list[ReservedLine], delivery: int, asked: list[tuple[OrderLine, ...] | None]
+) -> None:
+    order = record(
+        lines=tuple(lines), amount=sum(ln.qty * ln.unit_price for ln in lines) + delivery
+    )
+    ordered = Counter[str]()
+    paid: dict[str, int] = {}
+    for bought in lines:
+        ordered[bought.sku] += bought.qty
+        paid[bought.sku] = max(paid.get(bought.sku, 0), bought.unit_price)
+    given_back = 0
+    for n, request in enumerate(asked):
+        left = order.amount - order.refunded
+        refund = core.refund_for(order, request)
+        if refund is None:
+            continue
+        assert isinstance(refund.amount, int) and 0 < refund.amount <= left
+        for back in refund.lines:
+            assert back.qty > 0 and 0 <= back.unit_price <= paid[back.sku]
+        if request:  # by lines: the money is what those lines cost, as far as any is left
+            assert refund.amount == min(sum(ln.qty * ln.unit_price for ln in refund.lines), left)
+        else:  # everything left, or the money only
+            assert refund.amount == left
+        assert refund.receipt == (
+            refund.lines or tuple(OrderLine(*msgspec.structs.astuple(ln)) for ln in lines)
+        )
+        order = core.refunded(order, refund, f"re-{n}")
+        given_back += refund.amount
+        returned = Counter[str]()
+        for back in order.returned:
+            returned[back.sku] += back.qty
+        assert all(returned[sku] <= ordered[sku] for sku in returned), "no line back twice"
+        assert order.refunded == given_back <= order.amount, "the sums add up"
+        if request is None:
+            assert order.refunded == order.amount and core.not_returned(order) == ()
