@@ -5,10 +5,8 @@ tests/test_inventory_service.py; the policy itself: tests/test_runner.py."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -17,9 +15,16 @@ import pytest
 from nats.js import JetStreamContext
 
 from libs import bus, subjects
-from libs.contracts import DeadLettered, Reserved, ReservedLine
+from libs.contracts import (
+    Contact,
+    DeadLettered,
+    OrderLine,
+    OrderPlaced,
+    Rejected,
+)
+from services.bot.model import OrderView
 from shop.embedded_nats import free_port
-from tests import crm_journeys
+from tests.fakes.sheets import FakeSheets
 from tests.fakes.telegram import FakeTelegram, message_text
 from tests.harness import ServiceProcess, wait_until
 
@@ -44,10 +49,13 @@ async def _dead_letters(js: JetStreamContext) -> int:
     return int((await js.stream_info(subjects.DEADLETTER)).state.messages)
 
 
-async def test_the_bot_sets_a_poison_fact_aside_and_tells_the_admin_chat_once(
+async def test_the_bot_sets_aside_a_fact_it_cannot_tell_and_tells_the_admin_chat_once(
     nats_url: str, js: JetStreamContext, services: Start, telegram: FakeTelegram
 ) -> None:
-    admin = telegram.user("Админ")
+    """Telegram answers what is sent to one customer with something no client can read: the
+    fact about her order is retried, then dead-lettered, and the admin chat is told once; the
+    bot goes on serving."""
+    admin, vera = telegram.user("Админ"), telegram.user("Вера")
     services(
         "bot",
         nats_url,
@@ -58,57 +66,70 @@ async def test_the_bot_sets_a_poison_fact_aside_and_tells_the_admin_chat_once(
         max_deliveries=2,
     )
     await wait_until(lambda: _bucket(js, "bot-orders"), what="the bot's buckets")
-    views = await js.key_value("bot-orders")
-    await views.put("poison", b"[not an order view")  # a view the bot cannot read
     now = datetime.now(UTC)
-    reserved = Reserved(
-        "poison", (ReservedLine("FEW", 1, 100),), 100, now + timedelta(hours=1), now
+    view = OrderView(
+        order_id="poison",
+        user_id=vera.id,
+        chat_id=vera.id,
+        language="ru",
+        lines=(OrderLine("FEW", 1, 100),),
+        total=100,
+        placed_at=now,
     )
-    await bus.publish(js, subjects.inventory_fact("reserved", "poison"), reserved, "poison")
+    await (await js.key_value("bot-orders")).put("poison", msgspec.json.encode(view))
+    telegram.garble(vera)
+    rejected = Rejected("poison", "out_of_stock", (), now)
+    await bus.publish(js, subjects.inventory_fact("rejected", "poison"), rejected, "poison")
 
     told = await telegram.wait_message(admin.id, "отложил сообщение", timeout=30)
-    assert "inventory.reserved.poison" in message_text(told)
+    assert "inventory.rejected.poison" in message_text(told)
     assert "after 2 deliveries" in message_text(told)
     assert await _dead_letters(js) == 1
-    # Still serving: a customer is answered.
-    await telegram.send_command(admin, "/start")
+    await telegram.send_command(admin, "/start")  # still serving
     await telegram.wait_message(admin.id, "Чайная лавка", after=told["message_id"])
-    told_again = [m for m in telegram.sent(admin.id) if "отложил" in message_text(m)]
-    assert len(told_again) == 1
+    assert len([m for m in telegram.sent(admin.id) if "отложил" in message_text(m)]) == 1
 
 
-def _rows(path: Path) -> dict[str, list[str]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    return {row[0]: row for row in list(csv.reader(io.StringIO(text)))[1:] if row}
-
-
-async def test_crm_sync_writes_the_others_and_sets_the_poison_fact_aside(
+async def test_crm_sync_writes_the_others_and_sets_aside_a_fact_the_sheet_refuses(
     nats_url: str, js: JetStreamContext, services: Start, tmp_path: Path
 ) -> None:
-    """One fact of a batch that cannot be written (the order's kept state is unreadable) holds
-    none of the others back: they are written, it is retried, then dead-lettered and told."""
-    orders = tmp_path / "data" / "crm" / "orders.csv"
-    services("crm_sync", nats_url, crm_http_port=free_port(), max_deliveries=2)
-    await wait_until(lambda: _bucket(js, subjects.CRM_ORDERS_BUCKET), what="crm's buckets")
-    states = await js.key_value(subjects.CRM_ORDERS_BUCKET)
-    poison, fine = crm_journeys.order_id("p", 0), crm_journeys.order_id("p", 1)
-    await states.put(poison, b"{broken")
-    at = datetime.now(UTC).replace(microsecond=0)
-    for number in (0, 1):
-        for subject, fact in crm_journeys.journey("p", number, at)[:2]:  # placed, reserved
-            await bus.publish(js, subject, fact, msg_id=subject)
+    """One fact of a batch the sheet will never take (a comment over Google's 50,000 characters
+    in a cell) holds none of the others back: they are written, it is retried, then
+    dead-lettered and told."""
+    fake = FakeSheets()
+    await fake.start()
+    try:
+        spreadsheet = fake.create_spreadsheet("CRM")
+        services(
+            "crm_sync",
+            nats_url,
+            google_service_account_file=fake.key_file(tmp_path),
+            sheets_spreadsheet_id=spreadsheet,
+            sheets_api_url=fake.url,
+            crm_http_port=free_port(),
+            max_deliveries=2,
+        )
+        at = datetime.now(UTC)
+        for order_id, comment in (("poison", "x" * 60_000), ("fine", "позвонить")):
+            contact = Contact("Анна", "+79123456789", "Москва", comment=comment)
+            placed = OrderPlaced(order_id, 1, (OrderLine("TEA", 1, 100),), 100, at, contact)
+            await bus.publish(js, subjects.order_placed(order_id), placed, order_id)
 
-    await wait_until(lambda: fine in _rows(orders), what="the other order's row")
+        def orders() -> list[str]:
+            if "Orders" not in fake.sheet_titles(spreadsheet):
+                return []
+            return [str(row[0]) for row in fake.rows(spreadsheet, "Orders")[1:] if row]
 
-    async def both_set_aside() -> bool:
-        return await _dead_letters(js) == 2  # the poison order's placed and reserved
+        await wait_until(lambda: "fine" in orders(), timeout=30, what="the other order's row")
 
-    await wait_until(both_set_aside, timeout=30, what="the poison facts dead-lettered")
-    assert poison not in _rows(orders)
-    alert = await js.get_last_msg(subjects.ALERTS, subjects.alert_dead_letter("crm_sync"))
-    told = msgspec.json.decode(alert.data or b"", type=DeadLettered)
-    assert told.service == "crm_sync" and poison in told.subject
-    assert "after 2 deliveries" in told.reason
+        async def set_aside() -> bool:
+            return await _dead_letters(js) == 1
+
+        await wait_until(set_aside, timeout=30, what="the refused fact dead-lettered")
+        assert "poison" not in orders()
+        alert = await js.get_last_msg(subjects.ALERTS, subjects.alert_dead_letter("crm_sync"))
+        told = msgspec.json.decode(alert.data or b"", type=DeadLettered)
+        assert told.subject == "orders.placed.poison"
+        assert "50000 characters" in told.reason and "after 2 deliveries" in told.reason
+    finally:
+        await fake.stop()

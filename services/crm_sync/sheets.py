@@ -23,7 +23,7 @@ from google.oauth2 import service_account
 
 from libs import log
 from services.crm_sync import core
-from services.crm_sync.sink import Misconfigured, Unavailable
+from services.crm_sync.sink import Misconfigured, Refused, Unavailable
 
 T = TypeVar("T")
 _log = log.get(__name__)
@@ -337,6 +337,8 @@ class GoogleSheet:
                 f"a tab of the spreadsheet is gone or was renamed ({message}); "
                 f"the service writes to the tabs {', '.join(TABS)}"
             )
+        if status == 400:
+            return Refused(f"Google Sheets refused the values: {message}")
         return Misconfigured(f"Google Sheets refused a request: {status} {message}")
 
     async def _refuse_renamed(

@@ -26,7 +26,9 @@ The real, unmodified ``gspread`` + ``google-auth`` talk to it over HTTP on 127.0
   writes (update, batchUpdate) outside the grid are 400 "... exceeds grid limits ..." as at
   Google: the grid does NOT grow for them; ``append`` grows it (rows, and columns if needed).
   Writing more rows/columns than an explicit (non single-cell) range holds is 400 "Requested
-  writing within range [...], but tried writing to row [N]" as at Google.
+  writing within range [...], but tried writing to row [N]" as at Google, and a cell of more
+  than 50,000 characters is 400 "Your input contains more than the maximum of 50000
+  characters in a single cell.".
 * Values are stored as given (str, int, float, bool); ``null`` in written values leaves a cell
   unchanged and ``""`` empties it. ``RAW`` keeps values as they are; ``USER_ENTERED`` turns a
   string that reads as a number into a number (``"+7900"`` becomes ``7900``, as at Google),
@@ -170,6 +172,9 @@ class SheetsError(Exception):
 
     def response(self) -> web.Response:
         return _error(self.code, self.message, self.status)
+
+
+MAX_CELL = 50_000  # characters in one cell, as at Google
 
 
 def _invalid(message: str) -> SheetsError:
@@ -1339,6 +1344,10 @@ def _matrix(values: Any, major: Any) -> list[list[Any]]:
         return [[column[r] if r < len(column) else None for column in values] for r in range(width)]
     if major not in (None, "ROWS", "DIMENSION_UNSPECIFIED"):
         raise _invalid(f"Invalid value at 'major_dimension' (TYPE_ENUM), \"{major}\"")
+    if any(isinstance(cell, str) and len(cell) > MAX_CELL for row in values for cell in row):
+        raise _invalid(
+            f"Your input contains more than the maximum of {MAX_CELL} characters in a single cell."
+        )
     return values
 
 

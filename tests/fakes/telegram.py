@@ -313,6 +313,7 @@ class FakeTelegram:
         self._photos: dict[str, list[JSON]] = {}  # any size's file_id -> the sizes
         self._file_data: dict[str, bytes] = {}  # file_path -> content
         self._floods: list[_Flood] = []
+        self._garbled: set[int] = set()
         self._per_chat: _Limit | None = None
         self._global: _Limit | None = None
         self._webhook: _Webhook | None = None
@@ -433,6 +434,11 @@ class FakeTelegram:
         self._per_chat = None
         self._global = None
 
+    def garble(self, chat_id: int | User) -> None:
+        """From now on, what is sent to this chat is answered 200 with a result no client can
+        read (a broken proxy, a changed API): not an outage, and never going away by itself."""
+        self._garbled.add(self._known(chat_id))
+
     def _throttle(self, method: str, params: JSON) -> int | None:
         now = asyncio.get_running_loop().time()
         chat_id = _as_int(params.get("chat_id"))
@@ -500,6 +506,8 @@ class FakeTelegram:
             self.throttled += 1
             error = ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after)
             return 429, error.body()
+        if _as_int(params.get("chat_id")) in self._garbled and api_name in SENDING:
+            return 200, {"ok": True, "result": "garbled"}
         try:
             result = await method(params)
         except ApiError as exc:
