@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import nats.js.errors
@@ -47,21 +48,38 @@ def inventory_fact(kind: str, key: str) -> str:
     return f"inventory.{kind}.{key}"
 
 
-def payment_fact(kind: str, order_id: str) -> str:
+class PaymentKind(StrEnum):
+    """payments.<kind>.<order id>: what each payment fact is called in its subject."""
+
+    PENDING = "pending"
+    AUTHORIZED = "authorized"
+    SUCCEEDED = "succeeded"
+    CANCELED = "canceled"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+    REFUND_REQUESTED = "refund_requested"
+
+
+def payment_fact(kind: PaymentKind, order_id: str) -> str:
     return f"payments.{kind}.{order_id}"
 
 
+def payment_facts(*kinds: PaymentKind) -> list[str]:
+    """A consumer's filter: these kinds of payment facts, for every order."""
+    return [f"payments.{kind}.>" for kind in kinds]
+
+
 # Payment facts the inventory acts on (commit on money, release on its absence).
-REFUND_REQUESTED_ALL = "payments.refund_requested.>"
+REFUND_REQUESTED_ALL = f"payments.{PaymentKind.REFUND_REQUESTED}.>"
 PAYMENTS_RECORDS_BUCKET = "payments"  # keys: order id -> the payments service's record
 
-PAYMENT_FACTS_FOR_INVENTORY = [
-    "payments.authorized.>",
-    "payments.succeeded.>",
-    "payments.canceled.>",
-    "payments.failed.>",
-    "payments.refunded.>",
-]
+PAYMENT_FACTS_FOR_INVENTORY = payment_facts(
+    PaymentKind.AUTHORIZED,
+    PaymentKind.SUCCEEDED,
+    PaymentKind.CANCELED,
+    PaymentKind.FAILED,
+    PaymentKind.REFUNDED,
+)
 
 
 # alerts.<what>: operational alerts for the admin chat (crm_sync falling behind, catching up).
@@ -96,14 +114,14 @@ INVENTORY_FACTS_FOR_BOT = [
     "inventory.commit_failed.>",
     "inventory.released.>",
 ]
-PAYMENT_FACTS_FOR_BOT = [
-    "payments.pending.>",
-    "payments.authorized.>",
-    "payments.succeeded.>",
-    "payments.canceled.>",
-    "payments.failed.>",
-    "payments.refunded.>",
-]
+PAYMENT_FACTS_FOR_BOT = payment_facts(
+    PaymentKind.PENDING,
+    PaymentKind.AUTHORIZED,
+    PaymentKind.SUCCEEDED,
+    PaymentKind.CANCELED,
+    PaymentKind.FAILED,
+    PaymentKind.REFUNDED,
+)
 PAYMENTS_REFUNDS_CONSUMER = "payments-refunds"
 BOT_INVENTORY_CONSUMER = "bot-inventory"
 BOT_PAYMENTS_CONSUMER = "bot-payments"
@@ -136,6 +154,14 @@ SNAPSHOT_NAME = "state"
 CRM_BUCKET = "crm"  # key `status`: crm_sync's report (backlog, last write, error)
 CRM_STATUS_KEY = "status"
 CRM_ORDERS_BUCKET = "crm-orders"  # keys: order id -> the order's lifecycle state (libs.lifecycle)
+CRM_WRITER_BUCKET = "crm-writer"  # key `writer`: which crm_sync replica writes the sheet (a lease)
+# The bot's own documents (services.bot.model), one type per bucket.
+BOT_CARTS_BUCKET = "bot-carts"  # user id -> Cart
+BOT_CUSTOMERS_BUCKET = "bot-customers"  # user id -> Contact last used
+BOT_ORDERS_BUCKET = "bot-orders"  # order id -> OrderView
+BOT_USER_ORDERS_BUCKET = "bot-user-orders"  # user id -> RecentOrders
+BOT_AWAITING_BUCKET = "bot-awaiting"  # order id -> Awaiting: a reminder may still be due
+BOT_CONVERSATIONS_BUCKET = "bot-fsm"  # aiogram's FSM: chat -> Conversation
 
 STREAMS: tuple[StreamConfig, ...] = tuple(
     StreamConfig(

@@ -83,7 +83,7 @@ def journey(run: str, number: int, at: datetime) -> list[tuple[str, msgspec.Stru
             Reserved(oid, (reserved_line,), total, expires, at),
         ),
         (
-            subjects.payment_fact("pending", oid),
+            subjects.payment_fact(subjects.PaymentKind.PENDING, oid),
             PaymentPending(oid, pay, total, f"https://pay/{pay}", expires, at),
         ),
     ]
@@ -94,22 +94,25 @@ def journey(run: str, number: int, at: datetime) -> list[tuple[str, msgspec.Stru
         return facts
     if number % 10 in (3, 4):  # the customer pays after all, a few seconds late
         authorized = PaymentAuthorized(oid, pay, total, at)
-        facts.append((subjects.payment_fact("authorized", oid), authorized))
+        facts.append((subjects.payment_fact(subjects.PaymentKind.AUTHORIZED, oid), authorized))
     if number % 10 == 4:
         failed = CommitFailed(oid, "stock_gone", pay, (), at)
         canceled = PaymentCanceled(oid, pay, "canceled_by_merchant", at)
         facts.append((subjects.inventory_fact("commit_failed", oid), failed))
-        facts.append((subjects.payment_fact("canceled", oid), canceled))
+        facts.append((subjects.payment_fact(subjects.PaymentKind.CANCELED, oid), canceled))
         return facts
     facts += [
         (subjects.inventory_fact("committed", oid), Committed(oid, (reserved_line,), pay, at)),
-        (subjects.payment_fact("succeeded", oid), PaymentSucceeded(oid, pay, total, at)),
+        (
+            subjects.payment_fact(subjects.PaymentKind.SUCCEEDED, oid),
+            PaymentSucceeded(oid, pay, total, at),
+        ),
     ]
     if number % 10 == 2:
         refund = PaymentRefunded(
             oid, pay, f"ref-{oid}", PRICE, (OrderLine("TEA", 1, PRICE),), "", at
         )
-        facts.append((subjects.payment_fact("refunded", oid), refund))
+        facts.append((subjects.payment_fact(subjects.PaymentKind.REFUNDED, oid), refund))
     return facts
 
 

@@ -16,7 +16,6 @@ from nats.js import JetStreamContext
 
 from libs import bus, kv, subjects
 from libs.contracts import CrmBehind, CrmCaughtUp, OrderLine, RefundRequested
-from services.bot.model import AWAITING
 from shop.embedded_nats import free_port
 from tests.fakes.telegram import FakeTelegram, User, message_text
 from tests.fakes.yookassa import FakeYooKassa
@@ -332,7 +331,7 @@ async def test_reminder_then_expiry_and_a_429_storm_loses_nothing(
     assert len(paid) == 1 and len(orders) == 1, "each told once"
     # The reminder loop reads only the orders awaiting payment: reminded, expired or paid, each
     # has left that list (and a shop's thousands of old orders are never in it).
-    assert await kv.keys(js, AWAITING) == []
+    assert await kv.keys(js, subjects.BOT_AWAITING_BUCKET) == []
 
 
 async def test_200_customers_race_for_the_last_5(
@@ -492,7 +491,10 @@ async def test_my_orders_stock_for_admins_only_and_english(
     ).strip(":.,")
     refund = RefundRequested("back-1", order_id, "returned", (OrderLine("FEW", 1, 99000),))
     await bus.publish(
-        js, subjects.payment_fact("refund_requested", order_id), refund, msg_id="back-1"
+        js,
+        subjects.payment_fact(subjects.PaymentKind.REFUND_REQUESTED, order_id),
+        refund,
+        msg_id="back-1",
     )
     await telegram.wait_message(vera.id, "↩️", 20)
 

@@ -313,7 +313,9 @@ async def test_people_in_the_sheet_deleted_row_edited_key_changed_header(
         oid = crm_journeys.order_id("p", number)
         whole = (1 + number % 3) * crm_journeys.PRICE  # the money only: the goods are kept
         refund = PaymentRefunded(oid, f"pay-{oid}", f"r-{oid}", whole, (), "", datetime.now(UTC))
-        await bus.publish(js, subjects.payment_fact("refunded", oid), refund, f"r-{oid}")
+        await bus.publish(
+            js, subjects.payment_fact(subjects.PaymentKind.REFUNDED, oid), refund, f"r-{oid}"
+        )
     await wait_until(
         lambda: _status(sheet, "p-00013") == _status(sheet, "p-00003") == "refunded",
         what="both refunds shown",

@@ -127,13 +127,13 @@ async def test_expiry_and_payment_facts(
     now = datetime.now(UTC)
     await bus.publish(
         js,
-        subjects.payment_fact("authorized", "paid"),
+        subjects.payment_fact(subjects.PaymentKind.AUTHORIZED, "paid"),
         PaymentAuthorized("paid", "pay-1", 30000, now),
         msg_id="pay-1:authorized",
     )
     await bus.publish(
         js,
-        subjects.payment_fact("canceled", "canceled"),
+        subjects.payment_fact(subjects.PaymentKind.CANCELED, "canceled"),
         PaymentCanceled("canceled", "pay-2", "expired_on_confirmation", now),
         msg_id="pay-2:canceled",
     )
@@ -167,7 +167,10 @@ async def test_a_payment_on_the_bus_is_not_overtaken_by_its_expiry_after_a_resta
     inventory.kill()
     paid = PaymentAuthorized("on-time", "pay-1", 20000, datetime.now(UTC))
     await bus.publish(
-        js, subjects.payment_fact("authorized", "on-time"), paid, msg_id="pay-1:authorized"
+        js,
+        subjects.payment_fact(subjects.PaymentKind.AUTHORIZED, "on-time"),
+        paid,
+        msg_id="pay-1:authorized",
     )
     await wait_until(lambda: datetime.now(UTC) > reserved.expires_at, what="the reservation's end")
 

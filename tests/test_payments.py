@@ -421,12 +421,20 @@ async def test_refund_by_lines_then_the_rest_returns_the_stock(
     one = RefundRequested("r1", "refund", "returned by the customer", (OrderLine("FEW", 1, 99000),))
     for attempt in range(2):  # the same request twice: one refund
         await bus.publish(
-            js, subjects.payment_fact("refund_requested", "refund"), one, msg_id=f"r1-{attempt}"
+            js,
+            subjects.payment_fact(subjects.PaymentKind.REFUND_REQUESTED, "refund"),
+            one,
+            msg_id=f"r1-{attempt}",
         )
     await wait_until(lambda: "payment_refunded" in money.kinds("refund"), what="refunded")
     await wait_until(lambda: _stock_is(js, "FEW", 48, 0), what="one back on the shelf")
     rest = RefundRequested("r2", "refund", "order cancelled")
-    await bus.publish(js, subjects.payment_fact("refund_requested", "refund"), rest, msg_id="r2")
+    await bus.publish(
+        js,
+        subjects.payment_fact(subjects.PaymentKind.REFUND_REQUESTED, "refund"),
+        rest,
+        msg_id="r2",
+    )
     await wait_until(lambda: len(money.of("refund", "payment_refunded")) == 2, what="the rest")
     await wait_until(lambda: _stock_is(js, "FEW", 50, 0), what="all back")
     first, second = money.of("refund", "payment_refunded")

@@ -65,7 +65,7 @@ async def test_the_bot_sets_aside_a_fact_it_cannot_tell_and_tells_the_admin_chat
         admin_user_ids=str(admin.id),
         max_deliveries=2,
     )
-    await wait_until(lambda: _bucket(js, "bot-orders"), what="the bot's buckets")
+    await wait_until(lambda: _bucket(js, subjects.BOT_ORDERS_BUCKET), what="the bot's buckets")
     now = datetime.now(UTC)
     view = OrderView(
         order_id="poison",
@@ -76,7 +76,7 @@ async def test_the_bot_sets_aside_a_fact_it_cannot_tell_and_tells_the_admin_chat
         total=100,
         placed_at=now,
     )
-    await (await js.key_value("bot-orders")).put("poison", msgspec.json.encode(view))
+    await (await js.key_value(subjects.BOT_ORDERS_BUCKET)).put("poison", msgspec.json.encode(view))
     telegram.garble(vera)
     rejected = Rejected("poison", "out_of_stock", (), now)
     await bus.publish(js, subjects.inventory_fact("rejected", "poison"), rejected, "poison")

@@ -1,1 +1,2 @@
-"""The shop window in Telegram (aiogram 3): not built yet, so `shop up` does not start it."""
+"""The shop window in Telegram (aiogram 3): catalog, cart, checkout, My orders, the admin chat,
+and every notice about an order (what to say is decided by `notices`, from the lifecycle)."""

@@ -23,7 +23,7 @@ from libs.kv import Documents
 from libs.runner import Consumer, Runner
 from libs.settings import Settings
 from services.bot.handlers import admin, checkout, fallback, orders, shop
-from services.bot.model import CONVERSATIONS, Store
+from services.bot.model import Store
 from services.bot.notify import Notifier
 from services.bot.sender import Throttle
 from services.bot.storage import Conversation, NatsStorage
@@ -74,7 +74,7 @@ async def serve(settings: Settings) -> None:
     stop = shutdown.on_signals()
     nc, js = await bus.attach(settings.nats_url, SERVICE)
     store = await Store.open(js)
-    storage = NatsStorage(await Documents.open(js, CONVERSATIONS, Conversation))
+    storage = NatsStorage(await Documents.open(js, subjects.BOT_CONVERSATIONS_BUCKET, Conversation))
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     bot = Bot(settings.bot_token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
     bot.session.middleware(Throttle(settings.telegram_max_rate))

@@ -14,13 +14,7 @@ from libs import lifecycle, subjects
 from libs.contracts import CatalogCategory, CatalogProduct, Contact, OrderLine, StockLevel
 from libs.kv import Documents, entries
 
-CARTS = "bot-carts"  # user id -> Cart
-CUSTOMERS = "bot-customers"  # user id -> Contact last used
-ORDERS = "bot-orders"  # order id -> OrderView
-USER_ORDERS = "bot-user-orders"  # user id -> RecentOrders
-AWAITING = "bot-awaiting"  # order id -> Awaiting: the orders a reminder may still be due for
 AWAITING_TTL = 86_400.0  # entries (and the markers of removed ones) go after a day
-CONVERSATIONS = "bot-fsm"
 RECENT = 20
 _STATUSES = frozenset(status.value for status in lifecycle.Status)
 T = TypeVar("T")
@@ -116,11 +110,11 @@ class Store:
     async def open(cls, js: JetStreamContext) -> Store:
         catalog, stock, _ = await subjects.declare_buckets(js)
         return cls(
-            await Documents.open(js, CARTS, Cart),
-            await Documents.open(js, CUSTOMERS, Contact),
-            await Documents.open(js, ORDERS, OrderView),
-            await Documents.open(js, USER_ORDERS, RecentOrders),
-            await Documents.open(js, AWAITING, Awaiting, ttl=AWAITING_TTL),
+            await Documents.open(js, subjects.BOT_CARTS_BUCKET, Cart),
+            await Documents.open(js, subjects.BOT_CUSTOMERS_BUCKET, Contact),
+            await Documents.open(js, subjects.BOT_ORDERS_BUCKET, OrderView),
+            await Documents.open(js, subjects.BOT_USER_ORDERS_BUCKET, RecentOrders),
+            await Documents.open(js, subjects.BOT_AWAITING_BUCKET, Awaiting, ttl=AWAITING_TTL),
             catalog,
             stock,
             js,

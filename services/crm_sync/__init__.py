@@ -1,1 +1,2 @@
-"""The Google Sheets projection: not built yet, so `shop up` does not start it."""
+"""The Google Sheet (or CSV files) as the shop's CRM: every fact into its rows exactly once,
+through any outage of Google or of the service."""

@@ -499,7 +499,7 @@ async def serve(settings: Settings) -> None:
     catalog, stock, _ = await subjects.declare_buckets(js)
     documents = await Documents.open(js, subjects.CRM_BUCKET, CrmStatus)
     me = f"{socket.gethostname()}:{settings.data_dir.resolve()}"
-    writership = Writership(await Documents.open(js, subjects.CRM_BUCKET, Lease), me)
+    writership = Writership(await Documents.open(js, subjects.CRM_WRITER_BUCKET, Lease), me)
     sink = sink_for(settings)
     titles = Titles(Documents(js, subjects.CATALOG_BUCKET, catalog, CatalogProduct))
     states = OrderStates(await Documents.open(js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order))

@@ -56,7 +56,7 @@ def payment_on_bus(js: JetStreamContext) -> PaymentOnBus:
     decode = msgspec.json.Decoder(PaymentAuthorized | PaymentSucceeded).decode
 
     async def look(order_id: str) -> str | None:
-        for kind in ("authorized", "succeeded"):
+        for kind in (subjects.PaymentKind.AUTHORIZED, subjects.PaymentKind.SUCCEEDED):
             try:
                 msg = await js.get_last_msg(
                     subjects.PAYMENTS, subjects.payment_fact(kind, order_id)

@@ -1,1 +1,2 @@
-"""The YooKassa flow: not built yet, so `shop up` does not start it."""
+"""The YooKassa flow: a payment per reservation, verified notifications, a reconciler, captures
+and refunds decided by the pure `core` from the inventory's answer alone."""

@@ -29,6 +29,7 @@ from libs.contracts import (
     Reserved,
     ReservedLine,
 )
+from libs.subjects import PaymentKind
 
 Status = Literal["creating", "pending", "waiting_for_capture", "succeeded", "canceled", "failed"]
 OPEN: frozenset[str] = frozenset({"creating", "pending", "waiting_for_capture"})
@@ -55,7 +56,7 @@ class Tell(msgspec.Struct, frozen=True):
     """A fact to publish on `payments.<kind>.<order id>`, once: `msg_id` makes a repeat (after a
     crash, by another instance) a no-op on the stream."""
 
-    kind: str
+    kind: PaymentKind
     fact: PaymentEvent
     msg_id: str
 
@@ -191,9 +192,8 @@ def created(record: PaymentRecord, payment: dict[str, Any]) -> PaymentRecord:
 def refused(record: PaymentRecord, code: str, now: datetime) -> Tell:
     """YooKassa refused to create the payment for good (`code` says why): the order cannot be
     paid, and the inventory releases its stock on this fact."""
-    return Tell(
-        "failed", PaymentFailed(record.order_id, "", code, now), f"failed:{record.order_id}"
-    )
+    fact = PaymentFailed(record.order_id, "", code, now)
+    return Tell(PaymentKind.FAILED, fact, f"failed:{record.order_id}")
 
 
 def failed(record: PaymentRecord) -> PaymentRecord:
@@ -212,7 +212,7 @@ def pending(record: PaymentRecord, now: datetime) -> Tell | None:
         record.expires_at,
         now,
     )
-    return Tell("pending", fact, f"{record.payment_id}:pending")
+    return Tell(PaymentKind.PENDING, fact, f"{record.payment_id}:pending")
 
 
 def told(record: PaymentRecord, status: str) -> PaymentRecord:
@@ -225,10 +225,10 @@ def told(record: PaymentRecord, status: str) -> PaymentRecord:
 
 
 # What each YooKassa status means: the fact it makes true (None: nothing worth telling yet).
-_FACT_KIND: dict[str, str] = {
-    "waiting_for_capture": "authorized",
-    "succeeded": "succeeded",
-    "canceled": "canceled",
+_FACT_KIND: dict[str, PaymentKind] = {
+    "waiting_for_capture": PaymentKind.AUTHORIZED,
+    "succeeded": PaymentKind.SUCCEEDED,
+    "canceled": PaymentKind.CANCELED,
 }
 # The statuses the record keeps; another (one YooKassa adds some day) leaves the record as it is.
 RECORDED: frozenset[str] = OPEN | {"succeeded", "canceled"}
@@ -374,7 +374,7 @@ def refund_fact(
     fact = PaymentRefunded(
         record.order_id, record.payment_id, refund_id, refund.amount, refund.lines, reason, now
     )
-    return Tell("refunded", fact, f"refund:{refund_id}")
+    return Tell(PaymentKind.REFUNDED, fact, f"refund:{refund_id}")
 
 
 def refunded(record: PaymentRecord, refund: Refund, refund_id: str) -> PaymentRecord:
