@@ -26,7 +26,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 
 @pytest.fixture
 async def nats_url(nats_server: EmbeddedNats) -> str:
-    await reset_bus(nats_server.url)
+    await reset_bus(nats_server.url, nats_server.store_dir)
     return nats_server.url
 
 

@@ -41,13 +41,24 @@ async def wait_until(
         await asyncio.sleep(0.02)
 
 
-async def reset_bus(url: str) -> None:
-    """Delete every stream (buckets and object stores too): each test starts empty."""
+async def reset_bus(url: str, store_dir: Path | None = None) -> None:
+    """Delete every stream (buckets and object stores too): each test starts empty.
+
+    The server removes a deleted stream's files after it has answered; a stream of the same
+    name created before they are gone fails ("error creating store for stream", seen once on a
+    loaded CI machine), so wait until the store holds no stream directory.
+    """
     nc = await nats.connect(url)
     js = nc.jetstream()
     for info in await js.streams_info():
         await js.delete_stream(str(info.config.name))
     await nc.close()
+    if store_dir is not None:
+        await wait_until(
+            lambda: not any(store_dir.glob("jetstream/*/streams/*")),
+            timeout=30,
+            what="the deleted streams' files removed",
+        )
 
 
 CATALOG = """
