@@ -73,7 +73,7 @@ async def serve(settings: Settings) -> None:
         raise SystemExit(2)
     stop = shutdown.on_signals()
     nc, js = await bus.attach(settings.nats_url, SERVICE)
-    store = await Store.open(js)
+    store = await Store.open(nc, js)
     storage = NatsStorage(await Documents.open(js, subjects.BOT_CONVERSATIONS_BUCKET, Conversation))
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     bot = Bot(settings.bot_token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
@@ -105,6 +105,7 @@ async def serve(settings: Settings) -> None:
         if runner is not None:
             await runner.cleanup()
         await bot.session.close()
+        await store.close()
         await nc.drain()
     _log.info("bot.stopped")
 

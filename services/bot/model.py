@@ -1,23 +1,22 @@
-"""What the bot keeps and reads: carts, customers' saved details, its view of their orders, and
-the inventory's catalog and stock read models. All in NATS KV, none in memory."""
+"""What the bot keeps and reads: carts, customers' saved details, its view of their orders (in
+NATS KV), and the inventory's catalog and stock read models (mirrored in memory)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypeVar
 
 import msgspec
-import nats.js.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from libs import lifecycle, subjects
+from libs.catalog_view import CatalogView
 from libs.contracts import CatalogCategory, CatalogProduct, Contact, OrderLine, StockLevel
-from libs.kv import Documents, entries
+from libs.kv import Documents
 
 AWAITING_TTL = 86_400.0  # entries (and the markers of removed ones) go after a day
 RECENT = 20
 _STATUSES = frozenset(status.value for status in lifecycle.Status)
-T = TypeVar("T")
 
 
 class Cart(msgspec.Struct):
@@ -84,7 +83,8 @@ class Awaiting(msgspec.Struct):
 
 
 class Store:
-    """The bot's buckets, opened once."""
+    """The bot's buckets, opened once; the catalog and stock from memory (a page view asks NATS
+    nothing)."""
 
     def __init__(
         self,
@@ -93,69 +93,45 @@ class Store:
         orders: Documents[OrderView],
         user_orders: Documents[RecentOrders],
         awaiting: Documents[Awaiting],
-        catalog: object,
-        stock: object,
-        js: JetStreamContext,
+        catalog: CatalogView,
     ) -> None:
         self.carts = carts
         self.customers = customers
         self.orders = orders
         self.user_orders = user_orders
         self.awaiting = awaiting
-        self._catalog = catalog
-        self._stock = stock
-        self._js = js
+        self.catalog = catalog
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> Store:
-        catalog, stock, _ = await subjects.declare_buckets(js)
+    async def open(cls, nc: Client, js: JetStreamContext) -> Store:
+        """The buckets, and the catalog and stock loaded whole (no page is shown before)."""
         return cls(
             await Documents.open(js, subjects.BOT_CARTS_BUCKET, Cart),
             await Documents.open(js, subjects.BOT_CUSTOMERS_BUCKET, Contact),
             await Documents.open(js, subjects.BOT_ORDERS_BUCKET, OrderView),
             await Documents.open(js, subjects.BOT_USER_ORDERS_BUCKET, RecentOrders),
             await Documents.open(js, subjects.BOT_AWAITING_BUCKET, Awaiting, ttl=AWAITING_TTL),
-            catalog,
-            stock,
-            js,
+            await CatalogView.open(nc, js),
         )
+
+    async def close(self) -> None:
+        await self.catalog.close()
 
     # catalog --------------------------------------------------------------------------------------
     async def categories(self) -> list[CatalogCategory]:
-        found = [c for c in await self._all("category.", CatalogCategory)]
-        return sorted(found, key=lambda c: (c.position, c.title))
+        return self.catalog.categories()
 
     async def products(self, category_id: str | None = None) -> list[CatalogProduct]:
-        found = [
-            p
-            for p in await self._all("product.", CatalogProduct)
-            if category_id is None or p.category_id == category_id
-        ]
-        return sorted(found, key=lambda p: (p.position, p.title))
+        return self.catalog.products(category_id)
 
     async def product(self, sku: str) -> CatalogProduct | None:
-        return await self._get(self._catalog, f"product.{sku}", CatalogProduct)
+        return self.catalog.product(sku)
 
     async def level(self, sku: str) -> StockLevel | None:
-        return await self._get(self._stock, sku, StockLevel)
+        return self.catalog.level(sku)
 
     async def category(self, category_id: str) -> CatalogCategory | None:
-        return await self._get(self._catalog, f"category.{category_id}", CatalogCategory)
-
-    async def _all(self, prefix: str, kind: type[T]) -> list[T]:
-        found = (
-            _decode(value, kind)
-            for _, value in await entries(self._js, subjects.CATALOG_BUCKET, f"{prefix}>")
-        )
-        return [item for item in found if item is not None]
-
-    @staticmethod
-    async def _get(kv: object, key: str, kind: type[T]) -> T | None:
-        try:
-            entry = await kv.get(key)  # type: ignore[attr-defined]
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        return _decode(entry.value, kind)
+        return self.catalog.category(category_id)
 
     # orders ---------------------------------------------------------------------------------------
     async def remember_order(self, view: OrderView) -> None:
@@ -175,13 +151,3 @@ class Store:
             if view is not None:
                 views.append(view)
         return views
-
-
-def _decode(value: bytes | None, kind: type[T]) -> T | None:
-    """A read model's value, or None if empty or unreadable (written by a newer version?)."""
-    if not value:
-        return None
-    try:
-        return msgspec.json.decode(value, type=kind)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
