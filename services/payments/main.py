@@ -9,7 +9,6 @@ re-read the payment from the API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,8 +19,8 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from libs import bus, log, shutdown, subjects
+from libs.catalog_view import CatalogView
 from libs.contracts import (
-    CatalogProduct,
     CommitFailed,
     Committed,
     Contact,
@@ -51,7 +50,6 @@ ACK_WAIT_S = 15.0
 SANDBOX_CREDENTIALS = ("sandbox", "sandbox")  # the local sandbox API only; never a real account
 
 _decode_order = msgspec.json.Decoder(OrderPlaced).decode
-_decode_product = msgspec.json.Decoder(CatalogProduct).decode
 
 
 class Records:
@@ -90,7 +88,7 @@ class Payments:
         self,
         js: JetStreamContext,
         records: Records,
-        catalog: Any,
+        catalog: CatalogView,
         api: YooKassa,
         settings: Settings,
     ) -> None:
@@ -135,7 +133,7 @@ class Payments:
             params = core.create_params(
                 record,
                 self._settings.payments_return_url or f"{self._settings.payments_base_url}/return",
-                await self._titles(record),
+                self._titles(record),
                 capture=not self._two_stage,
                 receipt=self._receipt,
             )
@@ -205,7 +203,7 @@ class Payments:
         if refund is None:
             _log.warning("refund.nothing_left", order_id=record.order_id, request_id=request_id)
             return
-        titles = await self._titles(record) if self._receipt is not None else {}
+        titles = self._titles(record) if self._receipt is not None else {}
         params = core.refund_params(record, refund, reason, titles, self._receipt)
         made = await self.api.refund(params, core.idempotence_key("refund", request_id))
         refund_id = str(made["id"])
@@ -293,14 +291,9 @@ class Payments:
         except (nats.js.errors.NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
             return None
 
-    async def _titles(self, record: PaymentRecord) -> dict[str, str]:
-        titles = {}
-        for line in record.lines:
-            with contextlib.suppress(nats.js.errors.KeyNotFoundError, msgspec.DecodeError):
-                entry = await self._catalog.get(f"product.{line.sku}")
-                if entry.value:
-                    titles[line.sku] = _decode_product(entry.value).title
-        return titles
+    def _titles(self, record: PaymentRecord) -> dict[str, str]:
+        """The products' titles for the payment's description and receipt, from memory."""
+        return self._catalog.titles(line.sku for line in record.lines)
 
 
 def _refusals_logged(act: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
@@ -320,7 +313,7 @@ async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
     nc, js = await bus.attach(settings.nats_url, SERVICE)
-    catalog, _, _ = await subjects.declare_buckets(js)
+    catalog = await CatalogView.open(nc, js)
     records = Records(await Documents.open(js, subjects.PAYMENTS_RECORDS_BUCKET, PaymentRecord))
     if settings.sandbox:
         shop_id, secret = SANDBOX_CREDENTIALS
@@ -370,6 +363,7 @@ async def serve(settings: Settings) -> None:
             tasks.create_task(_reconciler(payments, settings, stop))
     finally:
         await runner.cleanup()
+        await catalog.close()
         await nc.drain()
     _log.info("payments.stopped")
 
