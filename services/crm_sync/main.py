@@ -29,7 +29,8 @@ from aiohttp import web
 from nats.js import JetStreamContext
 
 from libs import bus, lifecycle, log, shutdown, subjects
-from libs.contracts import CatalogProduct, CrmBehind, CrmCaughtUp, CrmStatus, StockLevel
+from libs.catalog_view import CatalogView
+from libs.contracts import CrmBehind, CrmCaughtUp, CrmStatus
 from libs.kv import Documents
 from libs.runner import Consumer, Delivery, Runner
 from libs.settings import Settings
@@ -149,17 +150,15 @@ class Writership:
 
 
 class Titles:
-    """Product titles from the catalog read model, for readable rows."""
+    """Product titles from the catalog read model (in memory), for readable rows; a title once
+    seen is kept for a product no longer in the catalog."""
 
-    def __init__(self, catalog: Documents[CatalogProduct]) -> None:
+    def __init__(self, catalog: CatalogView) -> None:
         self._catalog = catalog
         self._known: dict[str, str] = {}
 
-    async def of(self, skus: Iterable[str]) -> dict[str, str]:
-        for sku in set(skus) - self._known.keys():
-            product = await self._catalog.get(f"product.{sku}")
-            if product is not None:
-                self._known[sku] = product.title
+    def of(self, skus: Iterable[str]) -> dict[str, str]:
+        self._known.update(self._catalog.titles(skus))
         return self._known
 
 
@@ -316,7 +315,7 @@ class Writer:
         """The orders' kept states, the batch folded in, their rows written, the new states
         kept: tried again whole if any step fails (the fold is idempotent, the rows keyed)."""
         states = await self._states.read(fact.order_id for _, fact in batch)
-        titles = await self._titles.of(_skus(batch, states.values()))
+        titles = self._titles.of(_skus(batch, states.values()))
         plan = core.plan(batch, states, titles)
         await self._sink.apply(plan)
         await self._states.keep(plan.states)
@@ -425,52 +424,40 @@ class Reporter:
 
 
 async def stock_tab(
-    stock: Any, titles: Titles, sink: Sink, every: float, stop: asyncio.Event
+    view: CatalogView, titles: Titles, sink: Sink, every: float, stop: asyncio.Event
 ) -> None:
-    """The Stock tab from the inventory's read model: at most once every `every` seconds, and
-    only when something changed."""
-    decode = msgspec.json.Decoder(StockLevel).decode
-    levels: dict[str, tuple[StockLevel, datetime]] = {}
-    dirty, said = False, ""
-    loop = asyncio.get_running_loop()
-    due = loop.time()
-    watcher = await stock.watchall()
-    try:
-        while not stop.is_set():
-            try:
-                entry = await watcher.updates(timeout=max(0.05, min(1.0, due - loop.time())))
-            except (TimeoutError, nats.errors.TimeoutError):
-                entry = None
-            if entry is not None and entry.value:
-                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                    level = decode(entry.value)
-                    at = entry.created if isinstance(entry.created, datetime) else datetime.now(UTC)
-                    levels[level.sku] = (level, at)
-                    dirty = True
-            if dirty and loop.time() >= due:
-                names = await titles.of(levels)
-                rows: list[list[core.Cell]] = [
-                    [
-                        sku,
-                        names.get(sku, sku),
-                        lv.on_hand,
-                        lv.reserved,
-                        lv.available,
-                        core.stamp(at),
-                    ]
-                    for sku, (lv, at) in sorted(levels.items())
-                ]
-                try:
-                    await sink.write_stock(rows)
-                    dirty, said = False, ""
-                except (Unavailable, Misconfigured) as exc:
-                    if str(exc) != said:  # each new problem once; orders' writes say it too
-                        said = str(exc)
-                        _log.warning("crm.stock_later", sheet=sink.where, error=said)
-                due = loop.time() + every
-    finally:
-        with contextlib.suppress(*bus.TRANSIENT, nats.errors.Error):
-            await watcher.stop()
+    """The Stock tab from the inventory's read model (in memory): at most once every `every`
+    seconds, and only when something changed."""
+    written: int | None = None  # the stock's version in the tab
+    said = ""
+    while not stop.is_set():
+        version = view.stock.version
+        if version == written or (written is None and not len(view.stock)):
+            await _wait_or_stop(stop, view.stock.changed(version))
+            continue
+        levels = view.levels()
+        names = titles.of(level.sku for level, _ in levels)
+        rows: list[list[core.Cell]] = [
+            [
+                lv.sku,
+                names.get(lv.sku, lv.sku),
+                lv.on_hand,
+                lv.reserved,
+                lv.available,
+                core.stamp(at),
+            ]
+            for lv, at in levels
+        ]
+        try:
+            await sink.write_stock(rows)
+            written, said = version, ""
+        except (Unavailable, Misconfigured) as exc:
+            if str(exc) != said:  # each new problem once; orders' writes say it too
+                said = str(exc)
+                _log.warning("crm.stock_later", sheet=sink.where, error=said)
+        except Exception:  # the tab is a side show: it must never end the service
+            _log.exception("crm.stock_failed", sheet=sink.where)
+        await shutdown.sleep_or_stop(stop, every)
 
 
 async def _health(reporter: Reporter, host: str, port: int) -> web.AppRunner:
@@ -496,12 +483,12 @@ async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
     nc, js = await bus.attach(settings.nats_url, SERVICE)
-    catalog, stock, _ = await subjects.declare_buckets(js)
+    view = await CatalogView.open(nc, js)
     documents = await Documents.open(js, subjects.CRM_BUCKET, CrmStatus)
     me = f"{socket.gethostname()}:{settings.data_dir.resolve()}"
     writership = Writership(await Documents.open(js, subjects.CRM_WRITER_BUCKET, Lease), me)
     sink = sink_for(settings)
-    titles = Titles(Documents(js, subjects.CATALOG_BUCKET, catalog, CatalogProduct))
+    titles = Titles(view)
     states = OrderStates(await Documents.open(js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order))
     writer = Writer(sink, titles, states)
     reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)
@@ -519,10 +506,11 @@ async def serve(settings: Settings) -> None:
             tasks.create_task(writer.run(stop))
             tasks.create_task(writer.keep_ours(stop))
             tasks.create_task(reporter.run(stop))
-            tasks.create_task(stock_tab(stock, titles, sink, settings.crm_stock_every, stop))
+            tasks.create_task(stock_tab(view, titles, sink, settings.crm_stock_every, stop))
             tasks.create_task(consuming.run(consumers(writer)))
     finally:
         await runner.cleanup()
+        await view.close()
         await nc.drain()
     _log.info("crm.stopped")
 
