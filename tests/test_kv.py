@@ -70,7 +70,7 @@ async def test_1500_listings_in_a_row_on_a_loaded_machine_all_right(
 ) -> None:
     # nats-py's own KeyValue.keys() got both wrong: about 2 in 500 said "no keys" (a watcher race,
     # nats.py#842), and each left a consumer behind for 5 minutes, so from the 1,001st on the
-    # server refused ("maximum consumers limit reached"). The bot lists the catalog per tap.
+    # server refused ("maximum consumers limit reached"). The bot listed the catalog per tap then.
     bucket = await _bucket(js, "t-load")
     for n in range(12):
         await bucket.put(f"product.p{n}", b"x" * 200)  # type: ignore[attr-defined]
