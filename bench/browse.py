@@ -73,14 +73,15 @@ class Counts:
     """What the server saw during the walk: consumers created, JetStream API requests by kind."""
 
     def __init__(self) -> None:
-        self.consumers = 0
+        self.consumers: Counter[str] = Counter()  # stream -> consumers created on it
         self.api: Counter[str] = Counter()
         self.counting = False
 
     async def start(self, nc: Any) -> None:
-        async def created(_: Msg) -> None:
+        async def created(msg: Msg) -> None:
             if self.counting:
-                self.consumers += 1
+                # $JS.EVENT.ADVISORY.CONSUMER.CREATED.<stream>.<consumer>
+                self.consumers[msg.subject.split(".")[5]] += 1
 
         async def request(msg: Msg) -> None:
             if self.counting:
@@ -168,6 +169,8 @@ async def run(workdir: Path) -> Result:
     p50, p99 = percentile(every, 0.5), percentile(every, 0.99)
     requests = sum(counts.api.values())
     kinds = ", ".join(f"{kind} {n}" for kind, n in counts.api.most_common(4))
+    consumers = sum(counts.consumers.values())
+    streams = ", ".join(f"on {stream} {n}" for stream, n in counts.consumers.most_common(3))
     result.lines += [
         f"{CUSTOMERS} customers, each /start -> catalog -> category -> product card, "
         f"at once ({taps} taps in {elapsed:.1f} s)",
@@ -177,13 +180,13 @@ async def run(workdir: Path) -> Result:
             f"{step} p50 {ms(percentile(v, 0.5))}, p99 {ms(percentile(v, 0.99))}"
             for step, v in by_step.items()
         ),
-        f"{counts.consumers} consumers created for {views} catalog page views "
-        f"({counts.consumers / views:.2f} per page view)",
+        f"{consumers} consumers created for {views} catalog page views "
+        f"({consumers / views:.2f} per page view; {streams or 'none'})",
         f"{requests} JetStream API requests for {taps} taps ({kinds})",
     ]
     result.summary.append(
         f"browsing at {CUSTOMERS} concurrent: per tap p50 {ms(p50)}, p99 {ms(p99)}; "
-        f"{counts.consumers / views:.2f} consumers per page view, "
+        f"{consumers / views:.2f} consumers per page view, "
         f"{requests / taps:.1f} JetStream API requests per tap"
     )
     return result
