@@ -44,6 +44,30 @@ class OrderPlaced(Fact, frozen=True, tag="order_placed"):
     chat_id: int = 0
 
 
+FulfilmentStep = Literal["packed", "shipped", "ready_for_pickup", "delivered", "cancelled"]
+
+
+class FulfilmentEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of an order after it was paid: who took it (a Telegram user id) and when."""
+
+    step: FulfilmentStep
+    at: datetime
+    by: int
+    by_customer: bool = False  # a cancellation asked for by the customer, not the shop
+    carrier: str = ""  # shipped: libs.fulfilment.Carrier's value
+    tracking: str = ""  # shipped: the tracking number, as the carrier writes it
+
+
+class OrderFulfilment(Fact, frozen=True, tag="order_fulfilment"):
+    """orders.fulfilment.<order id>: the order moved one step; `history` is every step so far,
+    this one last. Published expecting the subject's last sequence (libs.fulfilment), so two
+    desks acting at once make one change, and each fact holds the whole history."""
+
+    order_id: Token
+    history: tuple[FulfilmentEntry, ...]
+    at: datetime
+
+
 # inventory.* (the inventory actor: these events are the truth) ------------------------------------
 class CategoryUpserted(Fact, frozen=True, tag="category_upserted"):
     category_id: Token

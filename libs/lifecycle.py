@@ -26,6 +26,8 @@ from libs.contracts import (
     CommitFailed,
     Committed,
     Contact,
+    FulfilmentEntry,
+    OrderFulfilment,
     OrderLine,
     OrderPlaced,
     PaymentAuthorized,
@@ -49,9 +51,14 @@ class Status(StrEnum):
     AWAITING_PAYMENT = "awaiting_payment"  # the customer has a Pay button
     CONFIRMING = "confirming"  # money came; the inventory has not answered yet
     PAID = "paid"  # the stock is committed and the money held or taken
+    PACKED = "packed"  # paid, and the shop packed it (libs.fulfilment: the steps after paid)
+    SHIPPED = "shipped"  # handed to a carrier (maybe with a tracking number)
+    READY_FOR_PICKUP = "ready_for_pickup"  # waiting for the customer at the pickup point
+    DELIVERED = "delivered"  # delivered or picked up
     RETURNING_MONEY = "returning_money"  # paid, but the stock was gone: the money goes back
     EXPIRED = "expired"  # the reservation ended unpaid
-    CANCELLED = "cancelled"  # ended without a sale (payment declined, released, money returned)
+    CANCELLED = "cancelled"  # ended without a sale (payment declined, released, money returned,
+    # or cancelled by the shop or the customer after paid, once the money is back)
     PARTLY_REFUNDED = "partly_refunded"  # paid, and part of it refunded
     REFUNDED = "refunded"  # paid, and all of it refunded
 
@@ -72,6 +79,7 @@ OrderFact = (
     | PaymentCanceled
     | PaymentFailed
     | PaymentRefunded
+    | OrderFulfilment
 )
 
 
@@ -110,19 +118,29 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     payment_canceled: str = ""  # YooKassa's cancellation reason
     payment_failed: str = ""
     refunds: tuple[Refund, ...] = ()  # by refund id
+    # orders.fulfilment (the shop's desks): every step after paid, the latest last
+    fulfilment: tuple[FulfilmentEntry, ...] = ()
     updated_at: datetime | None = None  # the latest fact's time
 
     @property
     def status(self) -> Status:
         money_came = self.authorized_at is not None or self.paid_at is not None
         if self.committed_at is not None:
+            step = self.fulfilment[-1].step if self.fulfilment else None
             refunded = self.refunded
+            money_back = refunded >= self.charge or (
+                bool(self.payment_canceled) and self.paid_at is None
+            )
+            if step == "cancelled":
+                return Status.CANCELLED if money_back else Status.RETURNING_MONEY
             if refunded and refunded >= self.charge:
                 return Status.REFUNDED
-            if refunded:
-                return Status.PARTLY_REFUNDED
             if self.payment_canceled and self.paid_at is None:
                 return Status.CANCELLED  # the hold lapsed before capture: the stock went back
+            if step is not None:
+                return Status(step)
+            if refunded:
+                return Status.PARTLY_REFUNDED
             return Status.PAID
         if self.commit_failed:
             if money_came and not (self.payment_canceled or self.refunds):
@@ -141,6 +159,15 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
         if self.reserved_at is not None:
             return Status.RESERVED
         return Status.PLACED
+
+    @property
+    def kept(self) -> bool:
+        """The sale stands: stock committed, money held or taken and not all of it given back."""
+        return (
+            self.committed_at is not None
+            and not (self.payment_canceled and self.paid_at is None)
+            and self.refunded < self.charge
+        )
 
     @property
     def late(self) -> bool:
@@ -242,6 +269,14 @@ def evolve(order: Order | None, fact: OrderFact) -> Order:
                 refund = Refund(fact.refund_id, fact.amount, fact.lines, fact.at)
                 refunds = tuple(sorted((*current.refunds, refund), key=lambda r: r.refund_id))
                 changed = replace(current, refunds=refunds)
+        case OrderFulfilment():
+            # Each fact holds the whole history so far: the longest is the latest (two of the
+            # same length are one fact told twice, or, never by the desks, a pick either way).
+            mine, theirs = current.fulfilment, fact.history
+            if (len(theirs), msgspec.json.encode(theirs)) > (len(mine), msgspec.json.encode(mine)):
+                changed = replace(current, fulfilment=theirs)
+            else:
+                changed = current
         case _:
             raise TypeError(f"not an order fact: {fact!r}")  # pragma: no cover
     return replace(changed, updated_at=_latest(current.updated_at, fact.at))

@@ -12,6 +12,8 @@ from libs.contracts import (
     CommitFailed,
     Committed,
     Contact,
+    FulfilmentEntry,
+    OrderFulfilment,
     OrderLine,
     OrderPlaced,
     PaymentAuthorized,
@@ -56,6 +58,19 @@ failed = PaymentFailed(ID, "", "invalid_request", at(3))
 half_back = PaymentRefunded(ID, PAY, "re-1", 1_000, (OrderLine("A", 1, 1_000),), "return", at(50))
 rest_back = PaymentRefunded(ID, PAY, "re-2", 1_000, (OrderLine("A", 1, 1_000),), "return", at(60))
 money_back = PaymentRefunded(ID, PAY, "re-3", 2_000, (), "stock_gone", at(908))
+# After paid: each fulfilment fact holds the history so far (libs.fulfilment decides them).
+ADMIN = 42
+_packed = FulfilmentEntry(step="packed", at=at(100), by=ADMIN)
+_shipped = FulfilmentEntry(
+    step="shipped", at=at(200), by=ADMIN, carrier="cdek", tracking="1234567890"
+)
+_delivered = FulfilmentEntry(step="delivered", at=at(300), by=ADMIN)
+_cancelled = FulfilmentEntry(step="cancelled", at=at(150), by=ADMIN)
+packed = OrderFulfilment(ID, (_packed,), at(100))
+shipped = OrderFulfilment(ID, (_packed, _shipped), at(200))
+delivered = OrderFulfilment(ID, (_packed, _shipped, _delivered), at(300))
+cancelled_after_packing = OrderFulfilment(ID, (_packed, _cancelled), at(150))
+all_back = PaymentRefunded(ID, PAY, "re-4", 2_000, LINES, "cancelled", at(160))
 
 
 def status(*facts: OrderFact) -> Status:
@@ -119,6 +134,24 @@ def test_refunds_in_part_then_in_whole() -> None:
     assert order is not None and order.refunded == 2_000  # a refund told twice counts once
 
 
+def test_after_paid_the_fulfilment_steps_then_a_cancellation_once_the_money_is_back() -> None:
+    paid = (placed, reserved, pending, authorized, committed, succeeded)
+    assert status(*paid, packed) == Status.PACKED
+    assert status(*paid, packed, shipped) == Status.SHIPPED
+    assert status(*paid, delivered, packed) == Status.DELIVERED  # the longest history is the latest
+    assert (
+        status(*paid, packed, shipped, half_back) == Status.SHIPPED
+    )  # a partial refund is shown apart
+    assert status(*paid, cancelled_after_packing) == Status.RETURNING_MONEY
+    assert status(*paid, cancelled_after_packing, all_back) == Status.CANCELLED
+    held = (placed, reserved, pending, authorized, committed)
+    assert status(*held, cancelled_after_packing, hold_cancelled) == Status.CANCELLED
+    order = fold((*paid, packed, shipped))
+    assert order is not None and order.fulfilment[-1].tracking == "1234567890" and order.kept
+    gone = fold((*paid, cancelled_after_packing, all_back))
+    assert gone is not None and not gone.kept
+
+
 # Any order, any duplication -------------------------------------------------------------------
 FLOWS: tuple[tuple[OrderFact, ...], ...] = (
     (placed, reserved, pending, authorized, committed, succeeded),
@@ -130,6 +163,28 @@ FLOWS: tuple[tuple[OrderFact, ...], ...] = (
     (placed, reserved, pending, declined, released_declined),
     (placed, rejected),
     (placed, reserved, failed),
+    (placed, reserved, pending, authorized, committed, succeeded, packed, shipped, delivered),
+    (placed, reserved, pending, authorized, committed, succeeded, packed, shipped, half_back),
+    (
+        placed,
+        reserved,
+        pending,
+        authorized,
+        committed,
+        packed,
+        cancelled_after_packing,
+        hold_cancelled,
+    ),
+    (
+        placed,
+        reserved,
+        pending,
+        authorized,
+        committed,
+        succeeded,
+        cancelled_after_packing,
+        all_back,
+    ),
 )
 
 
