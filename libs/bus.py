@@ -105,13 +105,19 @@ async def publish(
     msg_id: str,
     timeout: float = 5.0,
     give_up_after: float = 60.0,
+    expect_last: int | None = None,
 ) -> Any:
     """Publish a fact and wait for JetStream's ack, retrying through a NATS outage.
 
     `msg_id` (Nats-Msg-Id) makes the retries safe: the stream keeps the fact once.
+    `expect_last`: the stream sequence of the subject's last message this fact was decided on
+    (0: none); if another was kept since, JetStream refuses (nats.js.errors.APIError, err_code
+    WRONG_LAST_SEQUENCE) and nothing is kept.
     """
     data = encode(fact)
     headers = {"Nats-Msg-Id": msg_id}
+    if expect_last is not None:
+        headers["Nats-Expected-Last-Subject-Sequence"] = str(expect_last)
     retrying = tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception_type(TRANSIENT),
         wait=tenacity.wait_random_exponential(multiplier=0.1, max=3.0),
@@ -122,6 +128,9 @@ async def publish(
         with attempt:
             return await js.publish(subject, data, timeout=timeout, headers=headers)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code: the expected last sequence was not the last
 
 
 class PublishRefused(Exception):

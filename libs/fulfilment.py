@@ -16,7 +16,10 @@ from enum import StrEnum
 from typing import Final
 
 import msgspec
+import nats.js.errors
+from nats.js import JetStreamContext
 
+from libs import bus, subjects
 from libs.contracts import FulfilmentEntry, FulfilmentStep, OrderFulfilment
 from libs.lifecycle import Order
 
@@ -87,6 +90,65 @@ def next_steps(order: Order) -> tuple[FulfilmentStep, ...]:
 def customer_may_cancel(order: Order) -> bool:
     now = order.updated_at or datetime.min
     return not isinstance(decide(order, CANCELLED, 0, now, by_customer=True), Refused)
+
+
+# Taking a step on the bus ------------------------------------------------------------------------
+ATTEMPTS = 5  # decisions in a row overtaken by another desk before giving up ("busy")
+_decode = msgspec.json.Decoder(OrderFulfilment).decode
+
+
+async def latest(js: JetStreamContext, order_id: str) -> tuple[int, OrderFulfilment | None]:
+    """The order's last fulfilment fact and its stream sequence (0, None: no step yet)."""
+    try:
+        msg = await js.get_last_msg(subjects.ORDERS, subjects.order_fulfilment(order_id))
+    except nats.js.errors.NotFoundError:
+        return 0, None
+    return msg.seq or 0, _decode(msg.data or b"")
+
+
+async def take(
+    js: JetStreamContext,
+    order: Order,
+    step: FulfilmentStep,
+    by: int,
+    at: datetime,
+    *,
+    by_customer: bool = False,
+    carrier: str = "",
+    tracking: str = "",
+) -> OrderFulfilment | Refused:
+    """Decide the step on the order's latest fulfilment and keep it on the bus, once.
+
+    `order` may be a desk's view that is behind: its fulfilment is read from the bus, and the
+    fact is kept only if no other desk's step came in between (else decided again). Two desks
+    taking the same step at once make one fact (the same Nats-Msg-Id); the answer is the fact
+    the bus kept, or why the step was refused.
+    """
+    subject = subjects.order_fulfilment(order.order_id)
+    for _ in range(ATTEMPTS):
+        seq, last = await latest(js, order.order_id)
+        if last is not None and len(last.history) >= len(order.fulfilment):
+            order = msgspec.structs.replace(order, fulfilment=last.history)
+        answer = decide(
+            order, step, by, at, by_customer=by_customer, carrier=carrier, tracking=tracking
+        )
+        if isinstance(answer, Refused):
+            return answer
+        entry = answer.history[-1]
+        intent = f"{len(answer.history)}:{entry.step}:{entry.carrier}:{entry.tracking}"
+        try:
+            ack = await bus.publish(
+                js, subject, answer, f"fulfil:{order.order_id}:{intent}", expect_last=seq
+            )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == bus.WRONG_LAST_SEQUENCE:
+                continue  # another desk took a step meanwhile: decide again on it
+            raise
+        if ack.duplicate:  # the same step by another desk a moment ago: that one stands
+            _, kept = await latest(js, order.order_id)
+            return kept or answer
+        return answer
+    return Refused("busy")
 
 
 # Carriers and tracking numbers -------------------------------------------------------------------

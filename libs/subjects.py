@@ -36,6 +36,14 @@ def order_placed(order_id: str) -> str:
 
 ORDERS_PLACED_ALL = "orders.placed.>"
 
+
+def order_fulfilment(order_id: str) -> str:
+    """An order's steps after paid, each fact expecting the last one here (libs.fulfilment)."""
+    return f"orders.fulfilment.{order_id}"
+
+
+ORDERS_FULFILMENT_ALL = "orders.fulfilment.>"
+
 # inventory.<fact>.<order id | sku | category id>
 INVENTORY_ALL = "inventory.>"
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+import nats.js.errors
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nats.js import JetStreamContext
 
-from libs import fulfilment
+from libs import bus, fulfilment, subjects
 from libs.contracts import (
     Committed,
     FulfilmentStep,
@@ -185,3 +188,45 @@ def test_tracking_links_to_the_carriers_public_page() -> None:
     assert fulfilment.tracking_url("other", "X1234") is None
     assert fulfilment.tracking_url("cdek", "") is None
     assert fulfilment.tracking_url("unknown", "X1234") is None
+
+
+# On the bus: one change however many desks press at once --------------------------------------
+async def test_a_step_is_kept_once_and_a_desk_behind_decides_on_the_latest(
+    js: JetStreamContext,
+) -> None:
+    order = paid()
+    first = await fulfilment.take(js, order, "packed", ADMIN, at(100))
+    assert isinstance(first, OrderFulfilment)
+    # A desk whose view has not seen it yet is told so, from the bus, not from its view.
+    assert await fulfilment.take(js, order, "packed", ADMIN + 1, at(101)) == Refused("already")
+    shipped = await fulfilment.take(js, order, "shipped", ADMIN + 1, at(102), tracking="1234567890")
+    assert isinstance(shipped, OrderFulfilment)
+    assert [e.step for e in shipped.history] == ["packed", "shipped"]
+    seq, last = await fulfilment.latest(js, "o1")
+    assert last == shipped and seq > 0
+
+
+async def test_two_desks_at_once_make_one_change(js: JetStreamContext) -> None:
+    order = paid()
+    steps: list[FulfilmentStep] = ["shipped", "ready_for_pickup"] * 3
+    answers = await asyncio.gather(
+        *(fulfilment.take(js, order, step, ADMIN + n, at(100)) for n, step in enumerate(steps))
+    )
+    kept = [a for a in answers if isinstance(a, OrderFulfilment)]
+    refused = [a for a in answers if isinstance(a, Refused)]
+    assert {a.reason for a in refused} <= {"already", "backwards"} and refused
+    assert len({a.history for a in kept}) == 1  # the same step twice is one fact
+    info = await js.stream_info(subjects.ORDERS, subjects_filter=subjects.ORDERS_FULFILMENT_ALL)
+    assert info.state.messages == 1
+
+
+async def test_the_bus_refuses_a_step_decided_on_a_stale_sequence(js: JetStreamContext) -> None:
+    """What take() relies on: JetStream's expected last subject sequence, 0 meaning none yet."""
+    order = paid()
+    fact = decide(order, "packed", ADMIN, at(100))
+    assert isinstance(fact, OrderFulfilment)
+    subject = subjects.order_fulfilment("o1")
+    await bus.publish(js, subject, fact, "a", expect_last=0)
+    with pytest.raises(nats.js.errors.APIError) as refused:
+        await bus.publish(js, subject, fact, "b", expect_last=0)
+    assert refused.value.err_code == bus.WRONG_LAST_SEQUENCE
