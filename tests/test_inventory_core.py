@@ -444,6 +444,24 @@ def test_expire_at_exactly_expires_at_releases_and_one_microsecond_before_does_n
     ]
 
 
+def test_payments_cancelled_after_the_reservation_ended_are_all_remembered_once() -> None:
+    """Found by the redelivery property: a second cancelled payment must not make the first one
+    new again, and a remembered cancellation keeps the order's lines (a later payment of the
+    order takes them)."""
+    run = catalog(a=5)
+    (reserved,) = run.do(reserve("o1", ("A", 2)))
+    assert isinstance(reserved, Reserved)
+    run.do(Expire("o1"), timedelta(seconds=TTL))
+    for payment_id in ("pay1", "pay2"):
+        (remembered,) = run.do(Release("o1", "payment_canceled", payment_id))
+        assert isinstance(remembered, Released) and remembered.lines == ()
+    for payment_id in ("pay1", "pay2"):
+        assert run.do(Release("o1", "payment_canceled", payment_id)) == []
+        assert run.do(Commit("o1", payment_id)) == []  # a cancelled payment takes nothing
+    (late,) = run.do(Commit("o1", "pay3"))
+    assert isinstance(late, Committed) and late.lines == reserved.lines
+
+
 # 5. Conservation ----------------------------------------------------------------------------------
 SETUP_STEPS = len(setup_commands((0, 0, 0)))
 

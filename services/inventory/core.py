@@ -123,6 +123,7 @@ class Order(msgspec.Struct, frozen=True):
     expires_at: datetime | None = None
     # committed: the payment that took the stock; released: the payment that was cancelled
     payment_id: str = ""
+    cancelled: tuple[str, ...] = ()  # payments cancelled for it: none of them takes its stock
 
 
 class State(msgspec.Struct, frozen=True):
@@ -349,7 +350,7 @@ def _release(
     if (
         order.status == "released"
         and reason == "payment_canceled"
-        and payment_id not in ("", order.payment_id)
+        and payment_id not in ("", order.payment_id, *order.cancelled)
     ):
         # Its payment was cancelled after the reservation ended (a lapsed late hold, told
         # before the payment itself came): remember it, so that payment never takes the stock.
@@ -413,7 +414,7 @@ def _commit(state: State, order_id: str, payment_id: str, now: datetime) -> list
     if order.status == "reserved":
         return [Committed(order_id=order_id, lines=order.lines, payment_id=payment_id, at=now)]
     if order.status == "hold_lapsed" or (
-        order.status == "released" and payment_id == order.payment_id
+        order.status == "released" and payment_id in (order.payment_id, *order.cancelled)
     ):
         return []  # its payment was cancelled: it takes nothing (a redelivery)
     if order.status == "released":
@@ -477,18 +478,21 @@ def evolve(state: State, event: InventoryEvent) -> State:
             return replace(
                 state, orders=state.orders.set(order_id, replace(order, status="commit_failed"))
             )
-        case Released(order_id=order_id, lines=lines, payment_id=payment_id):
+        case Released(order_id=order_id, lines=lines, payment_id=payment_id, reason=reason):
             # A reservation frees what it held; a committed order (a lapsed hold) puts its
             # goods back on hand.
-            if state.orders[order_id].status == "committed":
+            # A cancelled payment told after the reservation ended (no lines) is remembered
+            # beside the order's own lines.
+            before = state.orders[order_id]
+            if before.status == "committed":
                 products, status = _add(state.products, lines, +1, 0), "hold_lapsed"
             else:
                 products, status = _add(state.products, lines, 0, -1), "released"
-            return replace(
-                state,
-                products=products,
-                orders=state.orders.set(order_id, Order(status, lines, None, payment_id)),
-            )
+            cancelled = before.cancelled
+            if payment_id and reason == "payment_canceled" and payment_id not in cancelled:
+                cancelled = (*cancelled, payment_id)
+            order = Order(status, lines or before.lines, None, payment_id, cancelled)
+            return replace(state, products=products, orders=state.orders.set(order_id, order))
         case StockAdjusted(sku=sku, delta=delta, adjustment_id=adjustment_id):
             product = state.products[sku]
             adjustments = (
