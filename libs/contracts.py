@@ -256,6 +256,7 @@ class PaymentRefunded(Fact, frozen=True, tag="payment_refunded"):
     lines: tuple[OrderLine, ...]
     reason: str
     at: datetime
+    restock: bool = True  # the goods in `lines` go back on hand (False: written off)
 
 
 class RefundRequested(Fact, frozen=True, tag="refund_requested"):
@@ -265,6 +266,7 @@ class RefundRequested(Fact, frozen=True, tag="refund_requested"):
     order_id: Token
     reason: str
     lines: tuple[OrderLine, ...] = ()
+    restock: bool = True  # the goods come back on hand (False: written off, damaged or lost)
 
 
 PaymentEvent = (

@@ -131,6 +131,7 @@ PAYMENT_FACTS_FOR_BOT = payment_facts(
     PaymentKind.REFUNDED,
 )
 PAYMENTS_REFUNDS_CONSUMER = "payments-refunds"
+PAYMENTS_FULFILMENT_CONSUMER = "payments-fulfilment"  # a cancelled order's money goes back
 BOT_INVENTORY_CONSUMER = "bot-inventory"
 BOT_PAYMENTS_CONSUMER = "bot-payments"
 BOT_ALERTS_CONSUMER = "bot-alerts"

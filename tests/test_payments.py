@@ -13,11 +13,12 @@ import msgspec
 import pytest
 from nats.js import JetStreamContext
 
-from libs import bus, subjects
+from libs import bus, fulfilment, lifecycle, subjects
 from libs.contracts import (
     Committed,
     Contact,
     DeadLettered,
+    OrderFulfilment,
     OrderLine,
     PaymentEvent,
     RefundRequested,
@@ -522,3 +523,83 @@ async def test_a_poison_fact_is_dead_lettered_and_told_while_the_rest_go_on(
     told = msgspec.json.decode(alert.data or b"", type=DeadLettered)
     assert told.subject == "inventory.reserved.poison" and told.reason == reason
     assert "payment_pending" not in money.kinds("poison")
+
+
+# After paid: a cancellation or a return moves the money and the stock together ----------------
+def _lifecycle(facts: Facts, money: Facts, order_id: str) -> lifecycle.Order:
+    told = [f for f in money.by_order[order_id] if not isinstance(f, RefundRequested)]
+    state = lifecycle.fold([*facts.by_order[order_id], *told])
+    assert state is not None
+    return state
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["captured", "held"])
+async def test_a_paid_order_cancelled_by_the_shop_gives_the_money_and_the_stock_back(
+    held: bool,
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    if held:  # YooKassa does not capture yet: the shop cancels while the money is only held
+        fake.fail("500", paths="POST /payments/*/capture")
+    await _start(services, nats_url, catalog_file, js, fake, payments_capture="two_stage")
+    await place(js, order("cx", ("FEW", 3, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("cx"), what="pending")
+    payment_id = _payment_id(money, "cx")
+    await fake.pay(payment_id)
+    await wait_until(lambda: "committed" in facts.kinds("cx"), what="committed")
+    await wait_until(lambda: _stock_is(js, "FEW", 47, 0), what="three sold")
+    if not held:
+        await wait_until(lambda: "payment_succeeded" in money.kinds("cx"), what="captured")
+
+    cancelled = await fulfilment.take(
+        js, _lifecycle(facts, money, "cx"), "cancelled", 42, datetime.now(UTC)
+    )
+    assert isinstance(cancelled, OrderFulfilment)
+    gone = "payment_canceled" if held else "payment_refunded"
+    await wait_until(lambda: gone in money.kinds("cx"), what=gone)
+    await wait_until(lambda: _stock_is(js, "FEW", 50, 0), what="all three back on hand")
+    assert fake.payments[payment_id]["status"] == ("canceled" if held else "succeeded")
+    assert sum(float(r["amount"]["value"]) for r in fake.refunds.values()) == (0 if held else 2970)
+    fake.clear_failures()
+    state = lifecycle.evolve(_lifecycle(facts, money, "cx"), cancelled)
+    assert state.status == lifecycle.Status.CANCELLED and not state.kept
+    if held:
+        assert fake.captures[payment_id] == 0
+
+
+async def test_a_return_written_off_refunds_the_money_and_keeps_the_stock_as_it_is(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    await _start(services, nats_url, catalog_file, js, fake, payments_capture="one_stage")
+    await place(js, order("wo", ("FEW", 3, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("wo"), what="pending")
+    await fake.pay(_payment_id(money, "wo"))
+    await wait_until(lambda: _stock_is(js, "FEW", 47, 0), what="three sold")
+    lines = (OrderLine("FEW", 1, 99000),)
+    for count, (request_id, restock) in enumerate((("broken", False), ("back", True)), start=1):
+        request = RefundRequested(request_id, "wo", "returned", lines, restock=restock)
+        await bus.publish(
+            js,
+            subjects.payment_fact(subjects.PaymentKind.REFUND_REQUESTED, "wo"),
+            request,
+            msg_id=request_id,
+        )
+        await wait_until(
+            lambda n=count: len(money.of("wo", "payment_refunded")) == n,  # type: ignore[misc]
+            what="refund",
+        )
+    written_off, returned = money.of("wo", "payment_refunded")
+    assert (written_off.restock, returned.restock) == (False, True)
+    await wait_until(lambda: _stock_is(js, "FEW", 48, 0), what="only the good one back")
+    assert _lifecycle(facts, money, "wo").status == lifecycle.Status.PARTLY_REFUNDED

@@ -40,7 +40,8 @@ ACK_WAIT_S = 10.0
 def payment_command(fact: PaymentEvent) -> Command | None:
     match fact:
         case PaymentRefunded():
-            return ReturnStock(fact.order_id, fact.refund_id, fact.lines)
+            # Written-off goods (damaged, lost) were refunded but never come back on hand.
+            return ReturnStock(fact.order_id, fact.refund_id, fact.lines) if fact.restock else None
         case PaymentPending():
             return None
         case PaymentAuthorized() | PaymentSucceeded():

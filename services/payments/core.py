@@ -368,11 +368,23 @@ def refund_params(
 
 
 def refund_fact(
-    record: PaymentRecord, refund: Refund, refund_id: str, reason: str, now: datetime
+    record: PaymentRecord,
+    refund: Refund,
+    refund_id: str,
+    reason: str,
+    now: datetime,
+    restock: bool = True,
 ) -> Tell:
     """YooKassa made refund `refund_id`: the money and the goods that came back."""
     fact = PaymentRefunded(
-        record.order_id, record.payment_id, refund_id, refund.amount, refund.lines, reason, now
+        record.order_id,
+        record.payment_id,
+        refund_id,
+        refund.amount,
+        refund.lines,
+        reason,
+        now,
+        restock=restock,
     )
     return Tell(PaymentKind.REFUNDED, fact, f"refund:{refund_id}")
 
@@ -389,8 +401,9 @@ def refunded(record: PaymentRecord, refund: Refund, refund_id: str) -> PaymentRe
     )
 
 
-# The inventory's answer to a payment, and what it makes payments do with the money.
-Answer = Literal["committed", "commit_failed"]
+# The inventory's answer to a payment (or the shop's cancellation of a paid order), and what it
+# makes payments do with the money.
+Answer = Literal["committed", "commit_failed", "cancelled"]
 Settlement = Literal["capture", "cancel", "refund"] | None
 
 
@@ -402,8 +415,8 @@ def settles(answer: Answer, two_stage: bool) -> bool:
 
 def settlement(answer: Answer, status: str, two_stage: bool) -> Settlement:
     """Money taken <=> stock committed: capture a hold the inventory committed; give back the
-    money of a payment it refused (cancel the hold, or refund a one-stage payment); nothing
-    else. `status` is YooKassa's, read just now."""
+    money of a payment it refused or of an order cancelled after paid (cancel the hold, or
+    refund a taken payment); nothing else. `status` is YooKassa's, read just now."""
     if answer == "committed":
         return "capture" if two_stage and status == "waiting_for_capture" else None
     if status == "waiting_for_capture":

@@ -25,6 +25,7 @@ from libs.contracts import (
     Committed,
     Contact,
     InventoryEvent,
+    OrderFulfilment,
     OrderLine,
     OrderPlaced,
     RefundRequested,
@@ -189,7 +190,28 @@ class Payments:
                 status=record.status if record else None,
             )
             return
-        await self.refund(record, request.lines or None, request.reason, request.request_id)
+        await self.refund(
+            record, request.lines or None, request.reason, request.request_id, request.restock
+        )
+
+    async def on_fulfilment(self, fact: OrderFulfilment) -> None:
+        """A paid order was cancelled (by the shop or its customer): all its money goes back,
+        the hold cancelled or the payment refunded; the inventory takes the goods back on that.
+        Read again on each delivery, so a capture that came first is refunded instead."""
+        if not fact.history or fact.history[-1].step != "cancelled":
+            return
+        record = await self._record(fact.order_id)
+        if record is None:
+            return
+        payment = await self.api.get(record.payment_id)
+        match core.settlement("cancelled", str(payment.get("status", "")), self._two_stage):
+            case "cancel":
+                key = core.idempotence_key("cancel", record.payment_id)
+                payment = await self.api.cancel(record.payment_id, key)
+                _log.info("payment.hold_released", order_id=fact.order_id, why="cancelled")
+            case "refund":
+                await self.refund(record, None, "cancelled", f"cancel-{fact.order_id}")
+        await self.observe(record, payment)
 
     async def refund(
         self,
@@ -197,8 +219,10 @@ class Payments:
         lines: tuple[OrderLine, ...] | None,
         reason: str,
         request_id: str,
+        restock: bool = True,
     ) -> None:
-        """Refund `lines` (None: everything that is left; (): the money only, no goods back)."""
+        """Refund `lines` (None: everything that is left; (): the money only, no goods back);
+        `restock`: the goods go back on hand (else they are written off)."""
         refund = core.refund_for(record, lines)
         if refund is None:
             _log.warning("refund.nothing_left", order_id=record.order_id, request_id=request_id)
@@ -207,7 +231,7 @@ class Payments:
         params = core.refund_params(record, refund, reason, titles, self._receipt)
         made = await self.api.refund(params, core.idempotence_key("refund", request_id))
         refund_id = str(made["id"])
-        await self._tell(core.refund_fact(record, refund, refund_id, reason, _now()))
+        await self._tell(core.refund_fact(record, refund, refund_id, reason, _now(), restock))
         await self.records.update(record.order_id, lambda r: core.refunded(r, refund, refund_id))
         _log.info(
             "payment.refunded", order_id=record.order_id, refund_id=refund_id, amount=refund.amount
@@ -343,6 +367,15 @@ async def serve(settings: Settings) -> None:
             subjects=subjects.INVENTORY_FACTS_FOR_PAYMENTS,
             kind=InventoryEvent,
             handle=_refusals_logged(payments.on_inventory),
+            ack_wait=ACK_WAIT_S,
+            retry_on=(ProviderUnavailable, nats.errors.Error),
+        ),
+        Consumer[OrderFulfilment](
+            stream=subjects.ORDERS,
+            durable=subjects.PAYMENTS_FULFILMENT_CONSUMER,
+            subjects=[subjects.ORDERS_FULFILMENT_ALL],
+            kind=OrderFulfilment,
+            handle=payments.on_fulfilment,  # a refusal is retried: the status is read again
             ack_wait=ACK_WAIT_S,
             retry_on=(ProviderUnavailable, nats.errors.Error),
         ),
