@@ -160,6 +160,23 @@ class Carrier(StrEnum):
     OTHER = "other"
 
 
+# How the shop's people name them (the sheet, the admin chat's buttons).
+CARRIER_TITLES: dict[Carrier, str] = {
+    Carrier.RUSSIAN_POST: "Почта России",
+    Carrier.CDEK: "СДЭК",
+    Carrier.BOXBERRY: "Boxberry",
+    Carrier.YANDEX: "Яндекс Доставка",
+    Carrier.OTHER: "другая служба",
+}
+
+
+def carrier_title(carrier: str) -> str:
+    try:
+        return CARRIER_TITLES[Carrier(carrier)]
+    except ValueError:
+        return carrier
+
+
 # The carriers' public tracking pages (None: no page to link to).
 _TRACKING_PAGE: dict[Carrier, str | None] = {
     Carrier.RUSSIAN_POST: "https://www.pochta.ru/tracking?barcode={}",

@@ -139,7 +139,7 @@ BOT_ALERTS_CONSUMER = "bot-alerts"
 CRM_ORDERS_CONSUMER = "crm-orders"
 CRM_INVENTORY_CONSUMER = "crm-inventory"
 CRM_PAYMENTS_CONSUMER = "crm-payments"
-ORDER_FACTS_FOR_CRM = [ORDERS_PLACED_ALL]
+ORDER_FACTS_FOR_CRM = [ORDERS_PLACED_ALL, ORDERS_FULFILMENT_ALL]
 INVENTORY_FACTS_FOR_CRM = [
     "inventory.reserved.>",
     "inventory.rejected.>",

@@ -16,11 +16,14 @@ from datetime import datetime
 
 import msgspec
 
-from libs import lifecycle
+from libs import fulfilment, lifecycle
 from libs.contracts import Committed, OrderLine, PaymentRefunded, Released, ReservedLine
 from libs.money import cell_kopecks, cell_number, rubles
 
-ORDER_COLUMNS = (
+# The Orders tab's columns, and those of the versions before (a sheet made by one of them is
+# upgraded in place: the missing columns inserted after the ones it has, a person's own columns
+# beyond them moved right with their cells).
+ORDER_COLUMNS_V1 = (
     "Order",
     "Created",
     "Status",
@@ -35,6 +38,15 @@ ORDER_COLUMNS = (
     "Paid at",
     "Updated",
 )
+ORDER_COLUMNS = (
+    *ORDER_COLUMNS_V1,
+    "Fulfilment",
+    "Carrier",
+    "Tracking",
+    "Shipped at",
+    "Delivered at",
+)
+ORDER_COLUMN_VERSIONS = (ORDER_COLUMNS_V1, ORDER_COLUMNS)
 SALES_COLUMNS = ("Fact", "Order", "Time", "SKU", "Title", "Qty", "Unit price", "Amount")
 DAILY_COLUMNS = ("Date", "Orders", "Units", "Revenue")
 STOCK_COLUMNS = ("SKU", "Title", "On hand", "Reserved", "Available", "Changed")
@@ -47,6 +59,8 @@ Fact = lifecycle.OrderFact
 
 
 class OrderRow(msgspec.Struct, kw_only=True):
+    """An Orders row; its fields are the columns, in their order."""
+
     order_id: str
     created: str = ""
     status: str = ""  # the lifecycle's status, as `status_text` writes it
@@ -60,29 +74,27 @@ class OrderRow(msgspec.Struct, kw_only=True):
     payment_id: str = ""
     paid_at: str = ""
     updated: str = ""
+    fulfilment: str = ""  # the last step after paid, and who asked for a cancellation
+    carrier: str = ""
+    tracking: str = ""
+    shipped_at: str = ""
+    delivered_at: str = ""
 
     def values(self) -> list[str]:
         return [
-            self.order_id,
-            self.created,
-            self.status,
-            self.customer,
-            self.telegram_user,
-            self.phone,
-            self.address,
-            self.comment,
-            self.items,
-            rubles(self.total),
-            self.payment_id,
-            self.paid_at,
-            self.updated,
+            rubles(self.total) if name == "total" else getattr(self, name)
+            for name in self.__struct_fields__
         ]
 
     def cells(self) -> list[Cell]:
         """The row for the Sheets API: the total as a number of roubles."""
         values: list[Cell] = list(self.values())
-        values[9] = cell_number(self.total)
+        values[_TOTAL] = cell_number(self.total)
         return values
+
+
+_TOTAL = OrderRow.__struct_fields__.index("total")
+assert len(OrderRow.__struct_fields__) == len(ORDER_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,26 +149,26 @@ def text(value: Cell) -> str:
 
 def order_row(cells: list[Cell]) -> OrderRow:
     """An order row read back from the sheet (or a CSV file); what does not parse is blank."""
-    values = [text(c) for c in (cells + [""] * len(ORDER_COLUMNS))[: len(ORDER_COLUMNS)]]
+    fields = OrderRow.__struct_fields__
+    values = [text(c) for c in (cells + [""] * len(fields))[: len(fields)]]
     try:
-        total = cell_kopecks(cells[9]) if len(cells) > 9 and cells[9] != "" else 0
+        total = cell_kopecks(cells[_TOTAL]) if len(cells) > _TOTAL and cells[_TOTAL] != "" else 0
     except ValueError:
         total = 0
-    return OrderRow(
-        order_id=values[0],
-        created=values[1],
-        status=values[2],
-        customer=values[3],
-        telegram_user=values[4],
-        phone=values[5],
-        address=values[6],
-        comment=values[7],
-        items=values[8],
-        total=total,
-        payment_id=values[10],
-        paid_at=values[11],
-        updated=values[12],
-    )
+    texts = {name: value for name, value in zip(fields, values, strict=True) if name != "total"}
+    return OrderRow(**texts, total=total)
+
+
+def upgrade(header: list[str]) -> int | None:
+    """Where a header row of the Orders tab made by an earlier version ends: the columns of this
+    version it lacks go there (None: it is this version's, or none known)."""
+    have = [cell.strip() for cell in header]
+    if have[: len(ORDER_COLUMNS)] == list(ORDER_COLUMNS):
+        return None
+    for columns in reversed(ORDER_COLUMN_VERSIONS[:-1]):
+        if have[: len(columns)] == list(columns):
+            return len(columns)
+    return None
 
 
 def sale_row(cells: list[Cell]) -> SaleRow:
@@ -183,9 +195,22 @@ def status_text(status: lifecycle.Status) -> str:
     return status.value.replace("_", " ")
 
 
+def fulfilment_text(order: lifecycle.Order) -> str:
+    """The Fulfilment column: the last step after paid ("shipped", "cancelled by the customer")."""
+    if not order.fulfilment:
+        return ""
+    last = order.fulfilment[-1]
+    words = last.step.replace("_", " ")
+    if last.step == "cancelled":
+        words += " by the customer" if last.by_customer else " by the shop"
+    return words
+
+
 def row(order: lifecycle.Order, titles: Mapping[str, str]) -> OrderRow:
     """The order's row: everything in it is what its lifecycle state says."""
     contact = order.contact
+    taken = {entry.step: entry for entry in order.fulfilment}
+    shipped, delivered = taken.get("shipped"), taken.get("delivered")
     return OrderRow(
         order_id=order.order_id,
         created=stamp(order.placed_at) if order.placed_at else "",
@@ -200,6 +225,11 @@ def row(order: lifecycle.Order, titles: Mapping[str, str]) -> OrderRow:
         payment_id=order.payment_id,
         paid_at=stamp(order.paid_at) if order.paid_at else "",
         updated=stamp(order.updated_at) if order.updated_at else "",
+        fulfilment=fulfilment_text(order),
+        carrier=fulfilment.carrier_title(shipped.carrier) if shipped else "",
+        tracking=shipped.tracking if shipped else "",
+        shipped_at=stamp(shipped.at) if shipped else "",
+        delivered_at=stamp(delivered.at) if delivered else "",
     )
 
 

@@ -1,9 +1,11 @@
 """The CRM as CSV files under DATA_DIR/crm, for a shop without Google credentials.
 
 Same tabs and the same exactly-once rules as the Google Sheet: orders.csv is rewritten with the
-order rows keyed by order number; sales.csv is only appended to, and a row whose key is already
-in it is never written again; daily.csv is recomputed from the ledger. Every file is replaced
-atomically (a temporary file, then a rename), so a crash mid-write leaves the old or the new.
+order rows keyed by order number (columns a person added after ours are kept with their rows,
+and a file made by an earlier version gets this version's columns where its own end); sales.csv
+is only appended to, and a row whose key is already in it is never written again; daily.csv is
+recomputed from the ledger. Every file is replaced atomically (a temporary file, then a rename),
+so a crash mid-write leaves the old or the new.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class CsvSheet:
         self.where = f"CSV files in {directory}"
         self._dir = directory
         self.orders: dict[str, core.OrderRow] = {}
+        self.extra_header: list[str] = []  # a person's own columns after ours in orders.csv
+        self.extra: dict[str, list[str]] = {}  # order id -> its cells in those columns
         self.ledger: list[core.SaleRow] = []
         self.keys: set[str] = set()
         self._loaded = False
@@ -56,10 +60,25 @@ class CsvSheet:
     def load(self) -> None:
         """What is in the files now: the index of order rows and of ledger keys."""
         self._dir.mkdir(parents=True, exist_ok=True)
-        self.orders = {}
-        for values in _rows(self._dir / ORDERS, core.ORDER_COLUMNS):
-            row = core.order_row(list(values))
+        self.orders, self.extra = {}, {}
+        header, rows = _table(self._dir / ORDERS)
+        ours = len(core.ORDER_COLUMNS)
+        at = core.upgrade(header)
+        if at is not None:  # made by an earlier version: our new columns go where its end
+            header = [*header[:at], *core.ORDER_COLUMNS[at:], *header[at:]]
+            rows = [[*row[:at], *[""] * (ours - at), *row[at:]] for row in rows]
+        elif header and header[:ours] != list(core.ORDER_COLUMNS):
+            raise ValueError(
+                f"{ORDERS}: the header row does not start with {list(core.ORDER_COLUMNS)}; "
+                "fix or remove it"
+            )
+        self.extra_header = header[ours:]
+        for values in rows:
+            row = core.order_row(list(values[:ours]))
             self.orders[row.order_id] = row
+            self.extra[row.order_id] = list(values[ours:])
+        if at is not None:
+            self._write_orders(self.orders)
         self.ledger = [
             core.sale_row(list(values)) for values in _rows(self._dir / SALES, core.SALES_COLUMNS)
         ]
@@ -77,9 +96,17 @@ class CsvSheet:
             _replace(self._dir / DAILY, core.DAILY_COLUMNS, core.daily(self.ledger))
         if plan.orders:
             orders = {**self.orders, **plan.orders}
-            rows = sorted(orders.values(), key=lambda r: (r.created, r.order_id))
-            _replace(self._dir / ORDERS, core.ORDER_COLUMNS, (r.values() for r in rows))
+            self._write_orders(orders)
             self.orders = orders
+
+    def _write_orders(self, orders: dict[str, core.OrderRow]) -> None:
+        rows = sorted(orders.values(), key=lambda r: (r.created, r.order_id))
+        width = len(self.extra_header)
+        _replace(
+            self._dir / ORDERS,
+            [*core.ORDER_COLUMNS, *self.extra_header],
+            ([*r.values(), *(self.extra.get(r.order_id, []) + [""] * width)[:width]] for r in rows),
+        )
 
 
 async def _in_thread(call: Callable[..., None], *args: Any) -> None:
@@ -91,17 +118,23 @@ async def _in_thread(call: Callable[..., None], *args: Any) -> None:
         raise Unavailable(f"cannot write the CSV files: {exc}") from None
 
 
-def _rows(path: Path, header: Sequence[str]) -> list[list[str]]:
+def _table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A file's header row and its rows with a key (none if there is no file)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return []
+        return [], []
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
-        return []
-    if rows[0] != list(header):
+        return [], []
+    return rows[0], [row for row in rows[1:] if row and row[0]]
+
+
+def _rows(path: Path, header: Sequence[str]) -> list[list[str]]:
+    got, rows = _table(path)
+    if got and got != list(header):
         raise ValueError(f"{path.name}: the header row is not {list(header)}; fix or remove it")
-    return [row for row in rows[1:] if row and row[0]]
+    return rows
 
 
 def _replace(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:

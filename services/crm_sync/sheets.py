@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -132,15 +132,21 @@ class GoogleSheet:
             )
             ranges = [r.get("values", []) for r in found["valueRanges"]]
             headers: list[dict[str, Any]] = []
+            order_rows = ranges[len(tabs)]
             for tab, got in zip(tabs, ranges, strict=False):
                 if not got or not any(got[0]):
                     headers.append({"range": f"{tab}!A1", "values": [list(TABS[tab])]})
+                    continue
+                at = core.upgrade([core.text(c) for c in got[0]]) if tab == ORDERS else None
+                if at is not None:
+                    await self._upgrade_orders(http, meta, at)
+                    order_rows = [cells[:at] for cells in order_rows]  # read before the move
                 else:
                     _check_header(tab, got[0])
             if headers:
                 await self._write(http.values_batch_update, self._id, {**RAW, "data": headers})
             self._orders = {}
-            for cells in ranges[len(tabs)]:
+            for cells in order_rows:
                 if cells and core.text(cells[0]):
                     row = core.order_row(cells)
                     self._orders.setdefault(row.order_id, row)
@@ -156,6 +162,33 @@ class GoogleSheet:
                 orders=len(self._orders),
                 sales=len(self._ledger),
             )
+
+    async def _upgrade_orders(
+        self, http: gspread.HTTPClient, meta: Mapping[str, Any], at: int
+    ) -> None:
+        """An Orders tab made by an earlier version: this version's new columns inserted where
+        its own end (a person's columns beyond them move right, every cell kept), named."""
+        (sheet_id,) = [
+            s["properties"]["sheetId"]
+            for s in meta.get("sheets", [])
+            if s["properties"]["title"] == ORDERS
+        ]
+        added = list(TABS[ORDERS][at:])
+        insert = {
+            "insertDimension": {
+                "range": {
+                    "sheetId": sheet_id,
+                    "dimension": "COLUMNS",
+                    "startIndex": at,
+                    "endIndex": at + len(added),
+                },
+                "inheritFromBefore": True,
+            }
+        }
+        await self._write(http.batch_update, self._id, {"requests": [insert]})
+        header = {"range": f"{ORDERS}!{column(at)}1", "values": [added]}
+        await self._write(http.values_batch_update, self._id, {**RAW, "data": [header]})
+        _log.info("crm.orders_tab_upgraded", columns=added, after=TABS[ORDERS][at - 1])
 
     async def apply(self, plan: core.Plan) -> int:
         return await self._opened(self._apply, plan)

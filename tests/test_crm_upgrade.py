@@ -1,0 +1,146 @@
+"""A spreadsheet made by an earlier version is upgraded in place: this version's Orders columns
+inserted where its own end, a person's own columns after them kept with their cells, every row
+kept; in Google Sheets (through the fake, with the real gspread) and in the CSV files alike. And
+the Orders row of an order after paid: its fulfilment, carrier, tracking and times."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from libs import lifecycle
+from libs.contracts import (
+    Committed,
+    FulfilmentEntry,
+    OrderFulfilment,
+    OrderLine,
+    OrderPlaced,
+    PaymentSucceeded,
+    Reserved,
+    ReservedLine,
+)
+from services.crm_sync import core
+from services.crm_sync.csv_sheet import CsvSheet
+from services.crm_sync.sheets import GoogleSheet
+from tests.fakes.sheets import FakeSheets
+
+T = datetime(2026, 12, 1, 10, tzinfo=UTC)
+OLD = list(core.ORDER_COLUMNS_V1)
+NEW_COLUMNS = ["Fulfilment", "Carrier", "Tracking", "Shipped at", "Delivered at"]
+OLD_ROWS = [
+    [
+        *("o-1", "2026-11-30 10:00:00", "paid", "Анна", "7", "+79001234567", "Москва", ""),
+        *("A × 1", "990.00", "pay-1", "2026-11-30 10:01:00", "2026-11-30 10:01:00", "позвонить"),
+    ],
+    [
+        *("o-2", "2026-11-30 11:00:00", "expired", "Борис", "8", "", "", "", "B × 2"),
+        *("20.00", "", "", "2026-11-30 11:15:00", ""),
+    ],
+]
+
+
+def shipped_order() -> lifecycle.Order:
+    lines = (OrderLine("A", 1, 99000),)
+    packed = FulfilmentEntry(step="packed", at=T, by=42)
+    shipped = FulfilmentEntry(
+        step="shipped", at=T.replace(hour=12), by=42, carrier="russian_post", tracking="RA1RU"
+    )
+    order = lifecycle.fold(
+        [
+            OrderPlaced("o-3", 7, lines, 99000, T),
+            Reserved("o-3", (ReservedLine("A", 1, 99000),), 99000, T, T),
+            PaymentSucceeded("o-3", "pay-3", 99000, T),
+            Committed("o-3", (ReservedLine("A", 1, 99000),), "pay-3", T),
+            OrderFulfilment("o-3", (packed, shipped), T.replace(hour=12)),
+        ]
+    )
+    assert order is not None
+    return order
+
+
+def test_the_row_of_a_shipped_order() -> None:
+    row = core.row(shipped_order(), {"A": "Чай"})
+    assert (row.status, row.fulfilment, row.carrier, row.tracking) == (
+        "shipped",
+        "shipped",
+        "Почта России",
+        "RA1RU",
+    )
+    assert (row.shipped_at, row.delivered_at) == ("2026-12-01 12:00:00", "")
+    assert core.order_row(row.cells()) == row  # read back from the sheet, the same row
+
+
+def test_which_headers_are_upgraded() -> None:
+    assert core.upgrade(OLD) == len(OLD)
+    assert core.upgrade([*OLD, "Notes"]) == len(OLD)
+    assert core.upgrade(list(core.ORDER_COLUMNS)) is None
+    assert core.upgrade([*core.ORDER_COLUMNS, "Notes"]) is None
+    assert core.upgrade(["Order", "Created", "Сумма"]) is None  # not ours: refused elsewhere
+
+
+async def test_csv_orders_of_an_earlier_version_upgraded_with_the_owners_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "orders.csv"
+    with path.open("w", encoding="utf-8", newline="") as file:
+        csv.writer(file).writerows([[*OLD, "Notes"], *OLD_ROWS])
+    sheet = CsvSheet(tmp_path)
+    await sheet.open()
+    header, *rows = list(csv.reader(path.open(encoding="utf-8")))
+    assert header == [*OLD, *NEW_COLUMNS, "Notes"]
+    assert rows[0] == [*OLD_ROWS[0][:13], "", "", "", "", "", "позвонить"]
+    assert rows[1][:13] == OLD_ROWS[1][:13] and len(rows) == 2
+
+    plan = core.Plan(orders={"o-3": core.row(shipped_order(), {})})
+    await sheet.apply(plan)
+    header, *rows = list(csv.reader(path.open(encoding="utf-8")))
+    assert header == [*OLD, *NEW_COLUMNS, "Notes"]
+    assert [row[0] for row in rows] == ["o-1", "o-2", "o-3"]
+    assert rows[0][-1] == "позвонить" and rows[2][13:] == [
+        "shipped",
+        "Почта России",
+        "RA1RU",
+        "2026-12-01 12:00:00",
+        "",
+        "",
+    ]
+    again = CsvSheet(tmp_path)  # a restart: nothing more to upgrade, nothing lost
+    await again.open()
+    assert set(again.orders) == {"o-1", "o-2", "o-3"} and again.extra["o-1"] == ["позвонить"]
+
+
+@pytest.fixture
+async def sheets() -> AsyncIterator[FakeSheets]:
+    fake = FakeSheets()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+async def test_google_orders_tab_of_an_earlier_version_upgraded_with_the_owners_column(
+    sheets: FakeSheets, tmp_path: Path
+) -> None:
+    book = sheets.create_spreadsheet("CRM")
+    key_file = sheets.key_file(tmp_path)
+    first = GoogleSheet(key_file, book, sheets.url, timeout=3)
+    await first.open()  # the tabs made; then the Orders tab as an earlier version left it
+    sheets.set_rows(book, "Orders", [[*OLD, "Notes"], *OLD_ROWS])
+
+    sheet = GoogleSheet(key_file, book, sheets.url, timeout=3)
+    await sheet.open()
+    header, *rows = sheets.rows(book, "Orders")
+    assert header == [*OLD, *NEW_COLUMNS, "Notes"]
+    assert rows[0][:13] == OLD_ROWS[0][:13] and rows[0][13:] == ["", "", "", "", "", "позвонить"]
+    assert rows[1][:13] == OLD_ROWS[1][:13]
+    await sheet.apply(core.Plan(orders={"o-3": core.row(shipped_order(), {})}))
+    header, *rows = sheets.rows(book, "Orders")
+    assert [row[0] for row in rows] == ["o-1", "o-2", "o-3"]
+    assert rows[2][13:16] == ["shipped", "Почта России", "RA1RU"]
+    assert rows[0][18] == "позвонить"
+    again = GoogleSheet(key_file, book, sheets.url, timeout=3)
+    await again.open()  # opened again: already this version's, nothing moves
+    assert sheets.rows(book, "Orders")[0] == [*OLD, *NEW_COLUMNS, "Notes"]
