@@ -12,6 +12,7 @@ from aiogram.types import (
 from libs.contracts import CatalogCategory, CatalogProduct
 from libs.money import format_rub
 from services.bot import callbacks as cb
+from services.bot.cart import card_less, card_more
 from services.bot.texts import Texts
 
 PAGE = 6  # products per page
@@ -82,11 +83,11 @@ def product(
     t: Texts, item: CatalogProduct, qty: int, available: int, page: int
 ) -> InlineKeyboardMarkup:
     rows: list[list[InlineKeyboardButton]] = []
-    more = min(available, qty + 1)
+    more = card_more(qty, available)
     if available > 0:
         rows.append(
             [
-                _button("➖", cb.ProductCard(sku=item.sku, qty=max(1, qty - 1), page=page).pack()),
+                _button("➖", cb.ProductCard(sku=item.sku, qty=card_less(qty), page=page).pack()),
                 _button(str(qty), cb.ProductCard(sku=item.sku, qty=qty, page=page).pack()),
                 _button("➕", cb.ProductCard(sku=item.sku, qty=more, page=page).pack()),
             ]
