@@ -12,6 +12,8 @@ from aiogram.types import (
 from libs.contracts import CatalogCategory, CatalogProduct
 from libs.money import format_rub
 from services.bot import callbacks as cb
+from services.bot.cart import card_less, card_more
+from services.bot.messages import Buttons, pay_button, render
 from services.bot.texts import Texts
 
 PAGE = 6  # products per page
@@ -82,11 +84,11 @@ def product(
     t: Texts, item: CatalogProduct, qty: int, available: int, page: int
 ) -> InlineKeyboardMarkup:
     rows: list[list[InlineKeyboardButton]] = []
-    more = min(available, qty + 1)
+    more = card_more(qty, available)
     if available > 0:
         rows.append(
             [
-                _button("➖", cb.ProductCard(sku=item.sku, qty=max(1, qty - 1), page=page).pack()),
+                _button("➖", cb.ProductCard(sku=item.sku, qty=card_less(qty), page=page).pack()),
                 _button(str(qty), cb.ProductCard(sku=item.sku, qty=qty, page=page).pack()),
                 _button("➕", cb.ProductCard(sku=item.sku, qty=more, page=page).pack()),
             ]
@@ -164,17 +166,25 @@ def summary(t: Texts, fields: list[str]) -> InlineKeyboardMarkup:
     )
 
 
-def pay(t: Texts, url: str, amount: int) -> InlineKeyboardMarkup:
+def inline(t: Texts, buttons: Buttons) -> InlineKeyboardMarkup | None:
+    """A message's buttons (services.bot.messages) in `t`'s language; None for none."""
+    if not buttons:
+        return None
     return _markup(
-        [[InlineKeyboardButton(text=t.t("order.button.pay", amount=format_rub(amount)), url=url)]]
+        [
+            [
+                InlineKeyboardButton(
+                    text=render(t, b.text), url=b.url or None, callback_data=b.data or None
+                )
+                for b in row
+            ]
+            for row in buttons
+        ]
     )
 
 
-def fixes(t: Texts, options: list[tuple[str, str, int]]) -> InlineKeyboardMarkup:
-    """(label, sku, qty to set) per one-tap fix, then the cart."""
-    rows = [[_button(label, cb.FixOrder(sku=sku, qty=qty).pack())] for label, sku, qty in options]
-    rows.append([_button(t.t("menu.button.cart"), cb.Menu(to="cart").pack())])
-    return _markup(rows)
+def pay(t: Texts, url: str, amount: int) -> InlineKeyboardMarkup:
+    return _markup([[InlineKeyboardButton(text=render(t, pay_button(url, amount).text), url=url)]])
 
 
 def orders(t: Texts, found: list[tuple[str, str]]) -> InlineKeyboardMarkup:

@@ -2,9 +2,10 @@
 
 Each order fact is folded into the order's lifecycle state (libs.lifecycle) kept in the bot's
 view; what to say is decided from the state before and after (services.bot.notices), so a fact
-that changes nothing (a redelivery) tells nothing. A fact is acked only once its messages went
-out or failed for good (the customer blocked the bot), and the view records it only after that,
-so a restart or a 429 storm never loses a notification.
+that changes nothing (a redelivery) tells nothing; what each notice says, with which buttons, is
+services.bot.messages': this shell reads, sends and records. A fact is acked only once its
+messages went out or failed for good (the customer blocked the bot), and the view records it
+only after that, so a restart or a 429 storm never loses a notification.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from aiogram.types import InlineKeyboardMarkup
 from libs import lifecycle, log, shutdown
 from libs.contracts import AlertEvent, Committed, CrmBehind, CrmCaughtUp, DeadLettered, Rejected
 from libs.lifecycle import Status
-from libs.money import format_rub
 from libs.settings import Settings
 from services.bot import keyboards as kb
+from services.bot import messages
 from services.bot.model import Awaiting, OrderView, Store
 from services.bot.notices import Kind, Notice, notices
-from services.bot.texts import Texts, for_language
+from services.bot.texts import for_language
 
 _log = log.get(__name__)
 # Failed for good: telling again would not help (the sender already waited out 429s and retried
@@ -92,146 +93,38 @@ class Notifier:
             return
 
     async def _tell(self, view: OrderView, notice: Notice, fact: lifecycle.OrderFact) -> None:
-        if notice.to == "admin":
-            await self._tell_admin(view, notice)
+        titles = await self._titles(view, fact) if notice.kind in messages.NAMING else {}
+        rejected = fact if isinstance(fact, Rejected) else None
+        message = messages.for_notice(notice, view.state, titles, datetime.now(UTC), rejected)
+        if message is None:
             return
-        order, t, number = view.state, for_language(view.language), view.order_id
-        match notice.kind:
-            case Kind.PAY:
-                await self._pay(view, t)
-            case Kind.REJECTED:
-                await self._rejected(view, fact if isinstance(fact, Rejected) else None, t)
-            case Kind.EXPIRED:
-                await self._say(view, t.t("order.expired", number=number))
-            case Kind.PAYMENT_CANCELED:
-                reason = t.cancel_reason(order.payment_canceled)
-                await self._say(view, t.t("order.payment_canceled", number=number, reason=reason))
-            case Kind.PAYMENT_FAILED:
-                await self._say(view, t.t("order.payment_failed", number=number))
-            case Kind.CANCELLED:
-                await self._say(view, t.t("order.cancelled", number=number))
-            case Kind.PAID:
-                paid = t.t(
-                    "order.paid",
-                    number=number,
-                    lines=await self._lines(view, t),
-                    total=format_rub(order.charge),
-                )
-                late = [t.t("order.paid_late")] if notice.late else []
-                await self._say(view, t.lines([paid, *late], "\n\n"))
-                await self._store.carts.delete(str(view.user_id))
-            case Kind.STOCK_GONE:
-                await self._say(view, t.t("order.stock_gone", number=number))
-            case Kind.MONEY_BACK:
-                await self._say(view, t.t("order.money_back", number=number))
-            case Kind.REFUNDED:
-                amount = format_rub(notice.refund.amount if notice.refund else 0)
-                await self._say(view, t.t("order.refunded", number=number, amount=amount))
+        if notice.to == "admin":
+            await self._admin(message)
+            return
+        t = for_language(view.language)
+        text, markup = messages.render(t, message.text), kb.inline(t, message.buttons)
+        if message.edit and markup is not None:
+            await self._edit_or_say(view, text, markup)
+        else:
+            await self._say(view, text, markup)
+        if notice.kind is Kind.PAID:
+            await self._store.carts.delete(str(view.user_id))
 
-    async def _tell_admin(self, view: OrderView, notice: Notice) -> None:
-        order, number = view.state, view.order_id
-        match notice.kind:
-            case Kind.PAID:
-                c = view.contact
-                t = for_language(None)
-                extra = [t.t("admin.order_comment", comment=c.comment)] if c.comment else []
-                late = [t.t("admin.paid_late")] if notice.late else []
-                await self._admin(
-                    "admin.new_order",
-                    number=number,
-                    customer=c.name,
-                    phone=c.phone,
-                    address=c.address,
-                    lines=t.lines([await self._lines(view, t), *extra, *late]),
-                    total=format_rub(order.charge),
-                    payment_id=order.payment_id,
-                )
-            case Kind.PAYMENT_FAILED:
-                reason = order.payment_failed or order.released
-                await self._admin("admin.payment_failed", number=number, reason=reason)
-            case Kind.STOCK_GONE:
-                await self._admin("admin.stock_gone", number=number, payment_id=order.payment_id)
-            case Kind.PAID_CANCELLED:
-                reason = for_language(None).cancel_reason(order.payment_canceled)
-                await self._admin("admin.paid_cancelled", number=number, reason=reason)
-            case Kind.REFUNDED:
-                await self._admin(
-                    "admin.refund",
-                    number=number,
-                    amount=format_rub(notice.refund.amount if notice.refund else 0),
-                    payment_id=order.payment_id,
-                )
+    async def _titles(self, view: OrderView, fact: lifecycle.OrderFact) -> dict[str, str]:
+        """The titles of the products a message names (a product gone: named by its sku)."""
+        skus = [line.sku for line in view.lines]
+        if isinstance(fact, Rejected):
+            skus += [problem.sku for problem in fact.problems]
+        titles = {}
+        for sku in dict.fromkeys(skus):
+            item = await self._store.product(sku)
+            if item is not None:
+                titles[sku] = item.title
+        return titles
 
     # the shop's own alerts ------------------------------------------------------------------------
     async def on_alert(self, alert: AlertEvent) -> None:
-        match alert:
-            case CrmBehind():
-                minutes = max(1, int((alert.at - alert.oldest_at).total_seconds() // 60))
-                await self._admin(
-                    "admin.crm_behind", backlog=alert.backlog, minutes=minutes, error=alert.error
-                )
-            case CrmCaughtUp():
-                await self._admin("admin.crm_caught_up", since=alert.behind_since.strftime("%H:%M"))
-            case DeadLettered():
-                await self._admin(
-                    "admin.dead_lettered",
-                    service=alert.service,
-                    subject=alert.subject,
-                    stream=alert.stream,
-                    sequence=alert.sequence,
-                    reason=alert.reason,
-                )
-
-    async def _rejected(self, view: OrderView, fact: Rejected | None, t: Texts) -> None:
-        options: list[tuple[str, str, int]] = []
-        problems = []
-        reason = fact.reason if fact is not None else ""
-        for problem in fact.problems if fact is not None else ():
-            item = await self._store.product(problem.sku)
-            title = item.title if item else problem.sku
-            if reason == "out_of_stock" and problem.available > 0:
-                problems.append(
-                    t.t(
-                        "order.out_of_stock_line",
-                        title=title,
-                        available=problem.available,
-                        requested=problem.requested,
-                    )
-                )
-                reduce = t.t("order.button.reduce", title=title, left=problem.available)
-                options.append((reduce, problem.sku, problem.available))
-            elif reason == "out_of_stock":
-                problems.append(t.t("order.sold_out_line", title=title))
-            elif reason == "price_mismatch":
-                problems.append(
-                    t.t(
-                        "order.price_changed_line",
-                        title=title,
-                        was=format_rub(problem.unit_price or 0),
-                        now=format_rub(problem.catalog_price or 0),
-                    )
-                )
-            else:
-                problems.append(t.t("order.product_gone_line", title=title))
-            options.append((t.t("order.button.remove", title=title), problem.sku, 0))
-        if not problems:
-            await self._edit_or_say(view, t.t("order.failed"), kb.fixes(t, []))
-        else:
-            hint = "order.price_changed_hint" if reason == "price_mismatch" else "order.fix_hint"
-            text = t.lines([t.t("order.rejected"), *problems, "", t.t(hint)])
-            await self._edit_or_say(view, text, kb.fixes(t, options))
-
-    async def _pay(self, view: OrderView, t: Texts) -> None:
-        """The order's "reserving..." message becomes the Pay button."""
-        order = view.state
-        left = (order.expires_at or datetime.now(UTC)) - datetime.now(UTC)
-        text = t.t(
-            "order.awaiting_payment_minutes",
-            number=view.order_id,
-            total=format_rub(order.charge),
-            minutes=max(1, int(left.total_seconds() // 60)),
-        )
-        await self._edit_or_say(view, text, kb.pay(t, order.pay_url, order.charge))
+        await self._admin(messages.alert(alert))
 
     # reminders ------------------------------------------------------------------------------------
     async def remind(self, stop: asyncio.Event) -> None:
@@ -247,25 +140,13 @@ class Notifier:
                 if view is None or not _reminder_due(view):
                     continue  # moved on meanwhile: its entry goes with its update
                 t = for_language(view.language)
-                minutes = max(1, int((due.expires_at - now).total_seconds() // 60))
-                await self._say(
-                    view,
-                    t.t("order.reminder", number=view.order_id, minutes=minutes),
-                    kb.pay(t, view.state.pay_url, view.state.charge),
-                )
+                message = messages.reminder(view.state, due.expires_at, now)
+                text, markup = messages.render(t, message.text), kb.inline(t, message.buttons)
+                await self._say(view, text, markup)
                 await self._reminded(view.order_id)
             await shutdown.sleep_or_stop(stop, every)
 
     # helpers --------------------------------------------------------------------------------------
-    async def _lines(self, view: OrderView, t: Texts) -> str:
-        rows = []
-        for line in view.lines:
-            item = await self._store.product(line.sku)
-            title = item.title if item else line.sku
-            amount = format_rub(line.qty * line.unit_price)
-            rows.append(t.t("cart.line", title=title, qty=line.qty, amount=amount))
-        return t.lines(rows)
-
     async def _say(
         self, view: OrderView, text: str, markup: InlineKeyboardMarkup | None = None
     ) -> None:
@@ -289,13 +170,15 @@ class Notifier:
                 return
         await self._say(view, text, markup)
 
-    async def _admin(self, key: str, **params: Any) -> None:
+    async def _admin(self, message: messages.Message) -> None:
+        """To the admin chat, in the shop's language."""
         chat_id = self._settings.admin_chat_id
         if chat_id is None:
             return
-        text = for_language(None).t(key, **params)
+        t = for_language(None)
+        text, markup = messages.render(t, message.text), kb.inline(t, message.buttons)
         try:
-            await self._bot.send_message(chat_id, text)
+            await self._bot.send_message(chat_id, text, reply_markup=markup)
         except UNDELIVERABLE as exc:
             _log.warning("admin.undeliverable", reason=exc.message)
 
@@ -304,8 +187,11 @@ class Notifier:
         for sku in dict.fromkeys(line.sku for line in fact.lines):
             level = await self._store.level(sku)
             item = await self._store.product(sku)
-            if level is not None and item is not None and level.available <= threshold:
-                await self._admin("admin.low_stock", title=item.title, available=level.available)
+            if level is None or item is None:
+                continue
+            message = messages.low_stock(item.title, level.available, threshold)
+            if message is not None:
+                await self._admin(message)
 
     async def _reminded(self, order_id: str) -> None:
         def change(current: OrderView | None) -> OrderView:

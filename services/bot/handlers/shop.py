@@ -14,11 +14,13 @@ from libs.money import format_rub
 from libs.settings import Settings
 from services.bot import callbacks as cb
 from services.bot import keyboards as kb
+from services.bot.cart import Priced, added, card_qty, priced
+from services.bot.cart import add as add_line
+from services.bot.cart import change as change_cart_line
 from services.bot.model import Cart, Store
 from services.bot.texts import Texts
 
 router = Router(name=__name__)
-MAX_QTY = 99
 
 
 async def show(
@@ -117,7 +119,7 @@ async def product(
         await query.answer(t.t("input.toast.stale_button"))
         return
     available = await _available(store, item.sku)
-    qty = min(max(1, callback_data.qty), max(1, min(available, MAX_QTY)))
+    qty = card_qty(callback_data.qty, available)
     preview = (
         LinkPreviewOptions(url=item.photo_url, prefer_large_media=True, show_above_text=True)
         if item.photo_url
@@ -139,32 +141,40 @@ async def add_to_cart(
     if item is None or query.from_user is None:
         await query.answer(t.t("input.toast.stale_button"))
         return
-    qty = max(1, min(callback_data.qty, MAX_QTY))
+    qty = added(callback_data.qty)
 
     def add(current: Cart | None) -> Cart:
-        lines = dict(current.lines) if current else {}
-        lines[item.sku] = min(MAX_QTY, lines.get(item.sku, 0) + qty)
-        return Cart(lines)
+        return Cart(add_line(current.lines if current else {}, item.sku, qty))
 
     await store.carts.update(str(query.from_user.id), add)
     await query.answer(t.t("catalog.toast.added", title=item.title, qty=qty))
 
 
-async def cart_view(t: Texts, store: Store, user_id: int) -> tuple[str, InlineKeyboardMarkup]:
+async def priced_cart(store: Store, user_id: int) -> Priced:
+    """The customer's cart priced by the catalog as it is now."""
     current = await store.carts.get(str(user_id)) or Cart()
-    lines: list[tuple[CatalogProduct, int]] = []
-    for sku, qty in current.lines.items():
+    catalog = {}
+    for sku in current.lines:
         item = await store.product(sku)
-        if item is not None and qty > 0:
-            lines.append((item, qty))
-    if not lines:
-        return t.t("cart.empty"), kb.cart(t, [])
-    rows = [
-        t.t("cart.line", title=i.title, qty=q, amount=format_rub(i.price * q)) for i, q in lines
+        if item is not None:
+            catalog[sku] = item
+    return priced(current.lines, catalog)
+
+
+def cart_lines(t: Texts, items: Priced) -> list[str]:
+    return [
+        t.t("cart.line", title=line.product.title, qty=line.qty, amount=format_rub(line.amount))
+        for line in items.lines
     ]
-    total = sum(i.price * q for i, q in lines)
-    text = t.lines([t.t("cart.title"), "", *rows, "", t.t("cart.total", total=format_rub(total))])
-    return text, kb.cart(t, lines)
+
+
+async def cart_view(t: Texts, store: Store, user_id: int) -> tuple[str, InlineKeyboardMarkup]:
+    items = await priced_cart(store, user_id)
+    if not items.lines:
+        return t.t("cart.empty"), kb.cart(t, [])
+    total = t.t("cart.total", total=format_rub(items.total))
+    text = t.lines([t.t("cart.title"), "", *cart_lines(t, items), "", total])
+    return text, kb.cart(t, [(line.product, line.qty) for line in items.lines])
 
 
 @router.message(Command("cart"))
@@ -183,13 +193,7 @@ async def change_line(
     sku, action = callback_data.sku, callback_data.action
 
     def change(current: Cart | None) -> Cart:
-        lines = dict(current.lines) if current else {}
-        qty = lines.get(sku, 0) + {"inc": 1, "dec": -1, "del": -MAX_QTY}[action]
-        if qty > 0:
-            lines[sku] = min(qty, MAX_QTY)
-        else:
-            lines.pop(sku, None)
-        return Cart(lines)
+        return Cart(change_cart_line(current.lines if current else {}, sku, action))
 
     await store.carts.update(str(query.from_user.id), change)
     text, markup = await cart_view(t, store, query.from_user.id)
