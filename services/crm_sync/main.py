@@ -129,6 +129,9 @@ class Writership:
             except (*bus.TRANSIENT, nats.errors.Error) as exc:
                 _log.warning("crm.lease_not_renewed", error=repr(exc))
                 continue
+            except Exception:  # renewed on the next turn; a lease lost meanwhile is seen then
+                _log.exception("crm.lease_not_renewed")
+                continue
             if not mine and not stop.is_set():
                 _log.error("crm.lease_lost", why="another crm_sync took over; stopping")
                 stop.set()
@@ -258,8 +261,12 @@ class Writer:
             await shutdown.sleep_or_stop(stop, ACK_WAIT_S / 3)
             for held in (*self._writing, *self._waiting):
                 for delivery in held.deliveries:
-                    with contextlib.suppress(*bus.TRANSIENT):
+                    try:
                         await delivery.msg.in_progress()
+                    except bus.TRANSIENT:
+                        pass  # NATS is away: redelivered at worst, and the sheet takes it once
+                    except Exception as exc:
+                        _log.warning("crm.in_progress_failed", error=repr(exc))
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -385,6 +392,8 @@ class Reporter:
                 behind_since = await self._report(behind_since)
             except (*bus.TRANSIENT, nats.errors.Error) as exc:
                 _log.warning("crm.report_failed", error=repr(exc))
+            except Exception:  # the report is a side show: it must never end the service
+                _log.exception("crm.report_failed")
             await shutdown.sleep_or_stop(stop, REPORT_EVERY_S)
 
     async def _report(self, behind_since: datetime | None) -> datetime | None:
