@@ -133,6 +133,19 @@ def _payment_id(money: Facts, order_id: str) -> str:
     return str(pending.payment_id)
 
 
+async def _three_sold(
+    js: JetStreamContext, facts: Facts, money: Facts, fake: FakeYooKassa, order_id: str
+) -> str:
+    """Three of FEW ordered and paid: the payment's id, once the stock is committed."""
+    await place(js, order(order_id, ("FEW", 3, 99000)))
+    await wait_until(lambda: "payment_pending" in money.kinds(order_id), what="pending")
+    payment_id = _payment_id(money, order_id)
+    await fake.pay(payment_id)
+    await wait_until(lambda: "committed" in facts.kinds(order_id), what="committed")
+    await wait_until(lambda: _stock_is(js, "FEW", 47, 0), what="three sold")
+    return payment_id
+
+
 async def _reconciled(shop: Shop) -> bool:
     return (await shop.health())["reconciler_last_run"] is not None
 
@@ -413,11 +426,7 @@ async def test_refund_by_lines_then_the_rest_returns_the_stock(
     fake: FakeYooKassa,
 ) -> None:
     await _start(services, nats_url, catalog_file, js, fake, payments_capture="one_stage")
-    await place(js, order("refund", ("FEW", 3, 99000)))
-    await wait_until(lambda: "payment_pending" in money.kinds("refund"), what="pending")
-    await fake.pay(_payment_id(money, "refund"))
-    await wait_until(lambda: "committed" in facts.kinds("refund"), what="committed")
-    await wait_until(lambda: _stock_is(js, "FEW", 47, 0), what="three sold")
+    await _three_sold(js, facts, money, fake, "refund")
 
     one = RefundRequested("r1", "refund", "returned by the customer", (OrderLine("FEW", 1, 99000),))
     for attempt in range(2):  # the same request twice: one refund
@@ -547,12 +556,7 @@ async def test_a_paid_order_cancelled_by_the_shop_gives_the_money_and_the_stock_
     if held:  # YooKassa does not capture yet: the shop cancels while the money is only held
         fake.fail("500", paths="POST /payments/*/capture")
     await _start(services, nats_url, catalog_file, js, fake, payments_capture="two_stage")
-    await place(js, order("cx", ("FEW", 3, 99000)))
-    await wait_until(lambda: "payment_pending" in money.kinds("cx"), what="pending")
-    payment_id = _payment_id(money, "cx")
-    await fake.pay(payment_id)
-    await wait_until(lambda: "committed" in facts.kinds("cx"), what="committed")
-    await wait_until(lambda: _stock_is(js, "FEW", 47, 0), what="three sold")
+    payment_id = await _three_sold(js, facts, money, fake, "cx")
     if not held:
         await wait_until(lambda: "payment_succeeded" in money.kinds("cx"), what="captured")
 
@@ -582,10 +586,7 @@ async def test_a_return_written_off_refunds_the_money_and_keeps_the_stock_as_it_
     fake: FakeYooKassa,
 ) -> None:
     await _start(services, nats_url, catalog_file, js, fake, payments_capture="one_stage")
-    await place(js, order("wo", ("FEW", 3, 99000)))
-    await wait_until(lambda: "payment_pending" in money.kinds("wo"), what="pending")
-    await fake.pay(_payment_id(money, "wo"))
-    await wait_until(lambda: _stock_is(js, "FEW", 47, 0), what="three sold")
+    await _three_sold(js, facts, money, fake, "wo")
     lines = (OrderLine("FEW", 1, 99000),)
     for count, (request_id, restock) in enumerate((("broken", False), ("back", True)), start=1):
         request = RefundRequested(request_id, "wo", "returned", lines, restock=restock)
