@@ -604,3 +604,62 @@ async def test_a_return_written_off_refunds_the_money_and_keeps_the_stock_as_it_
     assert (written_off.restock, returned.restock) == (False, True)
     await wait_until(lambda: _stock_is(js, "FEW", 48, 0), what="only the good one back")
     assert _lifecycle(facts, money, "wo").status == lifecycle.Status.PARTLY_REFUNDED
+
+
+async def test_the_settlement_receipt_on_delivery_is_made_once_across_a_kill(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    """54-FZ with full prepayment: a second receipt when the goods are handed over, settling the
+    prepayment for what was not returned; one, whatever YooKassa and the process go through."""
+    shop = await _start(
+        services, nats_url, catalog_file, js, fake, receipts="true", payments_capture="one_stage"
+    )
+    with_phone = msgspec.structs.replace(
+        order("st", ("FEW", 3, 99000)), contact=Contact(name="Анна", phone="+79001234567")
+    )
+    await place(js, with_phone)
+    await wait_until(lambda: "payment_pending" in money.kinds("st"), what="pending")
+    payment_id = _payment_id(money, "st")
+    await fake.pay(payment_id)
+    await wait_until(lambda: _stock_is(js, "FEW", 47, 0), what="three sold")
+    one_back = RefundRequested("st-r", "st", "returned", (OrderLine("FEW", 1, 99000),))
+    subject = subjects.payment_fact(subjects.PaymentKind.REFUND_REQUESTED, "st")
+    await bus.publish(js, subject, one_back, msg_id="st-r")
+    await wait_until(lambda: "payment_refunded" in money.kinds("st"), what="one returned")
+
+    fake.fail("500", paths="POST /receipts")  # YooKassa cannot make receipts for a while
+    state = _lifecycle(facts, money, "st")
+    delivered = await fulfilment.take(js, state, "delivered", 42, datetime.now(UTC))
+    assert isinstance(delivered, OrderFulfilment)
+    await wait_until(
+        lambda: any(r[1] == "/receipts" for r in fake.requests), what="a receipt tried"
+    )
+    shop.payments.kill()
+    fake.clear_failures()
+    shop.payments.start()
+    await wait_until(lambda: len(fake.receipts) == 1, timeout=30, what="the settlement receipt")
+    (receipt,) = fake.receipts.values()
+    assert receipt["payment_id"] == payment_id and receipt["type"] == "payment"
+    assert receipt["settlements"] == [
+        {"type": "prepayment", "amount": {"value": "1980.00", "currency": "RUB"}}
+    ]
+    assert [(float(i["quantity"]), i["payment_mode"]) for i in receipt["items"]] == [
+        (2, "full_payment")
+    ]
+    keys = {r[2] for r in fake.requests if r[1] == "/receipts"}
+    assert len(keys) == 1, "always with the same Idempotence-Key"
+    # Told again (a redelivery, a second desk): no second receipt.
+    await bus.publish(js, subjects.order_fulfilment("st"), delivered, msg_id="again")
+
+    async def handled() -> bool:
+        info = await js.consumer_info(subjects.ORDERS, subjects.PAYMENTS_FULFILMENT_CONSUMER)
+        return bool(info.num_pending == info.num_ack_pending == 0 and info.delivered.stream_seq)
+
+    await wait_until(handled, what="the fact handled again")
+    assert len(fake.receipts) == 1

@@ -322,3 +322,33 @@ def test_refunds_never_give_back_more_than_was_paid(
         assert order.refunded == given_back <= order.amount, "the sums add up"
         if request is None:
             assert order.refunded == order.amount and core.not_returned(order) == ()
+
+
+def test_the_settlement_receipt_on_delivery() -> None:
+    """54-FZ: with full prepayment, the goods handed over are settled by a second receipt, for
+    what was not returned; none in other modes, none when everything came back."""
+    prepaid = core.ReceiptConfig(1, "commodity", "full_prepayment")
+    titles = {"TEA": "Чай", "MUG": "Кружка"}
+    order = record()
+    one_back = core.refund_for(order, (OrderLine("TEA", 1, 99000),))
+    assert one_back is not None
+    order = core.refunded(order, one_back, "re-1")
+    receipt = core.settlement_receipt(order, titles, prepaid)
+    assert receipt is not None
+    assert (receipt["type"], receipt["payment_id"], receipt["send"]) == ("payment", "pay-1", True)
+    assert [(i["description"], i["quantity"], i["payment_mode"]) for i in receipt["items"]] == [
+        ("Чай", "2.00", "full_payment"),
+        ("Кружка", "1.00", "full_payment"),
+    ]
+    assert receipt["settlements"] == [
+        {"type": "prepayment", "amount": {"value": "2430.50", "currency": "RUB"}}
+    ]
+    assert receipt["customer"]["phone"] == "79001234567"
+    paid_in_full = core.ReceiptConfig(1, "commodity", "full_payment")
+    assert core.settlement_receipt(order, titles, paid_in_full) is None  # settled at payment
+    everything = core.refund_for(order, None)
+    assert everything is not None
+    assert (
+        core.settlement_receipt(core.refunded(order, everything, "re-2"), titles, prepaid) is None
+    )
+    assert core.settlement_receipt(record(status="canceled"), titles, prepaid) is None

@@ -49,6 +49,7 @@ class PaymentRecord(msgspec.Struct, frozen=True, kw_only=True):
     returned: tuple[OrderLine, ...] = ()  # goods that came back with refunds
     refund_ids: tuple[str, ...] = ()
     told: tuple[str, ...] = ()  # statuses already published as facts
+    settled: bool = False  # the settlement receipt on delivery was made (54-FZ)
     updated_at: datetime | None = None
 
 
@@ -123,6 +124,33 @@ def receipt_params(
             }
             for line in lines
         ],
+    }
+
+
+# With a prepayment receipt at payment time, 54-FZ asks for a second one when the goods are
+# handed over: the settlement of the prepayment ("чек зачёта предоплаты").
+SETTLED_ON_DELIVERY = frozenset({"full_prepayment"})
+
+
+def settlement_receipt(
+    record: PaymentRecord, titles: dict[str, str], config: ReceiptConfig
+) -> dict[str, Any] | None:
+    """The receipt that settles the prepayment once the goods are delivered: what was not
+    returned, now `full_payment`, paid by the prepayment (None: nothing to settle)."""
+    if config.payment_mode not in SETTLED_ON_DELIVERY or record.status != "succeeded":
+        return None
+    lines = not_returned(record)
+    if not lines:
+        return None
+    handed = msgspec.structs.replace(config, payment_mode="full_payment")
+    receipt = receipt_params(lines, record.contact, titles, handed)
+    total = sum(line.qty * line.unit_price for line in lines)
+    return {
+        **receipt,
+        "type": "payment",
+        "payment_id": record.payment_id,
+        "send": True,
+        "settlements": [{"type": "prepayment", "amount": amount_field(total)}],
     }
 
 

@@ -195,11 +195,28 @@ class Payments:
         )
 
     async def on_fulfilment(self, fact: OrderFulfilment) -> None:
+        step = fact.history[-1].step if fact.history else None
+        if step == "cancelled":
+            await self.cancelled(fact)
+        elif step == "delivered" and self._receipt is not None:
+            await self.settle_receipt(fact.order_id, self._receipt)
+
+    async def settle_receipt(self, order_id: str, config: core.ReceiptConfig) -> None:
+        """The goods were handed over: the receipt that settles the prepayment, made once
+        (its Idempotence-Key, then the record says so); retried while YooKassa is away."""
+        record = await self._record(order_id)
+        if record is None or record.settled:
+            return
+        params = core.settlement_receipt(record, self._titles(record), config)
+        if params is not None:
+            made = await self.api.receipt(params, core.idempotence_key("settle", order_id))
+            _log.info("receipt.settled", order_id=order_id, receipt_id=made.get("id"))
+        await self.records.update(order_id, lambda r: msgspec.structs.replace(r, settled=True))
+
+    async def cancelled(self, fact: OrderFulfilment) -> None:
         """A paid order was cancelled (by the shop or its customer): all its money goes back,
         the hold cancelled or the payment refunded; the inventory takes the goods back on that.
         Read again on each delivery, so a capture that came first is refunded instead."""
-        if not fact.history or fact.history[-1].step != "cancelled":
-            return
         record = await self._record(fact.order_id)
         if record is None:
             return

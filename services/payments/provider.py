@@ -140,6 +140,9 @@ class YooKassa:
     async def refund(self, params: dict[str, Any], key: str) -> dict[str, Any]:
         return await self._call("refund", key, yookassa.Refund.create, params, key)
 
+    async def receipt(self, params: dict[str, Any], key: str) -> dict[str, Any]:
+        return await self._call("receipt", key, yookassa.Receipt.create, params, key)
+
     async def get_refund(self, refund_id: str) -> dict[str, Any]:
         return await self._call("get_refund", refund_id, yookassa.Refund.find_one, refund_id)
 

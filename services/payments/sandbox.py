@@ -140,6 +140,7 @@ class SandboxYooKassa:
         self.prefix = ""
         self.payments: dict[str, JSON] = {}
         self.refunds: dict[str, JSON] = {}
+        self.receipts: dict[str, JSON] = {}  # made by POST /receipts (a settlement, say)
         self._capture: dict[str, bool] = {}  # the `capture` flag each payment was created with
         self._answers: dict[str, JSON] = {}  # Idempotence-Key -> request, status, body, at
         self._tasks: set[asyncio.Task[int]] = set()
@@ -147,6 +148,7 @@ class SandboxYooKassa:
             state = json.loads(store_path.read_text(encoding="utf-8"))
             self.payments = state["payments"]
             self.refunds = state["refunds"]
+            self.receipts = state.get("receipts", {})
             self._capture = state["capture"]
             self._answers = state["idempotence"]
 
@@ -162,6 +164,7 @@ class SandboxYooKassa:
             web.post(f"{api}/payments/{{id}}/cancel", self._cancel_payment),
             web.post(f"{api}/refunds", self._create_refund),
             web.get(f"{api}/refunds/{{id}}", self._get_refund),
+            web.post(f"{api}/receipts", self._create_receipt),
             web.get(page, self._checkout),
             web.post(f"{page}/pay", self._checkout_pay),
             web.post(f"{page}/decline", self._checkout_decline),
@@ -182,6 +185,7 @@ class SandboxYooKassa:
         state = {
             "payments": self.payments,
             "refunds": self.refunds,
+            "receipts": self.receipts,
             "capture": self._capture,
             "idempotence": self._answers,
         }
@@ -394,6 +398,47 @@ class SandboxYooKassa:
         payment["refunded_amount"] = _amount(refunded, currency)
         payment["refundable"] = refunded < total
         return refund
+
+    async def _create_receipt(self, request: web.Request) -> web.Response:
+        return await self._answer(request, self._new_receipt)
+
+    def _new_receipt(self, _: web.Request, body: JSON) -> JSON:
+        """A receipt of its own (54-FZ): here, the settlement of a succeeded prepayment."""
+        payment = self.payments.get(str(body.get("payment_id")))
+        if payment is None:
+            raise _invalid("payment_id is not a known payment", "payment_id")
+        if payment["status"] != "succeeded":
+            raise _invalid(f"Payment is {payment['status']}: nothing to settle", "payment_id")
+        if body.get("type") not in ("payment", "refund"):
+            raise _invalid("type must be payment or refund", "type")
+        settlements = body.get("settlements")
+        if not isinstance(settlements, list) or not settlements:
+            raise _invalid("settlements is empty", "settlements")
+        currency = payment["amount"]["currency"]
+        total = 0
+        for n, settlement in enumerate(settlements):
+            if not isinstance(settlement, dict) or settlement.get("type") not in (
+                "cashless",
+                "prepayment",
+                "postpayment",
+                "consideration",
+            ):
+                raise _invalid(f"settlements[{n}].type is unknown", f"settlements[{n}].type")
+            value, settled_in = _money(settlement.get("amount"), f"settlements[{n}].amount")
+            if settled_in != currency:
+                raise _invalid(f"settlements[{n}] currency differs", f"settlements[{n}].amount")
+            total += value
+        _check_receipt({k: body.get(k) for k in ("customer", "items")}, total, currency)
+        receipt: JSON = {
+            "id": str(uuid.uuid4()),
+            "type": body["type"],
+            "payment_id": payment["id"],
+            "status": "succeeded",
+            "items": body["items"],
+            "settlements": settlements,
+        }
+        self.receipts[receipt["id"]] = receipt
+        return receipt
 
     async def _refunded(self, refund: JSON) -> None:
         # YooKassa notifies after answering: never make the caller wait for its own webhook.

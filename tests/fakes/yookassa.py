@@ -20,6 +20,7 @@ The API logic is services.payments.sandbox's; this adds what tests need around i
 * ``captures``: how many times each payment was actually captured (an idempotent repeat of a
   capture is answered from the stored answer and not counted); YooKassa refuses a second capture,
   so anything above 1 would mean the fake itself is wrong.
+* ``receipts``: the receipts made on their own (``POST /receipts``: a settlement on delivery).
 * ``expire(payment_id)``: what YooKassa does to a payment nobody paid: pending -> canceled
   (``yoo_money``, ``expired_on_confirmation``), notified.
 """
@@ -134,6 +135,10 @@ class FakeYooKassa:
     @property
     def refunds(self) -> dict[str, dict[str, Any]]:
         return self.sandbox.refunds
+
+    @property
+    def receipts(self) -> dict[str, dict[str, Any]]:
+        return self.sandbox.receipts
 
     def checkout_url(self, payment_id: str) -> str:
         return self.sandbox.checkout_url(payment_id)
