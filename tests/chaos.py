@@ -11,16 +11,19 @@ deadline), and the invariants are checked against what YooKassa holds, the event
 CRM's CSV files:
 
 * no oversell: folding the INVENTORY stream, no product ever has more reserved than on hand;
-* for every order, money held or taken <=> stock committed; no hold left waiting for capture,
-  nothing captured twice, at most one payment per order;
-* on hand = initial + restocked - units of captured, unrefunded orders (and the stock read model
-  says the same);
+* for every order, money held or taken <=> stock committed, to the kopeck: what the shop keeps
+  of the money is what the goods it keeps are worth; no hold left waiting for capture, nothing
+  captured twice, at most one payment per order;
+* on hand = initial + restocked - units sold and not returned to stock (and the stock read
+  model says the same);
 * the CRM has every order once, with the status the lifecycle (libs/lifecycle.py) gives, and
   every sold line once;
 * nothing dead-lettered, every order answered.
 
 Reproducible by seed: the seed fixes everything the test decides (each order, its time and its
-customer's behaviour, the restocks, which process is killed when and for how long). What the
+customer's behaviour, what the shop does after paid, the restocks, which process is killed when
+and for how long). After paid, the shop (as its admin chat would) cancels some orders, delivers
+some, and takes one unit of some back, to stock or written off. What the
 processes make of it is timing, so a replayed seed runs the same schedule and usually, not
 always, hits the same failure.
 
@@ -35,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import os
 import random
 import shutil
@@ -59,7 +63,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from libs import bus, lifecycle, subjects
+from libs import bus, fulfilment, lifecycle, subjects
 from libs.contracts import (
     AdjustStock,
     AdminReply,
@@ -67,11 +71,13 @@ from libs.contracts import (
     Committed,
     Contact,
     InventoryEvent,
+    OrderFulfilment,
     OrderLine,
     OrderPlaced,
     PaymentEvent,
     PaymentPending,
     PaymentRefunded,
+    PaymentSucceeded,
     RefundRequested,
     Rejected,
     Reserved,
@@ -106,8 +112,14 @@ Behaviour = Literal["at_once", "near_end", "late", "never"]
 BEHAVIOURS: tuple[Behaviour, ...] = ("at_once", "near_end", "late", "never")
 BEHAVIOUR_WEIGHTS = (30, 25, 20, 25)
 
-# Statuses after which the ordinary flow is over (a refund could still come; none is asked here).
-FINAL = lifecycle.ENDED | {Status.PAID, Status.PARTLY_REFUNDED}
+# What the shop does once an order is paid (its admin chat's buttons): nothing more, cancel it
+# (the money and the goods go back), deliver it, or take one unit back (to stock, or written off).
+After = Literal["keep", "cancel", "deliver", "return", "write_off"]
+AFTERS: tuple[After, ...] = ("keep", "cancel", "deliver", "return", "write_off")
+AFTER_WEIGHTS = (55, 15, 12, 12, 6)
+
+# Statuses after which the flow is over.
+FINAL = lifecycle.ENDED | {Status.PAID, Status.PARTLY_REFUNDED, Status.DELIVERED}
 ORDER_FACTS = typing.get_args(lifecycle.OrderFact)
 SHOWN = 8  # examples shown per broken invariant
 # Settling normally takes a reservation's TTL and a few seconds, or a consumer's ack_wait (10-15 s)
@@ -136,6 +148,7 @@ class PlannedOrder:
     # before the reservation ends; late, this long after it ended; never, YooKassa expires the
     # payment this long after the reservation ended.
     wait: float
+    after: After = "keep"  # what the shop does once it is paid
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,8 @@ def schedule(seed: int, seconds: float, rate: float) -> Schedule:
         }[behaviour]
         orders.append(PlannedOrder(f"o{n:05d}", at, lines, behaviour, wait))
         at += draw.expovariate(rate)
+    desk = random.Random(f"{seed}:desk")
+    orders = [dataclasses.replace(o, after=desk.choices(AFTERS, AFTER_WEIGHTS)[0]) for o in orders]
 
     draw = random.Random(f"{seed}:kills")
     kills: list[PlannedKill] = []
@@ -299,7 +314,7 @@ async def restart(target: Target) -> None:
 # What the test sees of the shop -----------------------------------------------------------------
 # stream -> (its subjects, its facts' decoder)
 STREAMS: dict[str, tuple[str, Any]] = {
-    subjects.ORDERS: ("orders.>", OrderPlaced),
+    subjects.ORDERS: ("orders.>", OrderPlaced | OrderFulfilment),
     subjects.INVENTORY: (subjects.INVENTORY_ALL, InventoryEvent),
     subjects.PAYMENTS: ("payments.>", PaymentEvent | RefundRequested),
 }
@@ -351,7 +366,8 @@ class Observer:
 
     def orders(self) -> list[str]:
         """The orders placed (on the ORDERS stream), in the order they were placed."""
-        return [f.order_id for _, f in sorted(self.facts[subjects.ORDERS].items())]
+        placed = sorted(self.facts[subjects.ORDERS].items())
+        return [f.order_id for _, f in placed if isinstance(f, OrderPlaced)]
 
     def status(self, order_id: str) -> Status:
         """The lifecycle's status of the order, folded again only when a fact came since."""
@@ -426,6 +442,78 @@ class Customers:
                 self.late.add(plan.order_id)
 
 
+class Desk:
+    """The shop after paid, as its admin chat would act: once an order is paid, cancel it or
+    deliver it (libs.fulfilment.take), or, once its money is taken, take one unit back to stock
+    or written off (a RefundRequested); each retried through outages until the bus has it."""
+
+    def __init__(self, observer: Observer, plans: dict[str, PlannedOrder]) -> None:
+        self._observer = observer
+        self._todo = {oid: plan.after for oid, plan in plans.items() if plan.after != "keep"}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.done: Counter[str] = Counter()  # "cancel", "deliver", "refused: not_paid", ...
+        self.errors: list[str] = []
+
+    def busy(self) -> int:
+        """Actions under way, or due (their order is paid) and not yet started."""
+        due = sum(
+            1
+            for order_id, after in self._todo.items()
+            if order_id not in self.tasks and self._ready(order_id, after)
+        )
+        return due + sum(1 for task in self.tasks.values() if not task.done())
+
+    async def run(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for order_id, after in self._todo.items():
+                if order_id not in self.tasks and self._ready(order_id, after):
+                    self.tasks[order_id] = asyncio.create_task(self._act(js, order_id, after))
+            await asyncio.sleep(0.2)
+
+    def _ready(self, order_id: str, after: After) -> bool:
+        if self._observer.status(order_id) != Status.PAID:
+            return False
+        return after in ("cancel", "deliver") or bool(
+            self._observer.of(order_id, PaymentSucceeded)  # a refund needs the money taken
+        )
+
+    async def _act(self, js: JetStreamContext, order_id: str, after: After) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                await self._once(js, order_id, after)
+                return
+            except (nats.errors.Error, nats.js.errors.Error, *bus.TRANSIENT) as exc:
+                if time.monotonic() > deadline:
+                    self.errors.append(f"order {order_id}: the shop could not {after}: {exc!r}")
+                    return
+                await asyncio.sleep(0.5)
+
+    async def _once(self, js: JetStreamContext, order_id: str, after: After) -> None:
+        if after in ("cancel", "deliver"):
+            order = lifecycle.fold(self._observer.by_order[order_id])
+            assert order is not None
+            step: typing.Literal["cancelled", "delivered"] = (
+                "cancelled" if after == "cancel" else "delivered"
+            )
+            answer = await fulfilment.take(js, order, step, 1, datetime.now(UTC))
+            done = after if isinstance(answer, OrderFulfilment) else f"refused: {answer.reason}"
+        else:
+            (committed, *_) = self._observer.of(order_id, Committed)
+            first = committed.lines[0]
+            request = RefundRequested(
+                f"ret-{order_id}",
+                order_id,
+                "returned",
+                (OrderLine(first.sku, 1, first.unit_price),),
+                restock=after == "return",
+            )
+            subject = subjects.payment_fact(subjects.PaymentKind.REFUND_REQUESTED, order_id)
+            await bus.publish(js, subject, request, request.request_id, give_up_after=5)
+            done = after
+        self.done[done] += 1
+
+
 # The run ----------------------------------------------------------------------------------------
 @dataclass
 class Summary:
@@ -456,7 +544,12 @@ class Summary:
             f"rejected {c.get('rejected', 0)}, paid {c.get('paid', 0)}, "
             f"paid late {c.get('paid_late', 0)}, captured {c.get('captured', 0)}, "
             f"cancelled {c.get('cancelled', 0)}, expired {c.get('expired', 0)}",
-            f"  kills: {kills}; restocks {c.get('restocks', 0)} "
+            "  after paid: "
+            + (
+                ", ".join(f"{k[5:]} {n}" for k, n in sorted(c.items()) if k.startswith("desk "))
+                or "nothing"
+            )
+            + f"; kills: {kills}; restocks {c.get('restocks', 0)} "
             f"(+{c.get('restocked', 0)} units); final statuses: "
             + ", ".join(f"{s} {n}" for s, n in sorted(self.statuses.items())),
         ]
@@ -494,6 +587,7 @@ class Run:
         self.fake = FakeYooKassa()
         self.customers = Customers(self.fake, self.plans)
         self.observer = Observer(self.customers.on_pending)
+        self.desk = Desk(self.observer, self.plans)
         self.events: list[tuple[float, str]] = []  # (wall clock, "payments killed") for timelines
         self.publish_errors: list[str] = []
         self.restocked: dict[str, PlannedRestock] = {}  # confirmed by the inventory
@@ -685,6 +779,8 @@ class Run:
             return [f"the test's reader of the streams stopped: {self.reader!r}"]
         if busy := self.customers.busy():
             why.append(f"{busy} customers still to act")
+        if busy := self.desk.busy():
+            why.append(f"{busy} of the shop's actions after paid still to go")
         holds = [
             p["id"] for p in self.fake.payments.values() if p["status"] == "waiting_for_capture"
         ]
@@ -777,6 +873,7 @@ class Run:
             self.reader = asyncio.create_task(self.observer.run(self.nc, self.js, stop))
             background.append(self.reader)
             background.append(asyncio.create_task(self._watchdog(stop)))
+            background.append(asyncio.create_task(self.desk.run(self.js, stop)))
             t0 = time.monotonic()
             await asyncio.gather(self._orders(t0), self._restocks(t0), self._kills(t0))
             phase = self._phase("chaos", phase)
@@ -794,7 +891,7 @@ class Run:
             stopping = time.monotonic()
             stop.set()
             await asyncio.gather(*background, return_exceptions=True)
-            for task in self.customers.tasks.values():
+            for task in [*self.customers.tasks.values(), *self.desk.tasks.values()]:
                 task.cancel()
             # The services first (each drains its NATS connection), NATS last.
             for target in sorted(self.targets.values(), key=lambda t: t.name == NATS):
@@ -825,6 +922,8 @@ class Run:
             self._broken("every restock applied", problem)
         for problem in self.customers.errors:
             self._broken("customers can pay", problem)
+        for problem in self.desk.errors:
+            self._broken("the shop can act after paid", problem)
 
         # The inventory's events are the truth about stock: fold them, checking as we go.
         state = inventory.EMPTY
@@ -855,7 +954,7 @@ class Run:
         by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for payment in fake.payments.values():
             by_order[payment["metadata"].get("order_id", "")].append(payment)
-        sold: Counter[str] = Counter()  # units of captured, unrefunded orders, by SKU
+        sold: Counter[str] = Counter()  # units committed and not returned to stock, by SKU
         for order_id in orders:
             payments = by_order.get(order_id, [])
             self._check_order(order_id, payments, state, sold)
@@ -876,7 +975,7 @@ class Run:
             expected = INITIAL[sku] + restocked[sku] - sold[sku]
             if on_hand != expected:
                 self._broken(
-                    "on hand = initial + restocked - captured, unrefunded units",
+                    "on hand = initial + restocked - units sold and not returned to stock",
                     f"{sku}: on hand {on_hand}, expected {INITIAL[sku]} + {restocked[sku]} - "
                     f"{sold[sku]} = {expected}",
                 )
@@ -897,6 +996,8 @@ class Run:
         statuses = Counter(observer.status(oid).value for oid in orders)
         c["cancelled"] = statuses[Status.CANCELLED.value]
         c["expired"] = statuses[Status.EXPIRED.value]
+        for done, times in self.desk.done.items():
+            c[f"desk {done}"] = times
         c["restocks"] = len(self.restocked)
         c["restocked"] = sum(restocked.values())
         self.summary.statuses = statuses
@@ -931,7 +1032,24 @@ class Run:
             and _kopecks(p["refunded_amount"]["value"]) < _kopecks(p["amount"]["value"])
         ]
         stock = state.orders.get(order_id)
-        committed = stock is not None and stock.status == "committed"
+        refunds = observer.of(order_id, PaymentRefunded)
+        # What the shop keeps: the goods of a committed order less every line refunded (to stock
+        # or written off), and the money held or taken less every refund.
+        goods = 0
+        if stock is not None and stock.status == "committed":
+            back: Counter[str] = Counter()
+            for refund in refunds:
+                back.update({line.sku: line.qty for line in refund.lines})
+            for line in stock.lines:
+                gone = min(line.qty, back[line.sku])
+                back[line.sku] -= gone
+                goods += (line.qty - gone) * line.unit_price
+        money = sum(_kopecks(p["amount"]["value"]) for p in held) + sum(
+            _kopecks(p["amount"]["value"]) - _kopecks(p["refunded_amount"]["value"])
+            for p in payments
+            if p["status"] == "succeeded"
+        )
+        committed = goods > 0
         if committed and not (taken or held):
             self._broken(
                 "money held or taken <=> stock committed",
@@ -946,19 +1064,26 @@ class Run:
                 f"{stock.status if stock else 'unknown to the inventory'}; "
                 f"{self._timeline(order_id)}",
             )
+        elif money != goods:
+            self._broken(
+                "money held or taken <=> stock committed",
+                f"order {order_id}: the shop keeps {money} kopecks for goods worth {goods} "
+                f"({_payments(payments)}); {self._timeline(order_id)}",
+            )
         commits = observer.of(order_id, Committed)
         if len(commits) > 1:
             self._broken(
                 "nothing captured twice (stock committed once per order)",
                 f"order {order_id}: {len(commits)} committed facts; {self._timeline(order_id)}",
             )
-        if taken and commits:
-            back: Counter[str] = Counter()
-            for refund in observer.of(order_id, PaymentRefunded):
-                back.update({line.sku: line.qty for line in refund.lines})
+        if stock is not None and stock.status == "committed" and commits:
+            restocked: Counter[str] = Counter()  # written-off units stay sold: they are gone
+            for refund in refunds:
+                if refund.restock:
+                    restocked.update({line.sku: line.qty for line in refund.lines})
             for line in commits[0].lines:
-                sold[line.sku] += line.qty - min(line.qty, back[line.sku])
-                back[line.sku] -= min(line.qty, back[line.sku])
+                sold[line.sku] += line.qty - min(line.qty, restocked[line.sku])
+                restocked[line.sku] -= min(line.qty, restocked[line.sku])
 
     async def _check_read_model(self, state: inventory.State) -> None:
         """The stock KV (the bot's view) comes to say what the log says."""
