@@ -277,23 +277,15 @@ async def test_a_partial_return_back_to_stock_then_written_off(
         )
         tap = await telegram.tap(admin, choice, card_id, chat=admin.id)
         await telegram.tap(admin, tap["data"], card_id, chat=admin.id)  # pressed twice: once
-        await wait_until(
-            lambda n=refunds: (
-                len(  # type: ignore[misc]
-                    [m for m in telegram.sent(vera.id) if "↩️" in message_text(m)]
-                )
-                >= n
-            ),
-            timeout=STEP,
-            what="the customer told of the refund",
-        )
-        await telegram.wait_for(
-            lambda n=refunds: (
-                message_text(telegram.message(admin.id, card_id)).count("возврат") == n
-            ),
-            STEP,
-            "the card shows the refund",
-        )
+
+        def told(n: int = refunds) -> bool:
+            return len([m for m in telegram.sent(vera.id) if "↩️" in message_text(m)]) >= n
+
+        def shown(n: int = refunds) -> bool:
+            return message_text(telegram.message(admin.id, card_id)).count("возврат") == n
+
+        await telegram.wait_for(told, STEP, "the customer told of the refund")
+        await telegram.wait_for(shown, STEP, "the card shows the refund")
         assert await _available(js) == available
         assert len(yookassa.refunds) == refunds
     refunds_told = [m for m in telegram.sent(vera.id) if "↩️" in message_text(m)]
