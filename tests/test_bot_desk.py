@@ -412,4 +412,6 @@ def test_the_customers_cancellation_is_asked_with_the_amount() -> None:
     question = messages.cancel_question(paid())
     assert text(question) == "Отменить заказ №261205-ABCDE? Вернём 2\u00a0480 ₽."
     assert labels(question) == ["Да, отменить заказ", "Нет, оставить"]
+    partly = refund(paid(), "r-1", 50_000, OrderLine("TEA", 1, 50_000))
+    assert "Вернём 1\u00a0980 ₽" in text(messages.cancel_question(partly))
     assert msgspec.json.encode(question.buttons[0][0].data)  # packs

@@ -193,9 +193,12 @@ def shipped(order: Order) -> Message:
 
 
 def cancel_amount(order: Order) -> int:
-    """What a paid order's cancellation gives back: all it cost but what was refunded before."""
-    since = order.fulfilment[-1].at if order.fulfilment else None
-    earlier = sum(r.amount for r in order.refunds if since is not None and r.at < since)
+    """What a paid order's cancellation gives back: all it cost but what was refunded before
+    it (an order not cancelled yet: what is left of its payment)."""
+    last = order.fulfilment[-1] if order.fulfilment else None
+    if last is None or last.step != "cancelled":
+        return max(0, order.charge - order.refunded)
+    earlier = sum(r.amount for r in order.refunds if r.at < last.at)
     return max(0, order.charge - earlier)
 
 
