@@ -118,6 +118,10 @@ async def pressed(
             await _edit(query, t, desk.cancel_confirm(order))
             await query.answer()
         case "shipped":
+            early = fulfilment.decide(order, fulfilment.SHIPPED, 0, datetime.now(UTC))
+            if isinstance(early, Refused):  # asked again when taken: the view may be behind
+                await query.answer(messages.render(t, desk.refused(early.reason)), show_alert=True)
+                return
             await _remember(store, query.from_user)
             card = query.message.message_id if query.message else 0
             await state.set_state(Shipping.tracking)
