@@ -41,6 +41,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     bot_http_host: str = "127.0.0.1"
     bot_http_port: Port = 8082
     shop_name: str = "Чайная лавка"
+    shop_contact: str = ""  # whom a customer writes to about an order (@username, a phone)
     admin_chat_id: int | None = None
     admin_user_ids: str = ""  # comma-separated Telegram user ids
     low_stock_threshold: Annotated[int, msgspec.Meta(ge=0)] = 3

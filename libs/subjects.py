@@ -135,6 +135,7 @@ PAYMENTS_FULFILMENT_CONSUMER = "payments-fulfilment"  # a cancelled order's mone
 BOT_INVENTORY_CONSUMER = "bot-inventory"
 BOT_PAYMENTS_CONSUMER = "bot-payments"
 BOT_ALERTS_CONSUMER = "bot-alerts"
+BOT_FULFILMENT_CONSUMER = "bot-fulfilment"  # the desks' steps, told to the customer
 # crm_sync: one consumer per stream; facts that change a row of the sheet.
 CRM_ORDERS_CONSUMER = "crm-orders"
 CRM_INVENTORY_CONSUMER = "crm-inventory"
@@ -170,6 +171,8 @@ BOT_CUSTOMERS_BUCKET = "bot-customers"  # user id -> Contact last used
 BOT_ORDERS_BUCKET = "bot-orders"  # order id -> OrderView
 BOT_USER_ORDERS_BUCKET = "bot-user-orders"  # user id -> RecentOrders
 BOT_AWAITING_BUCKET = "bot-awaiting"  # order id -> Awaiting: a reminder may still be due
+BOT_PEOPLE_BUCKET = "bot-people"  # user id -> Person: the names of the admins who took steps
+BOT_OPEN_ORDERS_BUCKET = "bot-open-orders"  # order id -> OpenOrder: sold, not yet delivered
 BOT_CONVERSATIONS_BUCKET = "bot-fsm"  # aiogram's FSM: chat -> Conversation
 
 STREAMS: tuple[StreamConfig, ...] = tuple(

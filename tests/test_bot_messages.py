@@ -14,6 +14,7 @@ from libs.contracts import (
     CrmBehind,
     CrmCaughtUp,
     DeadLettered,
+    FulfilmentEntry,
     LineProblem,
     OrderLine,
     OrderPlaced,
@@ -199,8 +200,26 @@ def test_a_payment_that_could_not_be_made_tells_the_admin_why() -> None:
     assert "payment_failed" in text(told(Notice("admin", Kind.PAYMENT_FAILED), released))
 
 
-CUSTOMER_KINDS = set(Kind) - {Kind.PAID_CANCELLED}
-ADMIN_KINDS = {Kind.PAID, Kind.PAYMENT_FAILED, Kind.STOCK_GONE, Kind.PAID_CANCELLED, Kind.REFUNDED}
+CUSTOMER_KINDS = set(Kind) - {Kind.PAID_CANCELLED, Kind.CUSTOMER_CANCELLED}
+ADMIN_KINDS = {
+    Kind.PAID,
+    Kind.PAYMENT_FAILED,
+    Kind.STOCK_GONE,
+    Kind.PAID_CANCELLED,
+    Kind.REFUNDED,
+    Kind.CUSTOMER_CANCELLED,
+}
+# Where the order is by then (a shipment names its carrier and number).
+SHIPPED = msgspec.structs.replace(
+    ORDER,
+    committed_at=T0,
+    fulfilment=(
+        FulfilmentEntry(step="packed", at=T0, by=1),
+        FulfilmentEntry(
+            step="shipped", at=T0, by=1, carrier="russian_post", tracking="RA123456789RU"
+        ),
+    ),
+)
 
 
 @pytest.mark.parametrize("language", ["ru", "en"])
@@ -210,7 +229,8 @@ def test_every_notice_is_worded_in_both_languages_or_is_not_news(
     kind: Kind, to: str, language: str
 ) -> None:
     notice = Notice("customer" if to == "customer" else "admin", kind, refund=None)
-    message = messages.for_notice(notice, ORDER, TITLES, T0)
+    order = SHIPPED if kind is Kind.SHIPPED else ORDER
+    message = messages.for_notice(notice, order, TITLES, T0)
     if kind not in (CUSTOMER_KINDS if to == "customer" else ADMIN_KINDS):
         assert message is None
         return

@@ -54,3 +54,53 @@ class FixOrder(CallbackData, prefix="f"):
 
     sku: str
     qty: int
+
+
+# The admin chat's order desk (services.bot.desk) --------------------------------------------------
+class Desk(CallbackData, prefix="d"):
+    """A button of an order's admin card: a step (libs.fulfilment), or one of the dialogs
+    (cancel with refund, return some lines) opened, confirmed or dropped."""
+
+    order_id: str
+    action: Literal[
+        "packed",
+        "shipped",
+        "ready_for_pickup",
+        "delivered",
+        "cancel",
+        "cancel_yes",
+        "return",
+        "card",
+        "open",
+        "no_tracking",
+        "drop",
+    ]
+
+
+class DeskCarrier(CallbackData, prefix="dk"):
+    """The carrier of a shipment whose number's format did not name one."""
+
+    order_id: str
+    carrier: str
+
+
+class DeskReturn(CallbackData, prefix="dr"):
+    """The partial return's picker: one line more or less (by its place in the order), then on
+    to the amount, then back to stock or written off."""
+
+    order_id: str
+    action: Literal["more", "less", "next", "stock", "write_off"]
+    line: int = 0
+
+
+class DeskList(CallbackData, prefix="dl"):
+    """A page of /orders."""
+
+    page: int = 0
+
+
+class CustomerCancel(CallbackData, prefix="x"):
+    """A customer cancels their own paid order (asked, then confirmed)."""
+
+    order_id: str
+    sure: bool = False

@@ -12,17 +12,22 @@ from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
-from aiogram.types import BotCommand, TelegramObject, User
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.types import BotCommand, BotCommandScopeChat, TelegramObject, User
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 from libs import bus, log, shutdown, subjects
-from libs.contracts import AlertEvent, InventoryEvent, PaymentEvent
+from libs.contracts import AlertEvent, InventoryEvent, OrderFulfilment, PaymentEvent
 from libs.kv import Documents
 from libs.runner import Consumer, Runner
 from libs.settings import Settings
-from services.bot.handlers import admin, checkout, fallback, orders, shop
+from services.bot.handlers import admin, checkout, desk, fallback, orders, shop
 from services.bot.model import Store
 from services.bot.notify import Notifier
 from services.bot.sender import Throttle
@@ -57,6 +62,7 @@ def dispatcher(storage: NatsStorage, settings: Settings, **deps: Any) -> Dispatc
     dp.update.middleware(TextsFor())
     dp.include_routers(
         admin.router_for(settings.admins),
+        desk.router_for(settings.admins),
         checkout.router,
         shop.router,
         orders.router,
@@ -80,10 +86,7 @@ async def serve(settings: Settings) -> None:
     bot.session.middleware(Throttle(settings.telegram_max_rate))
     notifier = Notifier(bot, store, settings)
     dp = dispatcher(storage, settings, store=store, js=js)
-    for language in ("ru", "en"):
-        t = for_language(language)
-        commands = [BotCommand(command=c, description=d) for c, d in t.commands()]
-        await bot.set_my_commands(commands, language_code=None if language == "ru" else language)
+    await _commands(bot, settings)
 
     consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
     runner: web.AppRunner | None = None
@@ -110,6 +113,26 @@ async def serve(settings: Settings) -> None:
     _log.info("bot.stopped")
 
 
+async def _commands(bot: Bot, settings: Settings) -> None:
+    """The menu of commands: the customers' everywhere, the desk's in the admins' own chats and
+    the admin chat (Telegram shows a chat's scope before the default one)."""
+    admin_chats = {*settings.admins}
+    if settings.admin_chat_id is not None:
+        admin_chats.add(settings.admin_chat_id)
+    for language in ("ru", "en"):
+        t = for_language(language)
+        code = None if language == "ru" else language
+        commands = [BotCommand(command=c, description=d) for c, d in t.commands()]
+        await bot.set_my_commands(commands, language_code=code)
+        menu = [BotCommand(command=c, description=d) for c, d in t.admin_commands()]
+        for chat_id in sorted(admin_chats):
+            scope = BotCommandScopeChat(chat_id=chat_id)
+            try:
+                await bot.set_my_commands(menu, scope=scope, language_code=code)
+            except TelegramBadRequest as exc:  # an admin who never wrote to the bot
+                _log.warning("bot.admin_commands_not_set", chat_id=chat_id, reason=exc.message)
+
+
 def consumers(notifier: Notifier) -> list[Consumer[Any]]:
     """The facts the bot tells about: each told once it is handled (a fact comes back while
     Telegram or the bus is out)."""
@@ -131,6 +154,13 @@ def consumers(notifier: Notifier) -> list[Consumer[Any]]:
             durable=subjects.BOT_PAYMENTS_CONSUMER,
             subjects=subjects.PAYMENT_FACTS_FOR_BOT,
             kind=PaymentEvent,
+            **telling,
+        ),
+        Consumer[OrderFulfilment](
+            stream=subjects.ORDERS,
+            durable=subjects.BOT_FULFILMENT_CONSUMER,
+            subjects=[subjects.ORDERS_FULFILMENT_ALL],
+            kind=OrderFulfilment,
             **telling,
         ),
         Consumer[AlertEvent](

@@ -10,8 +10,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Union
 
-from libs.contracts import AlertEvent, CrmBehind, CrmCaughtUp, DeadLettered, OrderLine, Rejected
-from libs.lifecycle import Order
+from libs.contracts import (
+    AlertEvent,
+    CrmBehind,
+    CrmCaughtUp,
+    DeadLettered,
+    FulfilmentEntry,
+    OrderLine,
+    Rejected,
+)
+from libs.fulfilment import Carrier, tracking_url
+from libs.lifecycle import Order, Status
 from libs.money import format_rub
 from services.bot import callbacks as cb
 from services.bot.notices import Kind, Notice
@@ -95,6 +104,7 @@ CART_BUTTON = Button(Text("menu.button.cart"), data=cb.Menu(to="cart").pack())
 # The customer and the admin chat about an order ---------------------------------------------------
 # The notices that name the order's products: the Notifier looks their titles up for these only.
 NAMING = frozenset({Kind.PAID, Kind.REJECTED})
+_STEP_TEXTS = {Kind.READY_FOR_PICKUP, Kind.DELIVERED}
 
 
 def for_notice(
@@ -154,29 +164,76 @@ def _for_customer(
             Kind.EXPIRED | Kind.PAYMENT_FAILED | Kind.CANCELLED | Kind.STOCK_GONE | Kind.MONEY_BACK
         ):
             return Message(Text(f"order.{notice.kind.value}", {"number": number}))
+        case Kind.SHIPPED if order.fulfilment:
+            return shipped(order)
+        case kind if kind in _STEP_TEXTS:
+            return Message(Text(f"order.{kind.value}", {"number": number}))
+        case Kind.ORDER_CANCELLED:
+            by = "customer" if order.fulfilment and order.fulfilment[-1].by_customer else "shop"
+            when = "captured" if order.paid_at is not None else "held"
+            params: dict[str, Param] = {
+                "number": number,
+                "amount": format_rub(cancel_amount(order)),
+                "when": Text(f"order.money_when.{when}"),
+            }
+            return Message(Text(f"order.cancelled_by_{by}", params))
+        case Kind.CANCEL_MONEY_BACK:
+            amount = format_rub(cancel_amount(order))
+            return Message(Text("order.cancel_money_back", {"number": number, "amount": amount}))
     return None  # nothing else is the customer's news
 
 
+def shipped(order: Order) -> Message:
+    """Handed to a carrier: which one and the number, with a link to its tracking page."""
+    entry = order.fulfilment[-1]
+    url = tracking_url(entry.carrier, entry.tracking)
+    params: dict[str, Param] = {"number": order.order_id, "shipment": shipment(entry)}
+    buttons = ((Button(Text("order.button.track"), url=url),),) if url else ()
+    return Message(Text("order.shipped", params), buttons)
+
+
+def cancel_amount(order: Order) -> int:
+    """What a paid order's cancellation gives back: all it cost but what was refunded before
+    it (an order not cancelled yet: what is left of its payment)."""
+    last = order.fulfilment[-1] if order.fulfilment else None
+    if last is None or last.step != "cancelled":
+        return max(0, order.charge - order.refunded)
+    earlier = sum(r.amount for r in order.refunds if r.at < last.at)
+    return max(0, order.charge - earlier)
+
+
+def shipment(entry: FulfilmentEntry) -> Text | Joined:
+    """ "Почта России, RA123456789RU", or what of it there is ("без трека")."""
+    parts: tuple[Text | str, ...] = ()
+    if entry.carrier:
+        parts += (carrier_name(entry.carrier),)
+    if entry.tracking:
+        parts += (entry.tracking,)
+    return Joined(parts, ", ") if parts else Text("order.no_tracking")
+
+
+def carrier_name(carrier: str) -> Text:
+    """A carrier in the reader's language (one the desk does not know: as it was written)."""
+    known = carrier in {c.value for c in Carrier}
+    return Text(f"carrier.{carrier}") if known else Text("carrier.named", {"name": carrier})
+
+
 def _for_admin(notice: Notice, order: Order, titles: Mapping[str, str]) -> Message | None:
+    # The desk builds its cards from this module's pieces: imported here, not at the top.
+    from services.bot import desk
+
     number = order.order_id
     match notice.kind:
         case Kind.PAID:
-            c = order.contact
-            comment = (Text("admin.order_comment", {"comment": c.comment}),) if c.comment else ()
-            late = (Text("admin.paid_late"),) if notice.late else ()
-            text = Text(
-                "admin.new_order",
-                {
-                    "number": number,
-                    "customer": c.name,
-                    "phone": c.phone,
-                    "address": c.address,
-                    "lines": Joined((lines(order.lines, titles), *comment, *late)),
-                    "total": format_rub(order.charge),
-                    "payment_id": order.payment_id,
-                },
-            )
-            return Message(text)
+            # The order's card, with the buttons for its next steps; edited in place later.
+            return desk.card(order, titles, {}, late=notice.late)
+        case Kind.CUSTOMER_CANCELLED:
+            params = {
+                "number": number,
+                "customer": order.contact.name,
+                "amount": format_rub(cancel_amount(order)),
+            }
+            return Message(Text("admin.customer_cancelled", params))
         case Kind.PAYMENT_FAILED:
             reason = order.payment_failed or order.released
             return Message(Text("admin.payment_failed", {"number": number, "reason": reason}))
@@ -302,3 +359,75 @@ def alert(alert: AlertEvent) -> Message:
                 "reason": alert.reason,
             }
             return Message(Text("admin.dead_lettered", params))
+
+
+# My orders ----------------------------------------------------------------------------------------
+# Where the customer can no longer cancel here, and is told whom to write to instead.
+_PAST_CANCELLING = frozenset({Status.PACKED, Status.SHIPPED, Status.READY_FOR_PICKUP})
+
+
+def order_card(
+    order: Order,
+    status: Status,
+    placed: datetime,
+    total: int,
+    titles: Mapping[str, str],
+    *,
+    may_cancel: bool,
+    contact: str = "",
+) -> Message:
+    """An order in My orders: what was bought, where it is and how it got there; the Pay button
+    while it waits for payment, Cancel while the customer may still cancel it."""
+    head = Text(
+        "orders.card",
+        {
+            "number": order.order_id,
+            "date": placed.strftime("%d.%m.%Y"),
+            "status": Text(f"status.{status.value}"),
+            "lines": lines(order.lines, titles),
+            "total": format_rub(total),
+        },
+    )
+    story: tuple[Text, ...] = tuple(
+        Text(
+            f"orders.history.{entry.step}",
+            {"at": entry.at.strftime("%d.%m %H:%M"), "shipment": shipment(entry)},
+        )
+        for entry in order.fulfilment
+    )
+    story += tuple(
+        Text(
+            "orders.history.refund",
+            {"at": r.at.strftime("%d.%m %H:%M"), "amount": format_rub(r.amount)},
+        )
+        for r in order.refunds
+    )
+    parts: tuple[Text | Joined | str, ...] = (head,)
+    if story:
+        parts += ("", Text("orders.history.title"), *story)
+    rows: list[tuple[Button, ...]] = []
+    if status == Status.AWAITING_PAYMENT and order.pay_url:
+        rows.append((pay_button(order.pay_url, order.charge),))
+    if may_cancel:
+        data = cb.CustomerCancel(order_id=order.order_id).pack()
+        rows.append((Button(Text("orders.cancel.button.cancel"), data=data),))
+    elif status in _PAST_CANCELLING:
+        if contact:
+            parts += ("", Text("orders.cancel.too_late", {"contact": contact}))
+        else:
+            parts += ("", Text("orders.cancel.too_late_ask_shop"))
+    rows.append((Button(Text("common.button.back"), data=cb.Menu(to="orders").pack()),))
+    return Message(Joined(parts), tuple(rows))
+
+
+def cancel_question(order: Order) -> Message:
+    """The customer's cancellation, asked once more (with what comes back)."""
+    oid = order.order_id
+    text = Text(
+        "orders.cancel.confirm", {"number": oid, "amount": format_rub(cancel_amount(order))}
+    )
+    yes = Button(
+        Text("orders.cancel.button.yes"), data=cb.CustomerCancel(order_id=oid, sure=True).pack()
+    )
+    no = Button(Text("orders.cancel.button.no"), data=cb.OrderCard(order_id=oid).pack())
+    return Message(text, ((yes,), (no,)))

@@ -3,6 +3,7 @@ NATS KV), and the inventory's catalog and stock read models (mirrored in memory)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import msgspec
@@ -37,6 +38,8 @@ class OrderView(msgspec.Struct, kw_only=True, omit_defaults=True):
     # None in a view stored before the bot kept the lifecycle's state (see `state`).
     order: lifecycle.Order | None = None
     message_id: int = 0  # the order's message (reserving..., then the Pay button)
+    # The order's card in the admin chat (services.bot.desk), edited in place as it moves on.
+    admin_message_id: int = 0
     reminded: bool = False
     said: tuple[str, ...] = ()  # the notices told of it (services.bot.notices), each once
     contact: Contact = Contact()
@@ -74,6 +77,23 @@ class RecentOrders(msgspec.Struct):
     order_ids: list[str] = []
 
 
+class OpenOrder(msgspec.Struct, kw_only=True):
+    """A sold order the desk still has work on (services.bot.desk.OPEN): what /orders lists,
+    without reading every order the shop ever had."""
+
+    order_id: str
+    status: str
+    total: int
+    placed_at: datetime
+    customer: str = ""
+
+
+class Person(msgspec.Struct):
+    """Who an admin is, for the cards' history (a step's fact keeps only the user id)."""
+
+    name: str
+
+
 class Awaiting(msgspec.Struct):
     """An order awaiting payment and not yet reminded: the reminder loop reads these few, not
     every order the shop ever had."""
@@ -94,6 +114,8 @@ class Store:
         user_orders: Documents[RecentOrders],
         awaiting: Documents[Awaiting],
         catalog: CatalogView,
+        open_orders: Documents[OpenOrder],
+        people: Documents[Person],
     ) -> None:
         self.carts = carts
         self.customers = customers
@@ -101,6 +123,8 @@ class Store:
         self.user_orders = user_orders
         self.awaiting = awaiting
         self.catalog = catalog
+        self.open_orders = open_orders
+        self.people = people
 
     @classmethod
     async def open(cls, nc: Client, js: JetStreamContext) -> Store:
@@ -112,6 +136,8 @@ class Store:
             await Documents.open(js, subjects.BOT_USER_ORDERS_BUCKET, RecentOrders),
             await Documents.open(js, subjects.BOT_AWAITING_BUCKET, Awaiting, ttl=AWAITING_TTL),
             await CatalogView.open(nc, js),
+            await Documents.open(js, subjects.BOT_OPEN_ORDERS_BUCKET, OpenOrder),
+            await Documents.open(js, subjects.BOT_PEOPLE_BUCKET, Person),
         )
 
     async def close(self) -> None:
@@ -142,6 +168,24 @@ class Store:
             return RecentOrders([view.order_id, *ids][:RECENT])
 
         await self.user_orders.update(str(view.user_id), add)
+
+    async def names(self, ids: Iterable[int]) -> dict[int, str]:
+        """The admins' names by user id, for the history of a card (unknown ones left out)."""
+        found = {}
+        for user_id in set(ids):
+            person = await self.people.get(str(user_id))
+            if person is not None:
+                found[user_id] = person.name
+        return found
+
+    async def titles(self, skus: Iterable[str]) -> dict[str, str]:
+        """The products' titles (a product gone: left out, named by its sku)."""
+        found = {}
+        for sku in dict.fromkeys(skus):
+            item = self.catalog.product(sku)
+            if item is not None:
+                found[sku] = item.title
+        return found
 
     async def recent_orders(self, user_id: int) -> list[OrderView]:
         recent = await self.user_orders.get(str(user_id))

@@ -19,8 +19,19 @@ from libs.lifecycle import Order, Refund, Status
 
 Audience = Literal["customer", "admin"]
 
-# Statuses of a sale: the stock was committed to the order, the money held or taken.
-SOLD = frozenset({Status.PAID, Status.PARTLY_REFUNDED, Status.REFUNDED})
+# Statuses of a sale: the stock was committed to the order, the money held or taken (and the
+# steps the shop took with it since: libs.fulfilment).
+SOLD = frozenset(
+    {
+        Status.PAID,
+        Status.PARTLY_REFUNDED,
+        Status.REFUNDED,
+        Status.PACKED,
+        Status.SHIPPED,
+        Status.READY_FOR_PICKUP,
+        Status.DELIVERED,
+    }
+)
 
 
 class Kind(StrEnum):
@@ -37,6 +48,21 @@ class Kind(StrEnum):
     MONEY_BACK = "money_back"  # that money is back
     PAID_CANCELLED = "paid_cancelled"  # a paid order whose held payment lapsed (for the admin)
     REFUNDED = "refunded"  # one refund of a paid order
+    # After paid (libs.fulfilment): the steps that matter to the customer.
+    SHIPPED = "shipped"  # handed to a carrier: which, and the tracking link
+    READY_FOR_PICKUP = "ready_for_pickup"
+    DELIVERED = "delivered"  # a short thank-you
+    ORDER_CANCELLED = "order_cancelled"  # a paid order cancelled: how much comes back, and when
+    CANCEL_MONEY_BACK = "cancel_money_back"  # that money is back
+    CUSTOMER_CANCELLED = "customer_cancelled"  # the customer cancelled it (for the admin chat)
+
+
+# The fulfilment statuses the customer hears of (packed is the shop's own business).
+STEP_KINDS = {
+    Status.SHIPPED: Kind.SHIPPED,
+    Status.READY_FOR_PICKUP: Kind.READY_FOR_PICKUP,
+    Status.DELIVERED: Kind.DELIVERED,
+}
 
 
 @dataclass(frozen=True)
@@ -85,17 +111,39 @@ def _entered(before: Order, after: Order) -> list[Notice]:
             return [Notice("customer", Kind.REJECTED)]
         case Status.EXPIRED:
             return [Notice("customer", Kind.EXPIRED)]
+        case Status.RETURNING_MONEY if cancelled(after):
+            return _cancelled_by_desk(after)
         case Status.RETURNING_MONEY:
             return [Notice("customer", Kind.STOCK_GONE), Notice("admin", Kind.STOCK_GONE)]
+        case Status.CANCELLED if cancelled(after):
+            return [*_cancelled_by_desk(after), Notice("customer", Kind.CANCEL_MONEY_BACK)]
         case Status.CANCELLED:
             return _cancelled(before, after)
-        case status if status in SOLD and before.status not in SOLD:
-            # Told once, when the order becomes a sale (a refund seen before the commit included).
-            return [
-                Notice("customer", Kind.PAID, late=after.late),
-                Notice("admin", Kind.PAID, late=after.late),
-            ]
+        case status if status in SOLD:
+            told = []
+            if before.status not in SOLD:
+                # Told once, when the order becomes a sale (a refund seen before the commit
+                # included).
+                told += [
+                    Notice("customer", Kind.PAID, late=after.late),
+                    Notice("admin", Kind.PAID, late=after.late),
+                ]
+            if status in STEP_KINDS:
+                told.append(Notice("customer", STEP_KINDS[status]))
+            return told
     return []  # placed, reserved, confirming, or from one sold status to another: nothing new
+
+
+def cancelled(order: Order) -> bool:
+    """Cancelled by a desk (the shop or the customer) after it was paid."""
+    return bool(order.fulfilment) and order.fulfilment[-1].step == "cancelled"
+
+
+def _cancelled_by_desk(order: Order) -> list[Notice]:
+    told = [Notice("customer", Kind.ORDER_CANCELLED)]
+    if order.fulfilment[-1].by_customer:
+        told.append(Notice("admin", Kind.CUSTOMER_CANCELLED))
+    return told
 
 
 def _cancelled(before: Order, after: Order) -> list[Notice]:

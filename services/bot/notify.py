@@ -26,8 +26,8 @@ from libs import lifecycle, log, shutdown
 from libs.contracts import AlertEvent, Committed, CrmBehind, CrmCaughtUp, DeadLettered, Rejected
 from libs.lifecycle import Status
 from libs.settings import Settings
+from services.bot import desk, messages
 from services.bot import keyboards as kb
-from services.bot import messages
 from services.bot.model import Awaiting, OrderView, Store
 from services.bot.notices import Kind, Notice, notices
 from services.bot.texts import for_language
@@ -61,6 +61,7 @@ class Notifier:
         """Fold the fact into the order's view; tell what changed, then record it."""
         told: list[Notice] = []
         low_stock_checked = False
+        card_id = 0  # the admin card sent for this fact (a paid order's notice)
         while True:
             found = await self._store.orders.get_with_revision(fact.order_id)
             if found is None:  # not an order placed through this bot (an admin's, a test's)
@@ -80,10 +81,17 @@ class Notifier:
                 await self._store.awaiting.put(after.order_id, Awaiting(after.order_id, expires_at))
             for notice in notices(before.state, after.state, before.said):
                 if notice not in told:  # told before a replica changed the view under us
-                    await self._tell(after, notice, fact)
+                    sent = await self._tell(after, notice, fact)
+                    if notice.to == "admin" and notice.kind is Kind.PAID and sent:
+                        card_id = sent
                     told.append(notice)
+            if not card_id and after.admin_message_id:
+                await self._edit_card(before, after)
+            await self._list_open(before, after)
             said = {*after.said, *(notice.key for notice in told if notice.key)}
-            recorded = msgspec.structs.replace(after, said=tuple(sorted(said)))
+            recorded = msgspec.structs.replace(
+                after, said=tuple(sorted(said)), admin_message_id=card_id or after.admin_message_id
+            )
             try:
                 await self._store.orders.replace(after.order_id, recorded, revision)
             except nats.js.errors.KeyWrongLastSequenceError:
@@ -92,15 +100,46 @@ class Notifier:
                 await self._store.awaiting.delete(after.order_id)
             return
 
-    async def _tell(self, view: OrderView, notice: Notice, fact: lifecycle.OrderFact) -> None:
+    async def _edit_card(self, before: OrderView, after: OrderView) -> None:
+        """The order's card in the admin chat, edited in place when what it shows changed
+        (whichever desk took the step)."""
+        chat_id = self._settings.admin_chat_id
+        if chat_id is None:
+            return
+        titles = await self._store.titles(line.sku for line in after.lines)
+        names = await self._store.names(entry.by for entry in after.state.fulfilment)
+        card = desk.card(after.state, titles, names)
+        if card == desk.card(before.state, titles, names):
+            return
+        t = for_language(None)
+        try:
+            await self._bot.edit_message_text(
+                text=messages.render(t, card.text),
+                chat_id=chat_id,
+                message_id=after.admin_message_id,
+                reply_markup=kb.inline(t, card.buttons),
+            )
+        except UNDELIVERABLE as exc:
+            if "not modified" not in exc.message:  # gone, or too old to edit: told by /order
+                _log.info("admin.card_not_edited", order_id=after.order_id, reason=exc.message)
+
+    async def _list_open(self, before: OrderView, after: OrderView) -> None:
+        """Keep /orders' list of the open orders (listed before the view says so)."""
+        if desk.is_open(after.state):
+            if not desk.is_open(before.state) or before.status != after.status:
+                await self._store.open_orders.put(after.order_id, desk.open_entry(after.state))
+        elif desk.is_open(before.state):
+            await self._store.open_orders.delete(after.order_id)
+
+    async def _tell(self, view: OrderView, notice: Notice, fact: lifecycle.OrderFact) -> int | None:
+        """Send the notice; the admin chat's message id (None: not sent there)."""
         titles = await self._titles(view, fact) if notice.kind in messages.NAMING else {}
         rejected = fact if isinstance(fact, Rejected) else None
         message = messages.for_notice(notice, view.state, titles, datetime.now(UTC), rejected)
         if message is None:
-            return
+            return None
         if notice.to == "admin":
-            await self._admin(message)
-            return
+            return await self._admin(message)
         t = for_language(view.language)
         text, markup = messages.render(t, message.text), kb.inline(t, message.buttons)
         if message.edit and markup is not None:
@@ -109,6 +148,7 @@ class Notifier:
             await self._say(view, text, markup)
         if notice.kind is Kind.PAID:
             await self._store.carts.delete(str(view.user_id))
+        return None
 
     async def _titles(self, view: OrderView, fact: lifecycle.OrderFact) -> dict[str, str]:
         """The titles of the products a message names (a product gone: named by its sku)."""
@@ -170,17 +210,19 @@ class Notifier:
                 return
         await self._say(view, text, markup)
 
-    async def _admin(self, message: messages.Message) -> None:
-        """To the admin chat, in the shop's language."""
+    async def _admin(self, message: messages.Message) -> int | None:
+        """To the admin chat, in the shop's language; the message's id (None: not sent)."""
         chat_id = self._settings.admin_chat_id
         if chat_id is None:
-            return
+            return None
         t = for_language(None)
         text, markup = messages.render(t, message.text), kb.inline(t, message.buttons)
         try:
-            await self._bot.send_message(chat_id, text, reply_markup=markup)
+            sent = await self._bot.send_message(chat_id, text, reply_markup=markup)
         except UNDELIVERABLE as exc:
             _log.warning("admin.undeliverable", reason=exc.message)
+            return None
+        return sent.message_id
 
     async def _low_stock(self, fact: Committed) -> None:
         threshold = self._settings.low_stock_threshold

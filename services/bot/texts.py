@@ -33,6 +33,9 @@ from services.bot.validation import (
 LANGUAGES = ("ru", "en")
 DEFAULT_LANGUAGE = "ru"
 COMMANDS = ("start", "catalog", "cart", "orders", "help", "cancel")
+# What the admins' menu shows (their chats only): /orders is the desk's list there.
+ADMIN_COMMANDS = ("start", "orders", "order", "stock", "catalog", "cart", "help", "cancel")
+_ADMIN_OWN = frozenset({"orders", "order", "stock"})
 _PLAIN_TABLES = frozenset({"button", "toast"})
 _HINT_KINDS: Mapping[type[Problem], str] = {
     PhoneProblem: "phone",
@@ -142,6 +145,13 @@ class Texts:
     def commands(self) -> list[tuple[str, str]]:
         """(command, description) for the bot's menu of commands (setMyCommands)."""
         return [(name, self.t(f"command.{name}")) for name in COMMANDS]
+
+    def admin_commands(self) -> list[tuple[str, str]]:
+        """The menu of commands in an admin's chat and the admin chat (BotCommandScopeChat)."""
+        return [
+            (name, self.t(f"command.admin.{name}" if name in _ADMIN_OWN else f"command.{name}"))
+            for name in ADMIN_COMMANDS
+        ]
 
 
 def _escaped(value: object) -> str:

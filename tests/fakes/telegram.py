@@ -764,10 +764,20 @@ class FakeTelegram:
         visible = [[button["text"] for button in row] for row in rows]
         raise AssertionError(f"no reply button {text!r} for {user.id}; the keyboard: {visible}")
 
-    async def tap(self, user: User, text_or_data: str, message_id: int | None = None) -> JSON:
+    async def tap(
+        self,
+        user: User,
+        text_or_data: str,
+        message_id: int | None = None,
+        *,
+        chat: int | None = None,
+    ) -> JSON:
         """The user taps an inline button (found by text, exact or contained, or callback_data)
-        of the bot's latest message that has one (or of the given message); the callback query."""
-        message, button = self.find_button(user.id, text_or_data, message_id)
+        of the bot's latest message that has one (or of the given message); the callback query.
+        `chat`: a message in another chat the user is in (a group: the admin chat)."""
+        message, button = self.find_button(
+            user.id if chat is None else chat, text_or_data, message_id
+        )
         if "callback_data" not in button:
             kind = next((key for key in INLINE_ACTIONS if key in button), "?")
             raise AssertionError(
