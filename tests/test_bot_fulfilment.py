@@ -290,3 +290,27 @@ async def test_a_partial_return_back_to_stock_then_written_off(
         assert len(yookassa.refunds) == refunds
     refunds_told = [m for m in telegram.sent(vera.id) if "↩️" in message_text(m)]
     assert len(refunds_told) == 2 and all("990" in message_text(m) for m in refunds_told)
+
+    # Then picked up at the shop: ready for pickup, then handed over, the customer told each time
+    # and the card edited in place, its buttons only what is still possible (a delivered order
+    # can still be returned).
+    await telegram.tap(admin, "🏬 Готов к выдаче", card_id, chat=admin.id)
+    await telegram.wait_message(vera.id, "готов к выдаче", STEP)
+    await telegram.wait_for(
+        lambda: (
+            "✅ Вручён" in _labels(telegram.message(admin.id, card_id))
+            and "🏬 Готов к выдаче" not in _labels(telegram.message(admin.id, card_id))
+        ),
+        STEP,
+        "the card offers what comes after pickup",
+    )
+    await telegram.tap(admin, "✅ Вручён", card_id, chat=admin.id)
+    await telegram.wait_message(vera.id, "вручён. Спасибо", STEP)
+    await telegram.wait_for(
+        lambda: (
+            "вручён" in message_text(telegram.message(admin.id, card_id))
+            and _labels(telegram.message(admin.id, card_id)) == ["↩️ Вернуть позиции"]
+        ),
+        STEP,
+        "the card says delivered; only a return is left to press",
+    )
