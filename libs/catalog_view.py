@@ -11,22 +11,25 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from libs import subjects
-from libs.contracts import CatalogCategory, CatalogProduct, StockLevel
+from libs.contracts import CatalogCategory, CatalogDelivery, CatalogProduct, StockLevel
 from libs.kv import HEARTBEAT_S, Mirror, decoder
 
-CatalogEntry = CatalogCategory | CatalogProduct
+CatalogEntry = CatalogCategory | CatalogProduct | CatalogDelivery
 _category = msgspec.json.Decoder(CatalogCategory).decode
 _product = msgspec.json.Decoder(CatalogProduct).decode
+_delivery = msgspec.json.Decoder(CatalogDelivery).decode
 
 
 def _catalog_entry(key: str, raw: bytes) -> CatalogEntry | None:
-    """The catalog bucket's keys: category.<id>, product.<sku>."""
+    """The catalog bucket's keys: category.<id>, product.<sku>, delivery."""
     if not raw:
         return None
     if key.startswith("category."):
         return _category(raw)
     if key.startswith("product."):
         return _product(raw)
+    if key == subjects.CATALOG_DELIVERY_KEY:
+        return _delivery(raw)
     return None
 
 
@@ -64,6 +67,16 @@ class CatalogView:
         await self.stock.close()
 
     # the catalog ----------------------------------------------------------------------------------
+    def delivery(self) -> CatalogDelivery:
+        """The shop's delivery methods and minimum order (none before a catalog sets them)."""
+        found = self.catalog.get(subjects.CATALOG_DELIVERY_KEY)
+        return found if isinstance(found, CatalogDelivery) else CatalogDelivery()
+
+    def weights(self, skus: Iterable[str]) -> dict[str, int]:
+        """Grams per SKU, for delivery priced by weight (0 when a product has none)."""
+        found = {sku: self.catalog.get(f"product.{sku}") for sku in skus}
+        return {sku: p.weight for sku, p in found.items() if isinstance(p, CatalogProduct)}
+
     def categories(self) -> list[CatalogCategory]:
         """Every category, in the shop's order."""
         self._index()
@@ -114,7 +127,7 @@ class CatalogView:
         for _, held in self.catalog.items():
             if isinstance(held.value, CatalogCategory):
                 categories.append(held.value)
-            else:
+            elif isinstance(held.value, CatalogProduct):
                 products.append(held.value)
         categories.sort(key=lambda c: (c.position, c.title))
         products.sort(key=lambda p: (p.position, p.title))

@@ -85,6 +85,7 @@ class ProductUpserted(Fact, frozen=True, tag="product_upserted"):
     category_id: Token
     position: int
     at: datetime
+    weight: int = 0  # grams
 
 
 class PriceSet(Fact, frozen=True, tag="price_set"):
@@ -179,6 +180,32 @@ class Released(Fact, frozen=True, tag="released"):
     payment_id: str = ""  # the payment whose cancellation released it, if one did
 
 
+DeliveryKind = Literal["pickup", "courier", "post"]
+
+
+class DeliveryMethod(msgspec.Struct, frozen=True, kw_only=True):
+    """One way the shop hands its goods over, and its price (libs.delivery prices a cart)."""
+
+    id: Token
+    title: str
+    kind: DeliveryKind
+    price: int  # kopecks
+    free_from: int = 0  # kopecks: free for goods worth at least this (0: never free)
+    cities: tuple[str, ...] = ()  # a courier's cities (empty: anywhere)
+    base_weight: int = 0  # grams the price covers (post)
+    per_kg: int = 0  # kopecks per started kilogram over base_weight (post)
+    address: str = ""  # pickup: where
+    hours: str = ""  # pickup: when
+
+
+class DeliverySet(Fact, frozen=True, tag="delivery_set"):
+    """The shop's delivery methods, in the order it offers them, and its minimum order."""
+
+    methods: tuple[DeliveryMethod, ...]
+    min_order: int  # kopecks of goods (0: none)
+    at: datetime
+
+
 class WriterClaimed(Fact, frozen=True, tag="writer_claimed"):
     """An inventory instance took over as the one writer; appends of any earlier one now fail."""
 
@@ -197,6 +224,7 @@ InventoryEvent = (
     | CommitFailed
     | Released
     | WriterClaimed
+    | DeliverySet
 )
 
 
@@ -294,6 +322,7 @@ class UpsertProduct(Fact, frozen=True, tag="upsert_product"):
     description: str = ""
     photo_url: str = ""
     position: int = 0
+    weight: int = 0  # grams (0: not given), for delivery priced by weight
 
 
 class SetPrice(Fact, frozen=True, tag="set_price"):
@@ -321,7 +350,22 @@ class ReleaseOrder(Fact, frozen=True, tag="release_order"):
     order_id: Token
 
 
-AdminCommand = UpsertCategory | UpsertProduct | SetPrice | AdjustStock | CountStock | ReleaseOrder
+class SetDelivery(Fact, frozen=True, tag="set_delivery"):
+    """The shop's delivery methods and minimum order, as a whole (idempotent by value)."""
+
+    methods: tuple[DeliveryMethod, ...]
+    min_order: int = 0
+
+
+AdminCommand = (
+    UpsertCategory
+    | UpsertProduct
+    | SetPrice
+    | AdjustStock
+    | CountStock
+    | ReleaseOrder
+    | SetDelivery
+)
 
 
 class AdminRequest(msgspec.Struct, frozen=True):
@@ -392,6 +436,14 @@ class CatalogProduct(msgspec.Struct, frozen=True):
     photo_url: str
     category_id: Token
     position: int
+    weight: int = 0  # grams
+
+
+class CatalogDelivery(msgspec.Struct, frozen=True):
+    """KV catalog, key `delivery`: the shop's delivery methods and its minimum order."""
+
+    methods: tuple[DeliveryMethod, ...] = ()
+    min_order: int = 0  # kopecks of goods
 
 
 class StockLevel(msgspec.Struct, frozen=True):

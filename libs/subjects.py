@@ -157,7 +157,8 @@ INVENTORY_FACTS_FOR_PAYMENTS = [
 ]
 
 # Buckets ------------------------------------------------------------------------------------------
-CATALOG_BUCKET = "catalog"  # keys: category.<id>, product.<sku>
+CATALOG_BUCKET = "catalog"  # keys: category.<id>, product.<sku>, delivery
+CATALOG_DELIVERY_KEY = "delivery"  # the shop's delivery methods and minimum order (DeliverySet)
 STOCK_BUCKET = "stock"  # keys: <sku>
 SNAPSHOT_BUCKET = "inventory-snapshots"  # object store: the actor's last snapshot
 SNAPSHOT_NAME = "state"

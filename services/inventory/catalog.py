@@ -1,13 +1,23 @@
-"""A catalog file (YAML) as inventory commands: categories, products and counted stock."""
+"""A catalog file (YAML) as inventory commands: categories, products and counted stock, and the
+shop's delivery methods (the `delivery` section; see the README for its fields)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import msgspec
 import yaml
 
-from libs.contracts import CountStock, Token, UpsertCategory, UpsertProduct
+from libs.contracts import (
+    CountStock,
+    DeliveryKind,
+    DeliveryMethod,
+    SetDelivery,
+    Token,
+    UpsertCategory,
+    UpsertProduct,
+)
 from libs.money import rubles_to_kopecks
 
 DEMO_CATALOG = Path(__file__).with_name("demo_catalog.yaml")
@@ -24,6 +34,7 @@ class _Product(msgspec.Struct, forbid_unknown_fields=True):
     description: str = ""
     photo: str = ""
     stock: int | None = None  # counted on hand; omitted leaves stock as it is
+    weight: int = 0  # grams, for delivery priced by weight
 
 
 class _Category(msgspec.Struct, forbid_unknown_fields=True):
@@ -32,12 +43,34 @@ class _Category(msgspec.Struct, forbid_unknown_fields=True):
     products: list[_Product] = []
 
 
+Rubles = str | int | float  # at most two decimals
+
+
+class _Method(msgspec.Struct, forbid_unknown_fields=True):
+    id: Token
+    title: str
+    kind: DeliveryKind
+    price: Rubles = 0
+    free_from: Rubles | None = None
+    cities: list[str] = []
+    base_weight: int = 0  # grams the price covers
+    per_kg: Rubles = 0  # per started kilogram over base_weight
+    address: str = ""
+    hours: str = ""
+
+
+class _Delivery(msgspec.Struct, forbid_unknown_fields=True):
+    methods: list[_Method]
+    min_order: Rubles = 0
+
+
 class _CatalogFile(msgspec.Struct, forbid_unknown_fields=True):
     categories: list[_Category]
     shop: str = ""
+    delivery: _Delivery | None = None  # omitted leaves the shop's delivery as it is
 
 
-Commands = list[UpsertCategory | UpsertProduct | CountStock]
+Commands = list[UpsertCategory | UpsertProduct | CountStock | SetDelivery]
 
 
 def load(path: Path) -> Commands:
@@ -50,7 +83,7 @@ def load(path: Path) -> Commands:
     try:
         catalog = msgspec.convert(raw, _CatalogFile)
     except msgspec.ValidationError as exc:
-        raise CatalogError(f"{path}: {exc}") from None
+        raise CatalogError(f"{path}{_line(path, str(exc))}: {exc}") from None
     commands: Commands = []
     seen: set[str] = set()
     for c_pos, category in enumerate(catalog.categories):
@@ -66,6 +99,8 @@ def load(path: Path) -> Commands:
                 raise CatalogError(f"{where}: price: {exc}") from None
             if product.stock is not None and product.stock < 0:
                 raise CatalogError(f"{where}: stock cannot be negative")
+            if product.weight < 0:
+                raise CatalogError(f"{where}: weight cannot be negative")
             commands.append(
                 UpsertProduct(
                     sku=product.sku,
@@ -75,8 +110,78 @@ def load(path: Path) -> Commands:
                     description=product.description,
                     photo_url=product.photo,
                     position=p_pos,
+                    weight=product.weight,
                 )
             )
             if product.stock is not None:
                 commands.append(CountStock(product.sku, product.stock))
+    if catalog.delivery is not None:
+        commands.append(_delivery(path, catalog.delivery))
     return commands
+
+
+def _delivery(path: Path, delivery: _Delivery) -> SetDelivery:
+    methods: list[DeliveryMethod] = []
+    seen: set[str] = set()
+    for n, method in enumerate(delivery.methods):
+        where = f"{path}{_line(path, f'$.delivery.methods[{n}]')}: delivery {method.id}"
+        if method.id in seen:
+            raise CatalogError(f"{where}: listed twice")
+        seen.add(method.id)
+        if not method.title.strip():
+            raise CatalogError(f"{where}: a title is needed (the customer chooses by it)")
+        if method.kind == "courier" and (method.address or method.hours):
+            raise CatalogError(f"{where}: address and hours are for pickup")
+        if method.base_weight < 0:
+            raise CatalogError(f"{where}: base_weight cannot be negative")
+        money: dict[str, int] = {}
+        for name in ("price", "free_from", "per_kg"):
+            value = getattr(method, name)
+            if value is None:
+                continue
+            try:
+                money[name] = rubles_to_kopecks(value)
+            except ValueError as exc:
+                at = _line(path, f"$.delivery.methods[{n}].{name}")
+                raise CatalogError(f"{path}{at}: delivery {method.id}: {name}: {exc}") from None
+        methods.append(
+            DeliveryMethod(
+                id=method.id,
+                title=method.title.strip(),
+                kind=method.kind,
+                price=money["price"],
+                free_from=money.get("free_from", 0),
+                cities=tuple(c.strip() for c in method.cities if c.strip()),
+                base_weight=method.base_weight,
+                per_kg=money["per_kg"],
+                address=method.address.strip(),
+                hours=method.hours.strip(),
+            )
+        )
+    try:
+        min_order = rubles_to_kopecks(delivery.min_order)
+    except ValueError as exc:
+        raise CatalogError(f"{path}: delivery: min_order: {exc}") from None
+    return SetDelivery(tuple(methods), min_order)
+
+
+def _line(path: Path, where: str) -> str:
+    """':<line>' of the node a msgspec path ('$.delivery.methods[1].price') names, if found."""
+    found = re.search(r"\$((?:\.[A-Za-z_]\w*|\[\d+\])+)", where)
+    if found is None:
+        return ""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return ""
+    for step in re.findall(r"\.(\w+)|\[(\d+)\]", found.group(1)):
+        key, index = step
+        if isinstance(node, yaml.MappingNode) and key:
+            node = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and index and int(index) < len(node.value):
+            node = node.value[int(index)]
+        else:
+            break
+        if node is None:
+            return ""
+    return f":{node.start_mark.line + 1}" if node is not None else ""

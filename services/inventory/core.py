@@ -20,6 +20,8 @@ from libs.contracts import (
     CommitFailReason,
     Committed,
     CountStock,
+    DeliveryMethod,
+    DeliverySet,
     InventoryEvent,
     LineProblem,
     OrderLine,
@@ -31,6 +33,7 @@ from libs.contracts import (
     ReleaseReason,
     Reserved,
     ReservedLine,
+    SetDelivery,
     SetPrice,
     StockAdjusted,
     UpsertCategory,
@@ -85,6 +88,7 @@ Command = (
     | SetPrice
     | AdjustStock
     | CountStock
+    | SetDelivery
 )
 
 
@@ -109,6 +113,7 @@ class Product(msgspec.Struct, frozen=True):
     position: int
     on_hand: int = 0
     reserved: int = 0
+    weight: int = 0  # grams
 
     @property
     def available(self) -> int:
@@ -131,6 +136,8 @@ class State(msgspec.Struct, frozen=True):
     products: Map[str, Product] = Map()
     orders: Map[str, Order] = Map()
     adjustments: Map[str, int] = Map()  # applied adjustment id -> delta
+    delivery: tuple[DeliveryMethod, ...] = ()  # the shop's methods, in its order
+    min_order: int = 0  # kopecks of goods (0: none)
 
     def reservations(self) -> list[tuple[datetime, str]]:
         """(expires_at, order_id) of every live reservation: the shell's timers after a load."""
@@ -198,6 +205,11 @@ def decide(state: State, command: Command, now: datetime) -> list[InventoryEvent
                     at=now,
                 )
             ]
+        case SetDelivery(methods=methods, min_order=min_order):
+            _check_delivery(methods, min_order)
+            if (state.delivery, state.min_order) == (methods, min_order):
+                return []
+            return [DeliverySet(methods=methods, min_order=min_order, at=now)]
         case CountStock(sku=sku, on_hand=on_hand):
             product = _product(state, sku)
             if on_hand < product.reserved:
@@ -232,6 +244,27 @@ def _check_price(sku: str, price: int) -> None:
         raise CommandRefused(f"{sku}: price {price} kopecks is out of range")
 
 
+def _check_delivery(methods: tuple[DeliveryMethod, ...], min_order: int) -> None:
+    seen: set[str] = set()
+    for method in methods:
+        if method.id in seen:
+            raise CommandRefused(f"delivery {method.id}: listed twice")
+        seen.add(method.id)
+        if not method.title.strip():
+            raise CommandRefused(f"delivery {method.id}: empty title")
+        for name, value in (
+            ("price", method.price),
+            ("free_from", method.free_from),
+            ("per_kg", method.per_kg),
+        ):
+            if not 0 <= value <= MAX_PRICE:
+                raise CommandRefused(f"delivery {method.id}: {name} {value} out of range")
+        if method.base_weight < 0:
+            raise CommandRefused(f"delivery {method.id}: a negative base weight")
+    if not 0 <= min_order <= MAX_PRICE:
+        raise CommandRefused(f"delivery: minimum order {min_order} out of range")
+
+
 def _upsert_product(state: State, command: UpsertProduct, now: datetime) -> list[InventoryEvent]:
     if not command.title.strip():
         raise CommandRefused(f"{command.sku}: empty title")
@@ -246,7 +279,10 @@ def _upsert_product(state: State, command: UpsertProduct, now: datetime) -> list
         command.photo_url,
         command.category_id,
         command.position,
+        command.weight,
     )
+    if command.weight < 0:
+        raise CommandRefused(f"{command.sku}: a negative weight")
     if current is not None and fields == (
         current.title,
         current.description,
@@ -254,6 +290,7 @@ def _upsert_product(state: State, command: UpsertProduct, now: datetime) -> list
         current.photo_url,
         current.category_id,
         current.position,
+        current.weight,
     ):
         return []
     return [
@@ -266,6 +303,7 @@ def _upsert_product(state: State, command: UpsertProduct, now: datetime) -> list
             category_id=command.category_id,
             position=command.position,
             at=now,
+            weight=command.weight,
         )
     ]
 
@@ -520,6 +558,7 @@ def evolve(state: State, event: InventoryEvent) -> State:
                 position=event.position,
                 on_hand=current.on_hand if current else 0,
                 reserved=current.reserved if current else 0,
+                weight=event.weight,
             )
             return replace(state, products=state.products.set(event.sku, product))
         case CategoryUpserted(category_id=category_id, title=title, position=position):
@@ -529,6 +568,8 @@ def evolve(state: State, event: InventoryEvent) -> State:
                     category_id, Category(category_id, title, position)
                 ),
             )
+        case DeliverySet(methods=methods, min_order=min_order):
+            return replace(state, delivery=methods, min_order=min_order)
         case WriterClaimed():
             return state  # about who may write, not about the stock
     raise TypeError(f"not an inventory event: {event!r}")  # pragma: no cover

@@ -19,10 +19,12 @@ from libs import log, subjects
 from libs.bus import TRANSIENT, PipelinedPublisher, PublishRefused
 from libs.contracts import (
     CatalogCategory,
+    CatalogDelivery,
     CatalogProduct,
     CategoryUpserted,
     CommitFailed,
     Committed,
+    DeliverySet,
     InventoryEvent,
     PriceSet,
     ProductUpserted,
@@ -53,6 +55,8 @@ def subject_of(event: InventoryEvent) -> str:
             key = event.sku
         case CategoryUpserted():
             key = event.category_id
+        case DeliverySet():
+            key = "shop"
         case WriterClaimed():
             return subjects.INVENTORY_WRITER
     return subjects.inventory_fact(str(event.__struct_config__.tag), key)
@@ -243,6 +247,8 @@ class ReadModels:
                     self._dirty_skus.add(sku)
                 case CategoryUpserted(category_id=category_id):
                     self._dirty_catalog.add(f"category.{category_id}")
+                case DeliverySet():
+                    self._dirty_catalog.add(subjects.CATALOG_DELIVERY_KEY)
         self._state, self._seq = state, seq
         if self._dirty_skus or self._dirty_catalog:
             self._wake.set()
@@ -251,6 +257,7 @@ class ReadModels:
         self._dirty_skus.update(state.products.keys())
         self._dirty_catalog.update(f"product.{sku}" for sku in state.products)
         self._dirty_catalog.update(f"category.{cid}" for cid in state.categories)
+        self._dirty_catalog.add(subjects.CATALOG_DELIVERY_KEY)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop the writer after one last write of what is still dirty."""
@@ -292,12 +299,21 @@ class ReadModels:
             messages.append((f"$KV.{subjects.STOCK_BUCKET}.{sku}", _encode(level), None))
         for key in catalog:
             kind, _, ident = key.partition(".")
-            value: CatalogProduct | CatalogCategory
+            value: CatalogProduct | CatalogCategory | CatalogDelivery
             if kind == "product":
                 p = state.products[ident]
                 value = CatalogProduct(
-                    p.sku, p.title, p.description, p.price, p.photo_url, p.category_id, p.position
+                    p.sku,
+                    p.title,
+                    p.description,
+                    p.price,
+                    p.photo_url,
+                    p.category_id,
+                    p.position,
+                    p.weight,
                 )
+            elif key == subjects.CATALOG_DELIVERY_KEY:
+                value = CatalogDelivery(state.delivery, state.min_order)
             else:
                 c = state.categories[ident]
                 value = CatalogCategory(c.category_id, c.title, c.position)
