@@ -16,31 +16,47 @@ from services.crm_sync.pace import FULL_BATCH, MAX_GATHER_S, Quota, gather_for
 
 
 def test_a_sheet_without_a_quota_is_written_at_once() -> None:
-    assert gather_for(None, since_write=0.0, waiting=1) == 0.0
+    assert gather_for(None, since_write=0.0, waiting=1, oldest=0.0) == 0.0
 
 
 @pytest.mark.parametrize("used", [0, 1, 3, 6])
 def test_far_from_the_quota_it_writes_at_once(used: int) -> None:
-    assert gather_for(Quota(used, 50), since_write=0.0, waiting=1) == 0.0
+    assert gather_for(Quota(used, 50), since_write=0.0, waiting=1, oldest=0.0) == 0.0
 
 
 def test_as_the_quota_fills_it_gathers_longer() -> None:
-    waits = [gather_for(Quota(used, 50), since_write=0.0, waiting=5) for used in range(7, 50)]
+    waits = [
+        gather_for(Quota(used, 50), since_write=0.0, waiting=5, oldest=0.0) for used in range(7, 50)
+    ]
     assert waits == sorted(waits) and waits[0] > 0
-    assert gather_for(Quota(10, 50), since_write=0.0, waiting=5) == pytest.approx(12.0 * 10 / 12)
-    assert gather_for(Quota(49, 50), since_write=0.0, waiting=5) == MAX_GATHER_S
+    assert gather_for(Quota(10, 50), since_write=0.0, waiting=5, oldest=0.0) == pytest.approx(
+        12.0 * 10 / 12
+    )
+    assert gather_for(Quota(49, 50), since_write=0.0, waiting=5, oldest=0.0) == MAX_GATHER_S
 
 
 def test_the_time_since_the_last_write_counts() -> None:
     quota = Quota(7, 50)  # a spacing of 8.4 s after each write
-    assert gather_for(quota, since_write=0.0, waiting=5) == pytest.approx(8.4)
-    assert gather_for(quota, since_write=5.0, waiting=5) == pytest.approx(3.4)
-    assert gather_for(quota, since_write=9.0, waiting=5) == 0.0
+    assert gather_for(quota, since_write=0.0, waiting=5, oldest=0.0) == pytest.approx(8.4)
+    assert gather_for(quota, since_write=5.0, waiting=5, oldest=0.0) == pytest.approx(3.4)
+    assert gather_for(quota, since_write=9.0, waiting=5, oldest=0.0) == 0.0
+
+
+def test_no_fact_is_held_past_the_bound_of_age() -> None:
+    quota = Quota(40, 50)  # a spacing of 48 s after each write
+    assert gather_for(quota, since_write=0.0, waiting=5, oldest=0.0) == MAX_GATHER_S
+    assert gather_for(quota, since_write=0.0, waiting=5, oldest=4.0) == MAX_GATHER_S - 4.0
+    assert gather_for(quota, since_write=0.0, waiting=5, oldest=MAX_GATHER_S) == 0.0
+
+
+def test_a_backlog_is_written_at_once() -> None:
+    """Facts stored long ago (an outage, a restart): gathering would only make them later."""
+    assert gather_for(Quota(20, 50), since_write=0.0, waiting=700, oldest=120.0) == 0.0
 
 
 def test_a_full_batch_is_written_at_once() -> None:
-    assert gather_for(Quota(40, 50), since_write=0.0, waiting=FULL_BATCH) == 0.0
-    assert gather_for(Quota(40, 50), since_write=0.0, waiting=FULL_BATCH - 1) > 0
+    assert gather_for(Quota(40, 50), since_write=0.0, waiting=FULL_BATCH, oldest=0.0) == 0.0
+    assert gather_for(Quota(40, 50), since_write=0.0, waiting=FULL_BATCH - 1, oldest=0.0) > 0
 
 
 @given(
@@ -48,9 +64,13 @@ def test_a_full_batch_is_written_at_once() -> None:
     limit=st.integers(1, 300),
     since=st.floats(0, 1e6),
     waiting=st.integers(0, 10 * FULL_BATCH),
+    oldest=st.floats(0, 1e6),
 )
-def test_never_longer_than_the_bound(used: int, limit: int, since: float, waiting: int) -> None:
-    assert 0.0 <= gather_for(Quota(used, limit), since, waiting) <= MAX_GATHER_S
+def test_never_longer_than_the_bound(
+    used: int, limit: int, since: float, waiting: int, oldest: float
+) -> None:
+    wait = gather_for(Quota(used, limit), since, waiting, oldest)
+    assert 0.0 <= wait <= max(0.0, MAX_GATHER_S - oldest)
 
 
 def _burst(
@@ -69,7 +89,8 @@ def _burst(
         while writes and now - writes[0] >= window:
             writes.popleft()
         waiting = sum(1 for at in arrivals[written:] if at <= now) * 5
-        wait = gather_for(Quota(len(writes), limit, window), now - wrote_at, waiting)
+        quota = Quota(len(writes), limit, window)
+        wait = gather_for(quota, now - wrote_at, waiting, now - arrivals[written])
         if paced and wait > 0:
             now += wait
             continue

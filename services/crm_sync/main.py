@@ -336,7 +336,9 @@ class Writer:
         while True:
             waiting = sum(len(held.deliveries) for held in self._waiting)
             since = loop.time() - self._wrote_at
-            wait = pace.gather_for(self._sink.quota(), since, waiting)
+            oldest = self.oldest()
+            age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+            wait = pace.gather_for(self._sink.quota(), since, waiting, age)
             if wait <= 0:
                 return True
             for held in self._waiting:
