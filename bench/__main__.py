@@ -24,6 +24,7 @@ BENCHMARKS: list[tuple[str, str, Callable[[Path], Awaitable[Result]]]] = [
     ("checkout", "6. checkout: Confirm to the Pay button", checkout.run),
     ("crm", "7. crm_sync: a 10,000-fact backlog into Google Sheets", crm.run),
     ("browse", "8. browsing: 200 customers in the catalog at once", browse.run),
+    ("burst", "9. crm_sync: a burst of 100 paid orders into Google Sheets", crm.burst),
 ]
 
 

@@ -4,11 +4,16 @@ The facts (orders placed, reserved, paid, committed, some rejected, expired, ref
 after their reservation expired) are on the bus before crm_sync starts, as after an outage;
 crm_sync runs as its own process with the default quota (50 writes a minute) and talks to the
 fake through the real gspread.
+
+Benchmark 9 (`burst`): 100 orders paid within 10 s, with crm_sync pacing its writes to the quota
+and without (each batch written at once, as before), side by side.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import BenchError, Inventory, Result, fresh_bus, running, wait_until
@@ -80,3 +85,98 @@ async def run(workdir: Path) -> Result:
         f"({per_write:,.0f} facts per write), under the default quota"
     ]
     return result
+
+
+BURST_ORDERS = 100
+BURST_SECONDS = 10.0
+
+
+@dataclass
+class Burst:
+    late: float  # seconds from the last order's facts to the sheet complete
+    writes: int  # write requests during the burst
+    rejected: int  # 429s
+    most: int  # most write requests in any minute, the tabs' creation included
+
+
+async def burst(workdir: Path) -> Result:
+    """Benchmark 9: 100 orders paid within 10 s into the fake Google Sheets, crm_sync pacing its
+    writes to the quota; then the same without pacing (each batch written at once), side by side."""
+    result = Result("burst")
+    paced = await _burst(workdir / "paced", pacing=True)
+    unpaced = await _burst(workdir / "unpaced", pacing=False)
+    result.lines = [
+        f"{BURST_ORDERS} orders paid within {BURST_SECONDS:g} s (5 facts each: placed, reserved, "
+        f"pending, committed, succeeded), Google's quota of 60 writes a minute enforced, "
+        f"crm_sync at its default {QUOTA}",
+    ]
+    for name, run in (("paced", paced), ("unpaced (as before)", unpaced)):
+        result.lines.append(
+            f"{name}: in the sheet {run.late:.1f} s after the last order; "
+            f"write requests: {run.writes} ({BURST_ORDERS * 5 / run.writes:.0f} facts per write); "
+            f"429s: {run.rejected}; most writes in any minute: {run.most}"
+        )
+    result.summary = [
+        f"crm burst: {BURST_ORDERS} paid orders in {BURST_SECONDS:g} s in the sheet "
+        f"{paced.late:.1f} s after the last, {paced.writes} writes, {paced.rejected} 429s "
+        f"(unpaced: {unpaced.late:.1f} s, {unpaced.writes} writes, {unpaced.rejected} 429s)"
+    ]
+    return result
+
+
+async def _burst(workdir: Path, pacing: bool) -> Burst:
+    sheets = FakeSheets(quota_per_minute=60)
+    await sheets.start()
+    try:
+        async with fresh_bus(workdir) as b:
+            spreadsheet = sheets.create_spreadsheet("CRM")
+            env = {
+                "GOOGLE_SERVICE_ACCOUNT_FILE": str(sheets.key_file(workdir)),
+                "SHEETS_SPREADSHEET_ID": spreadsheet,
+                "SHEETS_API_URL": sheets.url,
+                "SHEETS_PACING": "true" if pacing else "false",
+                "CRM_HTTP_PORT": str(free_port()),
+            }
+            crm = Inventory(b, {}, name="crm_sync", service="crm_sync", env=env)
+            async with running(crm):
+
+                def set_up() -> bool:
+                    titles = sheets.sheet_titles(spreadsheet)
+                    return "Stock" in titles and bool(sheets.rows(spreadsheet, "Stock"))
+
+                await wait_until(set_up, 60, "the tabs made", crm, poll=0.05)
+                before = sheets.writes
+                numbers = crm_journeys.paid_straight_away(BURST_ORDERS)
+                last = await crm_journeys.publish_over(b.js, "burst", numbers, BURST_SECONDS)
+
+                def complete() -> bool:
+                    orders = sheets.rows(spreadsheet, "Orders")[1:]
+                    paid = sum(1 for row in orders if row and row[2] == "paid")
+                    return paid == len(numbers) and len(sheets.rows(spreadsheet, "Sales")) > len(
+                        numbers
+                    )
+
+                await wait_until(complete, 180, "the burst in the sheet", crm, poll=0.05)
+                late = time.perf_counter() - last
+            problems = _check(sheets, spreadsheet, numbers)
+            if problems:
+                raise BenchError("; ".join(problems[:5]))
+            return Burst(
+                late,
+                sheets.writes - before,
+                sheets.quota_rejections,
+                sheets.max_writes_in_any_minute,
+            )
+    finally:
+        await sheets.stop()
+
+
+def _check(sheets: FakeSheets, spreadsheet: str, numbers: list[int]) -> list[str]:
+    orders = Counter(str(row[0]) for row in sheets.rows(spreadsheet, "Orders")[1:] if row)
+    sales = Counter(str(row[1]) for row in sheets.rows(spreadsheet, "Sales")[1:] if row)
+    problems = [f"order {key} in {n} rows" for key, n in orders.items() if n != 1]
+    for number in numbers:
+        oid = crm_journeys.order_id("burst", number)
+        if sales[oid] != 1:
+            problems.append(f"{oid}: {sales[oid]} ledger rows, want 1")
+    return problems

@@ -69,6 +69,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     sheets_api_url: str = "https://sheets.googleapis.com"
     sheets_writes_per_minute: Annotated[int, msgspec.Meta(ge=1, le=300)] = 50  # reads alike
     sheets_timeout: Seconds = 30  # one HTTP request to Google
+    sheets_pacing: bool = True  # gather more facts per write as the write quota fills
     crm_alert_after: Seconds = 300  # alert the admins when a fact waits longer for the sheet
     crm_stock_every: Seconds = 10  # the Stock tab is refreshed at most this often
     crm_http_host: str = "127.0.0.1"

@@ -9,6 +9,7 @@ the money goes back; the rest are paid. `expected` says what the sheet must show
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -140,3 +141,21 @@ async def publish(js: JetStreamContext, run: str, numbers: range, window: int = 
             *(bus.publish(js, subject, fact, msg_id=subject) for subject, fact in chunk)
         )
     return len(facts)
+
+
+def paid_straight_away(count: int) -> list[int]:
+    """The numbers of the first `count` orders paid straight away (no expiry, no refund)."""
+    return [n for n in range(count * 2) if n % 10 >= 5][:count]
+
+
+async def publish_over(js: JetStreamContext, run: str, numbers: list[int], seconds: float) -> float:
+    """A burst: each order's journey at once, the orders evenly over `seconds` (the load's own
+    schedule); returns when the last order's facts were stored (time.perf_counter)."""
+    at = datetime.now(UTC).replace(microsecond=0)
+    started = time.perf_counter()
+    for index, number in enumerate(numbers):
+        due = started + index * seconds / max(1, len(numbers) - 1)
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        facts = journey(run, number, at)
+        await asyncio.gather(*(bus.publish(js, s, fact, msg_id=s) for s, fact in facts))
+    return time.perf_counter()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from services.crm_sync import core
+from services.crm_sync import core, pace
 from services.crm_sync.sink import Misconfigured, Unavailable
 
 ORDERS = "orders.csv"
@@ -55,6 +55,9 @@ class CsvSheet:
             await self.open()
         text_rows = [[core.text(cell) for cell in row] for row in rows]
         await _in_thread(_replace, self._dir / STOCK, core.STOCK_COLUMNS, text_rows)
+
+    def quota(self) -> pace.Quota | None:
+        return None  # files take every batch at once
 
     # the files ----------------------------------------------------------------------------------
     def load(self) -> None:

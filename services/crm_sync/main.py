@@ -3,11 +3,13 @@
 Three durable consumers (orders, inventory, payments) hand their batches to one writer, which
 reads the lifecycle states of the orders a batch touches (KV `crm-orders`), folds the batch into
 them, writes the rows they say in as few writes as it can, keeps the new states, and acks only
-once all that is done (a redelivery after a crash in between gives the same rows). While the
-sheet cannot be written the batch is held and retried with backoff, the consumers take nothing
-more, and the backlog waits in JetStream; the admins hear when the oldest unwritten fact is older
-than CRM_ALERT_AFTER, and again when the sheet has caught up. Backlog and last error are reported
-to KV `crm` (for `shop status`) and on GET /healthz.
+once all that is done (a redelivery after a crash in between gives the same rows). It paces its
+writes to the sheet's quota (`pace`): at once while the quota is far from used, gathering more
+facts per write as it fills, the consumers fetching on meanwhile. While the sheet cannot be
+written the batch is held and retried with backoff, the consumers take nothing more, and the
+backlog waits in JetStream; the admins hear when the oldest unwritten fact is older than
+CRM_ALERT_AFTER, and again when the sheet has caught up. Backlog and last error are reported to
+KV `crm` (for `shop status`) and on GET /healthz.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +35,9 @@ from libs import bus, lifecycle, log, shutdown, subjects
 from libs.catalog_view import CatalogView
 from libs.contracts import CrmBehind, CrmCaughtUp, CrmStatus
 from libs.kv import Documents
-from libs.runner import Consumer, Delivery, Runner
+from libs.runner import Consumer, Delivery, Runner, backoff
 from libs.settings import Settings
-from services.crm_sync import core
+from services.crm_sync import core, pace
 from services.crm_sync.csv_sheet import CsvSheet
 from services.crm_sync.sheets import GoogleSheet
 from services.crm_sync.sink import Misconfigured, Sink, Unavailable
@@ -207,22 +210,48 @@ def _skus(batch: Iterable[tuple[str, core.Fact]], states: Iterable[lifecycle.Ord
 @dataclass
 class _Held:
     deliveries: list[Delivery[core.Fact]]
-    done: asyncio.Future[bool] = field(
+    # True: written, False: given back (stopping), None: let go while gathering (the consumer
+    # fetches on; the writer acks these itself).
+    done: asyncio.Future[bool | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     failed: dict[int, Exception] = field(default_factory=dict)  # index -> why it cannot be written
+
+    @property
+    def let_go(self) -> bool:
+        return self.done.done() and self.done.result() is None
+
+    def first_seen(self) -> bool:
+        """No fact of it delivered before: one that failed is handed to the runner's policy."""
+        return all((d.msg.metadata.num_delivered or 1) == 1 for d in self.deliveries)
+
+    async def settle(self, written: bool) -> None:
+        """Ack what was written, give the rest back."""
+        for index, delivery in enumerate(self.deliveries):
+            with contextlib.suppress(*bus.TRANSIENT):
+                if index in self.failed:
+                    delay = backoff(delivery.msg.metadata.num_delivered or 1)
+                    await delivery.msg.nak(delay=delay)  # back first seen: then the policy's
+                elif written:
+                    await delivery.msg.ack()
+                else:
+                    await delivery.msg.nak()
 
 
 class Writer:
     """The one writer: batches from every consumer, written together, acked when confirmed."""
 
-    def __init__(self, sink: Sink, titles: Titles, states: OrderStates) -> None:
+    def __init__(
+        self, sink: Sink, titles: Titles, states: OrderStates, pacing: bool = True
+    ) -> None:
         self._sink = sink
         self._titles = titles
         self._states = states
+        self._pacing = pacing
         self._waiting: list[_Held] = []
         self._writing: list[_Held] = []
         self._arrived = asyncio.Event()
+        self._wrote_at = -math.inf  # when the last batch was confirmed (the loop's clock)
         self.written = 0
         self.last_write_at: datetime | None = None
         self.error = ""
@@ -235,6 +264,8 @@ class Writer:
         self._waiting.append(held)
         self._arrived.set()
         written = await held.done
+        if written is None:
+            return  # let go while the writer gathers: it acks them once written
         for index, delivery in enumerate(deliveries):
             if index not in held.failed:
                 with contextlib.suppress(*bus.TRANSIENT):
@@ -278,16 +309,45 @@ class Writer:
                 if stop.is_set():
                     break
                 await asyncio.sleep(LINGER_S)
+                if self._pacing and not await self._gather(stop):
+                    break
                 self._arrived.clear()
                 self._writing, self._waiting = self._waiting, []
                 written = await self._write(stop)
+                self._wrote_at = asyncio.get_running_loop().time()
                 for held in self._writing:
-                    held.done.set_result(written)
+                    if held.let_go:
+                        await held.settle(written)
+                    else:
+                        held.done.set_result(written)
                 self._writing = []
         finally:
             for held in (*self._writing, *self._waiting):
                 if not held.done.done():
                     held.done.set_result(False)
+                elif held.let_go:
+                    await held.settle(False)
+
+    async def _gather(self, stop: asyncio.Event) -> bool:
+        """Wait as long as the pace says (False: stopped meanwhile). Meanwhile the consumers
+        are let go to fetch what comes, so the next write carries it; nothing of it is acked
+        before it is written."""
+        loop = asyncio.get_running_loop()
+        while True:
+            waiting = sum(len(held.deliveries) for held in self._waiting)
+            since = loop.time() - self._wrote_at
+            oldest = self.oldest()
+            age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+            wait = pace.gather_for(self._sink.quota(), since, waiting, age)
+            if wait <= 0:
+                return True
+            for held in self._waiting:
+                if not held.done.done() and held.first_seen():
+                    held.done.set_result(None)
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                if not await _wait_or_stop(stop, asyncio.wait_for(self._arrived.wait(), wait)):
+                    return False
 
     async def _write(self, stop: asyncio.Event) -> bool:
         deliveries = [d for held in self._writing for d in held.deliveries]
@@ -499,7 +559,7 @@ async def serve(settings: Settings) -> None:
     sink = sink_for(settings)
     titles = Titles(view)
     states = OrderStates(await Documents.open(js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order))
-    writer = Writer(sink, titles, states)
+    writer = Writer(sink, titles, states, settings.sheets_pacing)
     reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)
     runner = await _health(reporter, settings.crm_http_host, settings.crm_http_port)
     _log.info(

@@ -22,7 +22,7 @@ import requests
 from google.oauth2 import service_account
 
 from libs import log
-from services.crm_sync import core
+from services.crm_sync import core, pace
 from services.crm_sync.sink import Misconfigured, Refused, Unavailable
 
 T = TypeVar("T")
@@ -57,12 +57,28 @@ class Quota:
         self._window = window
         self._times: collections.deque[float] = collections.deque()
 
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def window(self) -> float:
+        return self._window
+
+    def used(self) -> int:
+        """Requests made in the trailing window."""
+        self._forget(asyncio.get_running_loop().time())
+        return len(self._times)
+
+    def _forget(self, now: float) -> None:
+        while self._times and now - self._times[0] >= self._window:
+            self._times.popleft()
+
     async def acquire(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            while self._times and now - self._times[0] >= self._window:
-                self._times.popleft()
+            self._forget(now)
             if len(self._times) < self._limit:
                 self._times.append(now)
                 return
@@ -192,6 +208,9 @@ class GoogleSheet:
 
     async def apply(self, plan: core.Plan) -> int:
         return await self._opened(self._apply, plan)
+
+    def quota(self) -> pace.Quota:
+        return pace.Quota(self._writes.used(), self._writes.limit, self._writes.window)
 
     async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
         await self._opened(self._write_stock, rows)

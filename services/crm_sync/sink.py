@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.crm_sync import core
+from services.crm_sync import core, pace
 
 
 class Unavailable(Exception):
@@ -41,3 +41,7 @@ class Sink(Protocol):
 
     async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
         """Replace the Stock tab's rows."""
+
+    def quota(self) -> pace.Quota | None:
+        """The write requests made in the quota's window and allowed in it; None where writes
+        are not counted (files on disk)."""
