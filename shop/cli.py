@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from libs import bus, kv, log, settings, subjects
 from libs.contracts import AdminReply, AdminRequest, CatalogProduct, CrmStatus, StockLevel
 from libs.money import format_rub
-from shop.supervisor import SERVICES
+from shop.supervisor import SERVICES, running_bus
 
 T = TypeVar("T")
 
@@ -45,9 +45,13 @@ def main(argv: list[str] | None = None) -> None:
             from shop.supervisor import up
 
             raise SystemExit(asyncio.run(up(config)))
-        url = config.nats_url
+        url = config.nats_url or running_bus(config.data_dir)
         if not url:
-            fail(f"NATS_URL is not set: `shop {args.command}` needs the bus that `shop up` runs")
+            fail(
+                f"NATS_URL is not set and no `shop up` runs with DATA_DIR={config.data_dir}: "
+                f"`shop {args.command}` needs the bus that `shop up` runs (start it, or set "
+                "NATS_URL)"
+            )
         if args.command == "run":
             # Stopped while still importing (before the service's own handlers): a clean stop.
             # `shop up` starts services with SIGTERM blocked, so one sent even earlier waits

@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from libs import log, shutdown
 from libs.settings import Settings, redact_url
@@ -37,6 +38,20 @@ HEALTHY_AFTER_S = 30.0  # a service that ran this long gets its backoff reset
 _log = log.get(__name__)
 
 
+def url_file(data_dir: Path) -> Path:
+    """Where `shop up` writes the address of the bus it started, so that the other `shop`
+    commands run with the same DATA_DIR find it without NATS_URL."""
+    return data_dir / "nats" / "url"
+
+
+def running_bus(data_dir: Path) -> str | None:
+    """The address a `shop up` with this DATA_DIR wrote, if one did."""
+    try:
+        return url_file(data_dir).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 async def up(settings: Settings) -> int:
     nats: EmbeddedNats | None = None
     url = settings.nats_url
@@ -54,6 +69,7 @@ async def up(settings: Settings) -> int:
             store=str(nats.store_dir),
             pid=nats.process and nats.process.pid,
         )
+        url_file(settings.data_dir).write_text(url + "\n", encoding="utf-8")
     else:
         _log.info("nats.external", url=redact_url(url))
 
@@ -72,8 +88,12 @@ async def up(settings: Settings) -> int:
             for name in names:
                 tasks.create_task(_supervise(name, env, stop))
             _log.info("shop.up", services=names)
+            if sys.stdout.isatty():
+                tasks.create_task(_tell_the_operator(settings, url, names, nats))
     finally:
         if nats is not None:
+            with contextlib.suppress(OSError):
+                url_file(settings.data_dir).unlink()
             nats.stop()
             _log.info("nats.stopped")
     _log.info("shop.down")
@@ -137,3 +157,71 @@ async def _terminate(
             process.kill()
         code = await exited
     _log.info("service.stopped", name=name, pid=process.pid, code=code)
+
+
+async def _tell_the_operator(
+    settings: Settings, url: str, names: list[str], nats: EmbeddedNats | None
+) -> None:
+    """Once the inventory answers: what runs and where to look, in a few lines (a terminal's
+    `shop up` only; the logs say it all too)."""
+    ready = await _inventory_answers(url, timeout=60.0)
+    where = f"{redact_url(url)} (store {nats.store_dir})" if nats else redact_url(url)
+    payments = (
+        f"sandbox checkout at {settings.payments_base_url}/sandbox/ (no money moves)"
+        if settings.sandbox
+        else f"YooKassa shop {settings.yookassa_shop_id}"
+    )
+    crm = (
+        f"Google Sheet {settings.sheets_spreadsheet_id}"
+        if settings.sheets_spreadsheet_id
+        else f"CSV files in {settings.data_dir / 'crm'}"
+    )
+    rows = [
+        ("NATS", where),
+        ("services", ", ".join(names) + ("" if ready else " (the inventory has not answered)")),
+        ("payments", payments),
+        ("bot", await _bot_name(settings) if "bot" in names else NEEDS["bot"][1]),
+        ("CRM", crm),
+        ("status", "shop status (in another terminal, with the same DATA_DIR)"),
+    ]
+    lines = ["The shop is up; Ctrl-C stops it.", *(f"  {n:<9} {v}" for n, v in rows)]
+    sys.stdout.write("\n".join(lines) + "\n")  # for the operator: not a log line
+    sys.stdout.flush()
+
+
+async def _inventory_answers(url: str, timeout: float) -> bool:
+    from libs import bus, subjects
+    from libs.contracts import AdminRequest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            nc = await bus.connect(url, name="shop-up")
+        except bus.BusUnreachable:
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            await nc.request(subjects.INVENTORY_ADMIN, bus.encode(AdminRequest(())), timeout=2)
+            return True
+        except Exception:  # not up yet: no responders, or a timeout
+            await asyncio.sleep(0.5)
+        finally:
+            await nc.close()
+    return False
+
+
+async def _bot_name(settings: Settings) -> str:
+    """@username from Telegram's getMe, or why it is not known."""
+    from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    bot = Bot(settings.bot_token or "", session=session)
+    try:
+        me = await asyncio.wait_for(bot.get_me(), 10)
+        return f"@{me.username} (https://t.me/{me.username})"
+    except Exception as exc:  # the operator sees why; the bot's own log says more
+        return f"username unknown: {type(exc).__name__}"
+    finally:
+        await session.close()

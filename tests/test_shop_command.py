@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -89,9 +92,10 @@ def shop_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path
 
 
 async def test_shop_up_starts_everything_and_stops_cleanly(
-    shop_up: tuple[subprocess.Popen[bytes], str, Path],
+    shop_up: tuple[subprocess.Popen[bytes], str, Path], tmp_path: Path
 ) -> None:
     process, url, log_path = shop_up
+    data = tmp_path / "data"
     await wait_until(lambda: bool(_events(log_path, "service.started")), what="services started")
     nc = await bus.connect(url, name="test")
     js = nc.jetstream()
@@ -100,6 +104,10 @@ async def test_shop_up_starts_everything_and_stops_cleanly(
     level = await stock_level(js, "TEA-SENCHA-100")
     assert level is not None and level.on_hand == 25
     await nc.close()
+    # A second terminal with the same DATA_DIR and nothing else set finds the bus.
+    status = shop("status", env=_env(DATA_DIR=str(data)))
+    assert status.returncode == 0, status.stderr
+    assert "INVENTORY" in status.stdout and "TEA-SENCHA-100" in status.stdout
 
     children = _descendants(process.pid)
     assert len(children) >= 3, "nats-server and each service run as processes of their own"
@@ -110,6 +118,43 @@ async def test_shop_up_starts_everything_and_stops_cleanly(
     assert sorted(str(e["name"]) for e in stopped) == ["crm_sync", "inventory", "payments"]
     assert all(e["code"] == 0 for e in stopped), stopped
     assert _events(log_path, "nats.stopped")
+    gone = shop("status", env=_env(DATA_DIR=str(data)))
+    assert gone.returncode == 1 and "no `shop up` runs with DATA_DIR" in gone.stderr
+
+
+def test_shop_up_in_a_terminal_says_what_runs_and_where(tmp_path: Path) -> None:
+    """Its stdout a terminal: a few lines once the inventory answers (the logs go to stderr)."""
+    payments_port = free_port()
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shop", "up"],
+        env=_env(
+            DATA_DIR=str(tmp_path / "data"),
+            EMBEDDED_NATS_PORT=str(free_port()),
+            PAYMENTS_HTTP_PORT=str(payments_port),
+            CRM_HTTP_PORT=str(free_port()),
+        ),
+        cwd=ROOT,
+        stdout=follower,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    said = b""
+    try:
+        deadline = time.monotonic() + 90
+        while b"status " not in said and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if ready:
+                said += os.read(leader, 4096)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        os.close(leader)
+    text = said.decode()
+    assert "The shop is up" in text, text
+    assert f"sandbox checkout at http://127.0.0.1:{payments_port}/sandbox/" in text
+    assert "BOT_TOKEN is not set" in text and f"CSV files in {tmp_path / 'data' / 'crm'}" in text
+    assert "inventory, payments, crm_sync" in text and "not answered" not in text
 
 
 async def test_shop_up_stopped_while_its_services_start_stops_them_cleanly(
