@@ -175,6 +175,7 @@ BOT_AWAITING_BUCKET = "bot-awaiting"  # order id -> Awaiting: a reminder may sti
 BOT_PEOPLE_BUCKET = "bot-people"  # user id -> Person: the names of the admins who took steps
 BOT_OPEN_ORDERS_BUCKET = "bot-open-orders"  # order id -> OpenOrder: sold, not yet delivered
 BOT_CONVERSATIONS_BUCKET = "bot-fsm"  # aiogram's FSM: chat -> Conversation
+BOT_POLLER_BUCKET = "bot-poller"  # key `holder`: which bot replica polls Telegram (a lease)
 
 STREAMS: tuple[StreamConfig, ...] = tuple(
     StreamConfig(

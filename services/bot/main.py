@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +27,7 @@ from aiohttp import web
 from libs import bus, log, shutdown, subjects
 from libs.contracts import AlertEvent, InventoryEvent, OrderFulfilment, PaymentEvent
 from libs.kv import Documents
+from libs.lease import Holder, Lease
 from libs.runner import Consumer, Runner
 from libs.settings import Settings
 from services.bot.handlers import admin, checkout, desk, fallback, orders, shop
@@ -39,6 +42,7 @@ SERVICE = "bot"
 WEBHOOK_PATH = "/telegram/webhook"
 # What a killed bot held comes back after this; a live one keeps what it is telling.
 ACK_WAIT_S = 30.0
+POLLER_LEASE_S = 6.0  # a poller not heard of for this long is replaced by a standby
 # Telegram or the bus out for a while: the fact is told when they are back, however long.
 OUTAGES = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, nats.errors.Error)
 
@@ -89,19 +93,29 @@ async def serve(settings: Settings) -> None:
     await _commands(bot, settings)
 
     consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
+    # Telegram serves getUpdates to one poller per token (a second gets 409 Conflict): the
+    # replicas share a lease, and a standby takes over within POLLER_LEASE_S of a holder's end.
+    poller = Holder(
+        await Documents.open(js, subjects.BOT_POLLER_BUCKET, Lease),
+        "bot poller",
+        f"{socket.gethostname()}:{os.getpid()}",
+        POLLER_LEASE_S,
+    )
     runner: web.AppRunner | None = None
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(consuming.run(consumers(notifier)))
             tasks.create_task(notifier.remind(stop))
+            _log.info("bot.started", mode=settings.bot_mode, shop=settings.shop_name)
             if settings.bot_mode == "webhook":
-                runner = await _webhook(dp, bot, settings)
-            else:
+                runner = await _webhook(dp, bot, settings)  # every replica serves its share
+                await stop.wait()
+            elif await poller.take(stop):  # one replica polls; the others stand by
+                tasks.create_task(poller.keep(stop))
                 await bot.delete_webhook(drop_pending_updates=False)
                 polling = tasks.create_task(dp.start_polling(bot, handle_signals=False))
-            _log.info("bot.started", mode=settings.bot_mode, shop=settings.shop_name)
-            await stop.wait()
-            if settings.bot_mode != "webhook":
+                _log.info("bot.polling")
+                await stop.wait()
                 await dp.stop_polling()
                 await polling
     finally:

@@ -35,6 +35,7 @@ from libs import bus, lifecycle, log, shutdown, subjects
 from libs.catalog_view import CatalogView
 from libs.contracts import CrmBehind, CrmCaughtUp, CrmStatus
 from libs.kv import Documents
+from libs.lease import Holder, Lease
 from libs.runner import Consumer, Delivery, Runner, backoff
 from libs.settings import Settings
 from services.crm_sync import core, pace
@@ -51,6 +52,7 @@ LINGER_S = 0.05  # a batch waits this long for the other streams' facts of the s
 ACK_WAIT_S = 15.0
 REPORT_EVERY_S = 2.0
 LEASE_S = 20.0  # a writer that has not renewed for this long is replaced by a standby
+WRITER_KEY = "writer"  # the lease's key in its bucket, as earlier versions wrote it
 REMIND_EVERY_S = 300.0  # a failure that goes on is logged again this often
 CONSUMERS = (
     (subjects.ORDERS, subjects.CRM_ORDERS_CONSUMER, subjects.ORDER_FACTS_FOR_CRM),
@@ -91,68 +93,6 @@ def fact_id(delivery: Delivery[Any]) -> str:
     """Stable across redeliveries and restarts: the fact's place in its stream."""
     meta = delivery.msg.metadata
     return f"{meta.stream.lower()}:{meta.sequence.stream}"
-
-
-class Lease(msgspec.Struct, frozen=True):
-    """Who writes the sheet (one writer at a time; other replicas wait) and until when."""
-
-    holder: str
-    until: datetime
-
-
-class Writership:
-    """One active crm_sync per bus: the holder renews its lease in KV by compare-and-set; a
-    standby takes it over once it has run out (the holder died or lost the bus)."""
-
-    KEY = "writer"
-
-    def __init__(self, documents: Documents[Lease], me: str, ttl: float = LEASE_S) -> None:
-        self._documents = documents
-        self._ttl = timedelta(seconds=ttl)
-        self._me = me  # the same after a restart in place, so a crashed writer resumes at once
-
-    async def take(self, stop: asyncio.Event) -> bool:
-        """Wait until this instance is the writer (True) or is stopped (False)."""
-        said = False
-        while not stop.is_set():
-            if await self._renew():
-                return True
-            if not said:
-                _log.info("crm.standby", why="another crm_sync writes the sheet; waiting")
-                said = True
-            await shutdown.sleep_or_stop(stop, self._ttl.total_seconds() / 4)
-        return False
-
-    async def keep(self, stop: asyncio.Event) -> None:
-        """Renew until stopped; a lease lost (another took over) stops this instance."""
-        while not stop.is_set():
-            await shutdown.sleep_or_stop(stop, self._ttl.total_seconds() / 4)
-            try:
-                mine = await self._renew()
-            except (*bus.TRANSIENT, nats.errors.Error) as exc:
-                _log.warning("crm.lease_not_renewed", error=repr(exc))
-                continue
-            except Exception:  # renewed on the next turn; a lease lost meanwhile is seen then
-                _log.exception("crm.lease_not_renewed")
-                continue
-            if not mine and not stop.is_set():
-                _log.error("crm.lease_lost", why="another crm_sync took over; stopping")
-                stop.set()
-
-    async def _renew(self) -> bool:
-        found = await self._documents.get_with_revision(self.KEY)
-        now = datetime.now(UTC)
-        lease = Lease(self._me, now + self._ttl)
-        try:
-            if found is None:
-                await self._documents.create_new(self.KEY, lease)
-            elif found[0].holder == self._me or found[0].until < now:
-                await self._documents.replace(self.KEY, lease, found[1])
-            else:
-                return False
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return False  # another instance was first
-        return True
 
 
 class Titles:
@@ -555,7 +495,13 @@ async def serve(settings: Settings) -> None:
     view = await CatalogView.open(nc, js)
     documents = await Documents.open(js, subjects.CRM_BUCKET, CrmStatus)
     me = f"{socket.gethostname()}:{settings.data_dir.resolve()}"
-    writership = Writership(await Documents.open(js, subjects.CRM_WRITER_BUCKET, Lease), me)
+    writership = Holder(
+        await Documents.open(js, subjects.CRM_WRITER_BUCKET, Lease),
+        "crm writer",
+        me,
+        LEASE_S,
+        key=WRITER_KEY,
+    )
     sink = sink_for(settings)
     titles = Titles(view)
     states = OrderStates(await Documents.open(js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order))
