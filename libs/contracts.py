@@ -34,14 +34,23 @@ class Contact(msgspec.Struct, frozen=True):
     comment: str = ""
 
 
+class DeliveryChoice(msgspec.Struct, frozen=True, kw_only=True):
+    """How the customer chose to get the order, at the price they were shown."""
+
+    method_id: Token
+    price: int  # kopecks
+    city: str = ""  # a courier's destination (checked against the method's cities)
+
+
 class OrderPlaced(Fact, frozen=True, tag="order_placed"):
     order_id: Token
     customer_id: int  # Telegram user id
     lines: tuple[OrderLine, ...]
-    total: int  # kopecks
+    total: int  # kopecks: the goods and the delivery
     placed_at: datetime
     contact: Contact = Contact()
     chat_id: int = 0
+    delivery: DeliveryChoice | None = None  # None: no delivery chosen (a shop without methods)
 
 
 FulfilmentStep = Literal["packed", "shipped", "ready_for_pickup", "delivered", "cancelled"]
@@ -115,9 +124,10 @@ class ReservedLine(msgspec.Struct, frozen=True):
 class Reserved(Fact, frozen=True, tag="reserved"):
     order_id: Token
     lines: tuple[ReservedLine, ...]
-    total: int
+    total: int  # kopecks: the goods at the catalog's prices and the delivery at its price
     expires_at: datetime
     at: datetime
+    delivery: DeliveryChoice | None = None  # at the catalog's price
 
 
 RejectReason = Literal[
@@ -128,6 +138,10 @@ RejectReason = Literal[
     "price_mismatch",
     "total_mismatch",
     "out_of_stock",
+    "below_minimum",  # the goods are worth less than the shop's minimum order
+    "delivery_unknown",  # no such delivery method (any more)
+    "delivery_city",  # the courier does not go there
+    "delivery_price",  # the delivery's price is not the catalog's for this order
 ]
 
 

@@ -14,9 +14,20 @@ from nats.js import JetStreamContext
 
 from libs import delivery
 from libs.catalog_view import CatalogView
-from libs.contracts import DeliveryMethod, DeliverySet, OrderLine, SetDelivery, UpsertProduct
+from libs.contracts import (
+    CountStock,
+    DeliveryChoice,
+    DeliveryMethod,
+    DeliverySet,
+    OrderLine,
+    Rejected,
+    Reserved,
+    SetDelivery,
+    UpsertCategory,
+    UpsertProduct,
+)
 from services.inventory import catalog
-from services.inventory.core import EMPTY, CommandRefused, decide, evolve, fold
+from services.inventory.core import EMPTY, CommandRefused, Reserve, State, decide, evolve, fold
 from tests.harness import CATALOG, ServiceProcess, inventory_ready, wait_until
 
 Start = Callable[..., ServiceProcess]
@@ -63,7 +74,7 @@ def test_the_demo_shop_offers_pickup_a_courier_and_the_post() -> None:
         ("courier", 300_00),
         ("post", 350_00),
     ]
-    assert last.min_order == 300_00 and last.methods[0].address and last.methods[0].hours
+    assert last.min_order == 0 and last.methods[0].address and last.methods[0].hours
     products = [c for c in catalog.load(catalog.DEMO_CATALOG) if isinstance(c, UpsertProduct)]
     assert all(p.weight > 0 for p in products)
 
@@ -166,3 +177,53 @@ async def test_the_methods_reach_the_bot_through_the_read_model(
         assert [p.sku for p in view.products("goods")] == ["LAST", "MANY", "FEW"]
     finally:
         await view.close()
+
+
+# The inventory prices the delivery again, as it does the goods -------------------------------
+def shop_with_delivery() -> State:
+    state = fold(EMPTY, decide(EMPTY, UpsertCategory("tea", "Tea"), NOW))
+    for command in (
+        UpsertProduct("A", "Tea A", 1000_00, "tea", weight=600),
+        CountStock("A", 10),
+        SetDelivery((PICKUP, COURIER, POST), min_order=500_00),
+    ):
+        state = fold(state, decide(state, command, NOW))
+    return state
+
+
+def reserve(qty: int, chosen: DeliveryChoice | None, total: int | None = None) -> Reserve:
+    goods = qty * 1000_00
+    price = chosen.price if chosen else 0
+    lines = (OrderLine("A", qty, 1000_00),)
+    return Reserve("o1", lines, goods + price if total is None else total, 600, chosen)
+
+
+def answer(command: Reserve) -> Reserved | Rejected:
+    (event,) = decide(shop_with_delivery(), command, NOW)
+    assert isinstance(event, Reserved | Rejected)
+    return event
+
+
+def test_the_inventory_prices_the_delivery_again_and_refuses_a_forged_one() -> None:
+    by_post = DeliveryChoice(method_id="post", price=420_00)  # 2 × 600 g: one started kg over
+    reserved = answer(reserve(2, by_post))
+    assert isinstance(reserved, Reserved)
+    assert (reserved.total, reserved.delivery) == (2000_00 + 420_00, by_post)
+    free = DeliveryChoice(method_id="courier", price=0, city="Москва")
+    assert isinstance(answer(reserve(3, free)), Reserved)  # 3 000 ₽: free from the threshold
+
+    def refused(command: Reserve) -> str:
+        rejected = answer(command)
+        assert isinstance(rejected, Rejected), rejected
+        return rejected.reason
+
+    assert refused(reserve(2, DeliveryChoice(method_id="post", price=350_00))) == "delivery_price"
+    assert refused(reserve(1, DeliveryChoice(method_id="drone", price=0))) == "delivery_unknown"
+    courier = DeliveryChoice(method_id="courier", price=300_00, city="Тверь")
+    assert refused(reserve(1, courier)) == "delivery_city"
+    assert refused(reserve(2, by_post, total=2000_00)) == "total_mismatch"  # delivery left out
+    cheap = UpsertProduct("A", "Tea A", 100_00, "tea", weight=600)
+    state = fold(shop_with_delivery(), decide(shop_with_delivery(), cheap, NOW))
+    small = Reserve("o2", (OrderLine("A", 1, 100_00),), 100_00, 600)
+    (below,) = decide(state, small, NOW)
+    assert isinstance(below, Rejected) and below.reason == "below_minimum"

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import msgspec
 from immutables import Map
 
+from libs import delivery
 from libs.contracts import (
     AdjustStock,
     CategoryUpserted,
@@ -20,6 +21,7 @@ from libs.contracts import (
     CommitFailReason,
     Committed,
     CountStock,
+    DeliveryChoice,
     DeliveryMethod,
     DeliverySet,
     InventoryEvent,
@@ -52,6 +54,7 @@ class Reserve(msgspec.Struct, frozen=True, tag="reserve"):
     lines: tuple[OrderLine, ...]
     total: int
     ttl_seconds: int
+    delivery: DeliveryChoice | None = None
 
 
 class Commit(msgspec.Struct, frozen=True, tag="commit"):
@@ -351,7 +354,21 @@ def _reserve(state: State, command: Reserve, now: datetime) -> list[InventoryEve
         return reject("bad_quantity", *bad_qty)
     if wrong_price:
         return reject("price_mismatch", *wrong_price)
-    if command.total != total:
+    if total < state.min_order:
+        return reject("below_minimum")
+    chosen = command.delivery
+    if chosen is not None:
+        method = next((m for m in state.delivery if m.id == chosen.method_id), None)
+        if method is None:
+            return reject("delivery_unknown")
+        if not delivery.serves(method, chosen.city):
+            return reject("delivery_city")
+        grams = delivery.weight(lines, {sku: products[sku].weight for sku in wanted})
+        priced = delivery.price(method, total, grams)
+        if chosen.price != priced:
+            return reject("delivery_price")
+        chosen = msgspec.structs.replace(chosen, price=priced)
+    if command.total != total + (chosen.price if chosen else 0):
         return reject("total_mismatch")
     short = [
         LineProblem(sku, qty, products[sku].available)
@@ -364,9 +381,10 @@ def _reserve(state: State, command: Reserve, now: datetime) -> list[InventoryEve
         Reserved(
             order_id=command.order_id,
             lines=tuple(ReservedLine(line.sku, line.qty, line.unit_price) for line in lines),
-            total=total,
+            total=command.total,
             expires_at=now + timedelta(seconds=command.ttl_seconds),
             at=now,
+            delivery=chosen,
         )
     ]
 

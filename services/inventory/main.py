@@ -92,7 +92,8 @@ async def serve(settings: Settings) -> None:
         jobs = []
         for d in deliveries:
             placed = d.value
-            jobs.append(Job(Reserve(placed.order_id, placed.lines, placed.total, ttl), d.msg))
+            reserve = Reserve(placed.order_id, placed.lines, placed.total, ttl, placed.delivery)
+            jobs.append(Job(reserve, d.msg))
         await actor.queue.put(jobs)
 
     async def on_payments(deliveries: list[Delivery[PaymentEvent]]) -> None:
