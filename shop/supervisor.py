@@ -37,11 +37,20 @@ HEALTHY_AFTER_S = 30.0  # a service that ran this long gets its backoff reset
 _log = log.get(__name__)
 
 
+def embedded_nats(settings: Settings) -> EmbeddedNats:
+    """The bus `shop up` runs when NATS_URL is not set, with its disk sync (NATS_SYNC_INTERVAL)."""
+    return EmbeddedNats(
+        settings.data_dir / "nats",
+        port=settings.embedded_nats_port,
+        sync_interval=settings.nats_sync_interval,
+    )
+
+
 async def up(settings: Settings) -> int:
     nats: EmbeddedNats | None = None
     url = settings.nats_url
     if not url:
-        nats = EmbeddedNats(settings.data_dir / "nats", port=settings.embedded_nats_port)
+        nats = embedded_nats(settings)
         try:
             nats.start()
         except NatsServerError as exc:
@@ -53,6 +62,7 @@ async def up(settings: Settings) -> int:
             url=url,
             store=str(nats.store_dir),
             pid=nats.process and nats.process.pid,
+            sync=nats.sync_interval,
         )
     else:
         _log.info("nats.external", url=redact_url(url))
