@@ -86,11 +86,18 @@ async def connect(url: str, name: str, give_up_after: float = 10.0) -> Client:
     return nc
 
 
-async def attach(url: str, service: str) -> tuple[Client, JetStreamContext]:
-    """A service's start: connected, its JetStream context, the streams declared."""
+async def attach(
+    url: str, service: str, *, replicas: int | None = None
+) -> tuple[Client, JetStreamContext]:
+    """A service's start: connected, its JetStream context, the streams declared (with
+    `replicas` copies each, STREAM_REPLICAS: libs.subjects.declare_streams)."""
     nc = await connect(url, name=service)
     js = nc.jetstream(timeout=10)
-    await subjects.declare_streams(js)
+    try:
+        await subjects.declare_streams(js, replicas=replicas)
+    except BaseException:
+        await nc.close()
+        raise
     return nc, js
 
 

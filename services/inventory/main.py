@@ -74,8 +74,8 @@ def payment_on_bus(js: JetStreamContext) -> PaymentOnBus:
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
-    nc, js = await bus.attach(settings.nats_url, SERVICE)
-    _, _, snapshots = await subjects.declare_buckets(js)
+    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=settings.stream_replicas)
+    _, _, snapshots = await subjects.declare_buckets(js, replicas=settings.stream_replicas)
     actor = Actor(
         EventLog(nc, js, snapshots),
         ReadModels(nc),
