@@ -156,10 +156,12 @@ class ClusterNode(EmbeddedNats):
     """One node of a NatsCluster: deploy/nats-cluster.conf with this node's values in its
     environment, as docker-compose.cluster.yml gives them to its containers."""
 
-    def __init__(self, name: str, store_dir: Path, routes: list[str], sync_interval: str) -> None:
+    def __init__(
+        self, name: str, store_dir: Path, cluster_port: int, routes: list[str], sync_interval: str
+    ) -> None:
         super().__init__(store_dir, sync_interval=sync_interval, http_port=free_port())
         self.name = name
-        self.cluster_port = free_port()
+        self.cluster_port = cluster_port
         self.routes = routes
 
     def _command(self, log_file: Path) -> tuple[list[str], dict[str, str] | None]:
@@ -184,11 +186,12 @@ class NatsCluster:
 
     def __init__(self, base_dir: Path, sync_interval: str = "always") -> None:
         names = [f"nats-{n}" for n in range(1, self.SIZE + 1)]
-        ports = [free_port() for _ in names]
+        ports = [free_port() for _ in names]  # each node's route port
         routes = [f"nats://127.0.0.1:{port}" for port in ports]
-        self.nodes = [ClusterNode(name, base_dir / name, routes, sync_interval) for name in names]
-        for node, port in zip(self.nodes, ports, strict=True):
-            node.cluster_port = port
+        self.nodes = [
+            ClusterNode(name, base_dir / name, port, routes, sync_interval)
+            for name, port in zip(names, ports, strict=True)
+        ]
 
     @property
     def url(self) -> str:
