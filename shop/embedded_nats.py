@@ -204,7 +204,23 @@ class NatsCluster:
     def start(self, timeout: float = 30.0) -> None:
         for node in self.nodes:
             node.start(timeout)
-        self.wait_for_meta_leader(timeout)
+        self.wait_until_healthy(timeout)
+
+    def wait_until_healthy(self, timeout: float = 30.0) -> None:
+        """Until every running node's /healthz says ok: JetStream up, the meta group current
+        (a request made just after the meta leader's election can still go unanswered)."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            while node.process is not None and node.process.poll() is None:
+                try:
+                    if node.monitor("healthz").get("status") == "ok":
+                        break
+                except (OSError, urllib.error.URLError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise NatsServerError(f"{node.name} was not healthy in {timeout:g} s")
+                time.sleep(0.05)
+        self.wait_for_meta_leader(max(0.1, deadline - time.monotonic()))
 
     def stop(self) -> None:
         for node in self.nodes:

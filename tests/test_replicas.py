@@ -13,6 +13,7 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from libs import bus, settings, subjects
 from libs.kv import Documents
@@ -84,6 +85,8 @@ async def test_every_stream_bucket_and_store_gets_the_replicas_and_changes_in_pl
     await stock.put("TEA", b"7")
     await docs.put("a", Note("kept"))
     ack = await js.publish("orders.placed.o1", b"{}")
+    durable = ConsumerConfig(durable_name="t-reader", ack_policy=AckPolicy.EXPLICIT)
+    await subjects.declare_consumer(js, subjects.ORDERS, durable)
     assert set((await replicas_of(js)).values()) == {1}
 
     # STREAM_REPLICAS=3 on the next start: the same calls the services make.
@@ -99,6 +102,9 @@ async def test_every_stream_bucket_and_store_gets_the_replicas_and_changes_in_pl
     info = await js.stream_info(subjects.INVENTORY)
     assert info.cluster is not None and info.cluster.leader
     assert len(info.cluster.replicas or []) == 2
+    # A durable consumer (the services' kind: replicas as its stream's) follows its stream.
+    reader = await js.consumer_info(subjects.ORDERS, "t-reader")
+    assert reader.cluster is not None and len(reader.cluster.replicas or []) == 2
 
     # A tool that does not say (replicas None) leaves the count alone: no scaling down.
     await subjects.declare_streams(js)
