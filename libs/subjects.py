@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from enum import StrEnum
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -306,13 +307,14 @@ async def _settled(js: JetStreamContext, stream: str, replicas: int, was: int) -
     while True:
         try:
             cluster = (await js.stream_info(stream)).cluster
-        except nats.js.errors.APIError:
-            cluster = None
-        peers = (cluster.replicas or []) if cluster else []
-        if cluster is None or (
-            cluster.leader and len(peers) == replicas - 1 and all(p.current for p in peers)
-        ):
-            break
+        except (nats.js.errors.APIError, nats.errors.TimeoutError):
+            pass  # no leader to answer yet
+        else:
+            peers = (cluster.replicas or []) if cluster else []
+            if cluster is None or (  # None: not a cluster (one copy is all there is)
+                cluster.leader and len(peers) == replicas - 1 and all(p.current for p in peers)
+            ):
+                break
         if asyncio.get_running_loop().time() > deadline:
             _log.warning("stream.replicas_not_settled", stream=stream, replicas=replicas)
             return
