@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHAOS_SECONDS ?= 600
 
-.PHONY: setup test lint run bench chaos clean
+.PHONY: setup test lint run bench chaos cluster clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ bench: $(STAMP)
 # CHAOS_SEED=N replays a run's schedule.
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+
+# The same on a three-node NATS cluster (deploy/nats-cluster.conf, R3): the leader of INVENTORY,
+# of ORDERS and the meta leader killed in turn, services in between; two inventories.
+cluster: $(STAMP)
+	$(BIN)/python -m tests.chaos --cluster --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,17 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import browse, checkout, crm, flash_sale, latency, replay, throughput, webhook
+from bench import (
+    browse,
+    checkout,
+    crm,
+    durability,
+    flash_sale,
+    latency,
+    replay,
+    throughput,
+    webhook,
+)
 from bench.common import BenchError, Result
 from libs import log
 from libs.settings import Settings
@@ -25,6 +35,12 @@ BENCHMARKS: list[tuple[str, str, Callable[[Path], Awaitable[Result]]]] = [
     ("crm", "7. crm_sync: a 10,000-fact backlog into Google Sheets", crm.run),
     ("browse", "8. browsing: 200 customers in the catalog at once", browse.run),
     ("burst", "9. crm_sync: a burst of 100 paid orders into Google Sheets", crm.burst),
+    (
+        "sync",
+        "10. one node: every write synced to disk vs nats-server's 2-minute sync",
+        durability.sync,
+    ),
+    ("replicas", "11. three-node cluster: reservations at R3 vs R1 vs raw R3", durability.replicas),
 ]
 
 

@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 
 from libs import bus, subjects
 from libs.contracts import OrderLine, OrderPlaced, StockLevel
-from shop.embedded_nats import EmbeddedNats
+from shop.embedded_nats import EmbeddedNats, NatsCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.005  # seconds between polls of a condition; never a blind sleep
@@ -44,16 +44,24 @@ class Result:
 
 @dataclass
 class Bus:
-    server: EmbeddedNats
+    server: EmbeddedNats  # on a cluster, its first node
     nc: Client
     js: JetStreamContext
     workdir: Path
+    url: str = ""  # NATS_URL for the services: every node of a cluster
+    replicas: int = 1  # STREAM_REPLICAS
+
+    def __post_init__(self) -> None:
+        self.url = self.url or self.server.url
 
 
 @asynccontextmanager
-async def fresh_bus(workdir: Path) -> AsyncIterator[Bus]:
-    """A new nats-server with its own store in `workdir`, connected, with the shop's streams."""
-    server = EmbeddedNats(workdir / "nats")
+async def fresh_bus(workdir: Path, sync_interval: str = "always") -> AsyncIterator[Bus]:
+    """A new nats-server with its own store in `workdir`, connected, with the shop's streams.
+
+    `sync_interval`: the shop's default (NATS_SYNC_INTERVAL), every write on disk before its ack.
+    """
+    server = EmbeddedNats(workdir / "nats", sync_interval=sync_interval)
     server.start()
     try:
         nc = await bus.connect(server.url, name="bench")
@@ -65,6 +73,24 @@ async def fresh_bus(workdir: Path) -> AsyncIterator[Bus]:
             await nc.close()
     finally:
         server.stop()
+
+
+@asynccontextmanager
+async def fresh_cluster(workdir: Path, replicas: int) -> AsyncIterator[Bus]:
+    """Three new nats-servers from deploy/nats-cluster.conf on loopback, the shop's streams with
+    `replicas` copies; the services are told the same (STREAM_REPLICAS)."""
+    cluster = NatsCluster(workdir / "nats")
+    cluster.start()
+    try:
+        nc = await bus.connect(cluster.url, name="bench")
+        try:
+            js = nc.jetstream(timeout=10)
+            await subjects.declare_streams(js, replicas=replicas)
+            yield Bus(cluster.nodes[0], nc, js, workdir, cluster.url, replicas)
+        finally:
+            await nc.close()
+    finally:
+        cluster.stop()
 
 
 def catalog_yaml(stock: dict[str, int], price_rub: int = 100) -> str:
@@ -88,7 +114,8 @@ class Inventory:
         env: dict[str, str] | None = None,
     ) -> None:
         self._dir = bus_.workdir
-        self._url = bus_.server.url
+        self._url = bus_.url
+        self._replicas = bus_.replicas
         self.catalog_file = self._dir / "catalog.yaml"
         self.catalog_file.write_text(catalog_yaml(stock))
         self.log_file = self._dir / f"{name}.log"
@@ -104,6 +131,7 @@ class Inventory:
             "CATALOG_FILE": str(self.catalog_file),
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "warning",
+            "STREAM_REPLICAS": str(self._replicas),
             **self._env,
         }
         with self.log_file.open("ab") as log:
@@ -182,7 +210,7 @@ async def stock_level(js: JetStreamContext, sku: str) -> StockLevel | None:
     try:
         kv = await js.key_value(subjects.STOCK_BUCKET)
         entry = await kv.get(sku)
-    except nats.js.errors.Error:
+    except (nats.js.errors.Error, *bus.TRANSIENT):  # a new bucket's stream may still elect
         return None
     if entry.value is None:
         return None
@@ -195,7 +223,7 @@ async def inventory_ready(js: JetStreamContext, sku: str) -> bool:
         return False
     try:
         await js.consumer_info(subjects.ORDERS, subjects.INVENTORY_ORDERS_CONSUMER)
-    except nats.js.errors.NotFoundError:
+    except (nats.js.errors.NotFoundError, *bus.TRANSIENT):
         return False
     return True
 

@@ -77,11 +77,13 @@ def _per(before: float | None, after: float | None, count: int) -> float | None:
     return None if before is None or after is None or count <= 0 else (after - before) / count
 
 
-async def raw_publish(b: Bus) -> tuple[float, float | None, float | None]:
-    """Median acked-publish rate over RAW_RUNS runs of N, and client/server CPU per message.
+async def raw_publish(
+    b: Bus, n: int = N, runs: int = RAW_RUNS
+) -> tuple[float, float | None, float | None]:
+    """Median acked-publish rate over `runs` runs of `n`, and client/server CPU per message.
 
     A scratch file stream configured like ORDERS (dedup window on, every message with a
-    Nats-Msg-Id): the fastest honest acked publish from Python.
+    Nats-Msg-Id, the bus's replica count): the fastest honest acked publish from Python.
     """
     await b.js.add_stream(
         StreamConfig(
@@ -89,18 +91,19 @@ async def raw_publish(b: Bus) -> tuple[float, float | None, float | None]:
             subjects=["bench.raw.>"],
             storage=StorageType.FILE,
             duplicate_window=subjects.DUPLICATE_WINDOW_S,
+            num_replicas=b.replicas,
         )
     )
     await publish_all(b.nc, orders("w", WARMUP, "bench.raw"))
     rates: list[float] = []
     client_cpu, server_cpu = time.process_time(), _server_cpu(b)
-    for run in range(RAW_RUNS):
-        messages = orders(f"r{run}x", N, "bench.raw")
+    for run in range(runs):
+        messages = orders(f"r{run}x", n, "bench.raw")
         started = time.perf_counter()
         await publish_all(b.nc, messages)
-        rates.append(N / (time.perf_counter() - started))
-    client = (time.process_time() - client_cpu) / (N * RAW_RUNS)  # includes building messages
-    server = _per(server_cpu, _server_cpu(b), N * RAW_RUNS)
+        rates.append(n / (time.perf_counter() - started))
+    client = (time.process_time() - client_cpu) / (n * runs)  # includes building messages
+    server = _per(server_cpu, _server_cpu(b), n * runs)
     await b.js.delete_stream("BENCH_RAW")
     return statistics.median(rates), client, server
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -37,6 +37,9 @@ TRANSIENT = (
     ConnectionError,
     OSError,
 )
+
+
+DECLARE_GIVE_UP_S = 60.0
 
 
 class BusUnreachable(Exception):
@@ -86,12 +89,37 @@ async def connect(url: str, name: str, give_up_after: float = 10.0) -> Client:
     return nc
 
 
-async def attach(url: str, service: str) -> tuple[Client, JetStreamContext]:
-    """A service's start: connected, its JetStream context, the streams declared."""
+async def attach(
+    url: str, service: str, *, replicas: int | None = None
+) -> tuple[Client, JetStreamContext]:
+    """A service's start: connected, its JetStream context, the streams declared (with
+    `replicas` copies each, STREAM_REPLICAS: libs.subjects.declare_streams)."""
     nc = await connect(url, name=service)
     js = nc.jetstream(timeout=10)
-    await subjects.declare_streams(js)
+    try:
+        await outlasting(lambda: subjects.declare_streams(js, replicas=replicas))
+    except BaseException:
+        await nc.close()
+        raise
     return nc, js
+
+
+async def outlasting(
+    call: Callable[[], Awaitable[T]], give_up_after: float = DECLARE_GIVE_UP_S
+) -> T:
+    """`call()`, made again through bus hiccups for up to `give_up_after` s: a start-up step
+    (declaring, loading) while a NATS cluster elects a leader (a node just died) gets no answer
+    for a few seconds, and that must not end the service."""
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(TRANSIENT),
+        wait=tenacity.wait_random_exponential(multiplier=0.2, max=3.0),
+        stop=tenacity.stop_after_delay(give_up_after),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def encode(fact: msgspec.Struct) -> bytes:

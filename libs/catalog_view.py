@@ -46,10 +46,15 @@ class CatalogView:
 
     @classmethod
     async def open(
-        cls, nc: Client, js: JetStreamContext, *, heartbeat: float = HEARTBEAT_S
+        cls,
+        nc: Client,
+        js: JetStreamContext,
+        *,
+        heartbeat: float = HEARTBEAT_S,
+        replicas: int | None = None,
     ) -> CatalogView:
         """Both buckets (declared if new) loaded whole, then kept current until `close`."""
-        await subjects.declare_buckets(js)
+        await subjects.declare_buckets(js, replicas=replicas)
         catalog: Mirror[CatalogEntry] = await Mirror.open(
             nc, js, subjects.CATALOG_BUCKET, _catalog_entry, heartbeat=heartbeat
         )

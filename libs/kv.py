@@ -28,7 +28,7 @@ from nats.js.api import (
 )
 from nats.nuid import NUID
 
-from libs import log
+from libs import log, subjects
 
 T = TypeVar("T")
 _GONE = ("DEL", "PURGE")  # KV-Operation of a deleted key's marker
@@ -103,10 +103,17 @@ class Documents(Generic[T]):
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, bucket: str, kind: type[T], ttl: float | None = None
+        cls,
+        js: JetStreamContext,
+        bucket: str,
+        kind: type[T],
+        ttl: float | None = None,
+        *,
+        replicas: int | None = None,
     ) -> Documents[T]:
+        """The bucket, created if new; `replicas` (STREAM_REPLICAS) as libs.subjects.key_value."""
         config = KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, ttl=ttl)
-        return cls(js, bucket, await js.create_key_value(config), kind)
+        return cls(js, bucket, await subjects.key_value(js, config, replicas=replicas), kind)
 
     async def get(self, key: str) -> T | None:
         found = await self.get_with_revision(key)

@@ -27,6 +27,14 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     catalog_file: Path | None = None
     reservation_ttl: Seconds = 900
     snapshot_every: Annotated[int, msgspec.Meta(ge=10)] = 10_000
+    # copies of every stream, KV bucket and object store (3 on a three-node NATS cluster)
+    stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    # the embedded nats-server's disk sync: `always` (every write, before its ack) or an interval
+    # in seconds or milliseconds (`120s` is nats-server's own default; writes acked since the
+    # last sync are lost to a power cut or an OS crash)
+    nats_sync_interval: Annotated[str, msgspec.Meta(pattern=r"^(always|[1-9][0-9]*(s|ms))$")] = (
+        "always"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
     # a fact whose handler keeps failing is dead-lettered (and told) after this many deliveries

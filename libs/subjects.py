@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from enum import StrEnum
-from typing import Any
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -16,6 +18,12 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from libs import log
+
+_log = log.get(__name__)
 
 # Streams ------------------------------------------------------------------------------------------
 ORDERS = "ORDERS"
@@ -199,14 +207,124 @@ STREAMS: tuple[StreamConfig, ...] = tuple(
 )
 
 
-async def declare_streams(js: JetStreamContext) -> None:
-    """Create the streams, or bring an existing one to this configuration; safe to run anywhere."""
+class ReplicasRefused(Exception):
+    """NATS would not give a stream the replica count asked for (STREAM_REPLICAS); the message
+    says which stream and why (one nats-server has no room for three copies, say)."""
+
+
+async def declare_streams(js: JetStreamContext, *, replicas: int | None = None) -> None:
+    """Create the streams, or bring an existing one to this configuration; safe to run anywhere.
+
+    `replicas` (STREAM_REPLICAS): each stream's copies, changed in place on an existing stream.
+    None leaves an existing stream's count as it is (tools and tests that only need the streams
+    there must not scale a cluster's streams down); a new one then gets one copy.
+    """
     for config in STREAMS:
+        await _declare_stream(js, config, replicas)
+
+
+async def _declare_stream(js: JetStreamContext, config: StreamConfig, replicas: int | None) -> None:
+    config = dataclasses.replace(config, num_replicas=replicas or 1)
+    try:
+        await js.add_stream(config)
+        return
+    except nats.js.errors.APIError as exc:
+        refused: nats.js.errors.APIError = exc
+    # Exists with another configuration (an older release, another replica count): converge.
+    assert config.name is not None
+    try:
+        have = (await js.stream_info(config.name)).config.num_replicas or 1
+    except nats.js.errors.NotFoundError:
+        raise _refused(config.name, config.num_replicas, refused) from None
+    if replicas is None:
+        config.num_replicas = have
+    try:
+        await js.update_stream(config)
+    except nats.js.errors.APIError as exc:
+        raise _refused(config.name, config.num_replicas, exc) from None
+    if config.num_replicas != have:
+        await _settled(js, config.name, config.num_replicas or 1, have)
+
+
+def _refused(stream: str, replicas: int | None, exc: nats.js.errors.APIError) -> ReplicasRefused:
+    return ReplicasRefused(
+        f"NATS refused stream {stream} with {replicas} replica(s) (STREAM_REPLICAS): "
+        f"{exc.description or exc}"
+    )
+
+
+async def key_value(
+    js: JetStreamContext, config: KeyValueConfig, *, replicas: int | None = None
+) -> KeyValue:
+    """A KV bucket, created with `replicas` copies or, if it exists, brought to that count in
+    place (None: an existing bucket keeps its count)."""
+    config = dataclasses.replace(config, replicas=replicas or 1)
+    try:
+        return await js.create_key_value(config)
+    except nats.js.errors.APIError as exc:
+        # Exists with another configuration. nats-py's create does not update: set the copies
+        # on the bucket's own stream, then create again (the same call, now a no-op).
+        have = await _rescale(js, f"KV_{config.bucket}", replicas, exc)
+        return await js.create_key_value(dataclasses.replace(config, replicas=have))
+
+
+async def object_store(
+    js: JetStreamContext, bucket: str, config: ObjectStoreConfig, *, replicas: int | None = None
+) -> ObjectStore:
+    """An object store, created with `replicas` copies or brought to that count in place."""
+    config = dataclasses.replace(config, replicas=replicas or 1)
+    try:
+        return await js.create_object_store(bucket, config)
+    except nats.js.errors.APIError as exc:
+        have = await _rescale(js, f"OBJ_{bucket}", replicas, exc)
+        return await js.create_object_store(bucket, dataclasses.replace(config, replicas=have))
+
+
+async def _rescale(
+    js: JetStreamContext, stream: str, replicas: int | None, refused: nats.js.errors.APIError
+) -> int:
+    """A bucket's stream brought to `replicas` copies (None: as it has); its copies now.
+    Re-raises `refused` if the copies are not what differs."""
+    try:
+        info = await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        raise _refused(stream, replicas, refused) from None
+    have = info.config.num_replicas or 1
+    if replicas is None and have != 1:
+        return have  # created with one copy above: that was the difference
+    if replicas is None or replicas == have:
+        raise refused
+    try:
+        await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
+    except nats.js.errors.APIError as exc:
+        raise _refused(stream, replicas, exc) from None
+    await _settled(js, stream, replicas, have)
+    return replicas
+
+
+SCALE_WAIT_S = 30.0
+
+
+async def _settled(js: JetStreamContext, stream: str, replicas: int, was: int) -> None:
+    """After a change of copies, wait (bounded) until the stream has a leader and every new copy
+    has caught up: a write right after the change would otherwise time out during the election."""
+    deadline = asyncio.get_running_loop().time() + SCALE_WAIT_S
+    while True:
         try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            # Exists with another configuration (an older release): converge to this one.
-            await js.update_stream(config)
+            cluster = (await js.stream_info(stream)).cluster
+        except (nats.js.errors.APIError, nats.errors.TimeoutError):
+            pass  # no leader to answer yet
+        else:
+            peers = (cluster.replicas or []) if cluster else []
+            if cluster is None or (  # None: not a cluster (one copy is all there is)
+                cluster.leader and len(peers) == replicas - 1 and all(p.current for p in peers)
+            ):
+                break
+        if asyncio.get_running_loop().time() > deadline:
+            _log.warning("stream.replicas_not_settled", stream=stream, replicas=replicas)
+            return
+        await asyncio.sleep(0.1)
+    _log.info("stream.replicas_changed", stream=stream, was=was, now=replicas)
 
 
 async def declare_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
@@ -217,15 +335,18 @@ async def declare_consumer(js: JetStreamContext, stream: str, config: ConsumerCo
         await js.add_consumer(stream, config)
 
 
-async def declare_buckets(js: JetStreamContext) -> tuple[Any, Any, Any]:
+async def declare_buckets(
+    js: JetStreamContext, *, replicas: int | None = None
+) -> tuple[KeyValue, KeyValue, ObjectStore]:
     """The inventory's read models (history of one, file storage) and its snapshot store."""
-    catalog = await js.create_key_value(
-        KeyValueConfig(bucket=CATALOG_BUCKET, history=1, storage=StorageType.FILE)
+    file = StorageType.FILE
+    catalog = await key_value(
+        js, KeyValueConfig(bucket=CATALOG_BUCKET, history=1, storage=file), replicas=replicas
     )
-    stock = await js.create_key_value(
-        KeyValueConfig(bucket=STOCK_BUCKET, history=1, storage=StorageType.FILE)
+    stock = await key_value(
+        js, KeyValueConfig(bucket=STOCK_BUCKET, history=1, storage=file), replicas=replicas
     )
-    snapshots = await js.create_object_store(
-        SNAPSHOT_BUCKET, ObjectStoreConfig(storage=StorageType.FILE)
+    snapshots = await object_store(
+        js, SNAPSHOT_BUCKET, ObjectStoreConfig(storage=file), replicas=replicas
     )
     return catalog, stock, snapshots

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(import_catalog(url, args.file))
         elif args.command == "status":
             asyncio.run(status(url))
-    except bus.BusUnreachable as exc:
+    except (bus.BusUnreachable, subjects.ReplicasRefused) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         raise SystemExit(130) from None

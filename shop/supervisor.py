@@ -52,11 +52,20 @@ def running_bus(data_dir: Path) -> str | None:
         return None
 
 
+def embedded_nats(settings: Settings) -> EmbeddedNats:
+    """The bus `shop up` runs when NATS_URL is not set, with its disk sync (NATS_SYNC_INTERVAL)."""
+    return EmbeddedNats(
+        settings.data_dir / "nats",
+        port=settings.embedded_nats_port,
+        sync_interval=settings.nats_sync_interval,
+    )
+
+
 async def up(settings: Settings) -> int:
     nats: EmbeddedNats | None = None
     url = settings.nats_url
     if not url:
-        nats = EmbeddedNats(settings.data_dir / "nats", port=settings.embedded_nats_port)
+        nats = embedded_nats(settings)
         try:
             nats.start()
         except NatsServerError as exc:
@@ -68,6 +77,7 @@ async def up(settings: Settings) -> int:
             url=url,
             store=str(nats.store_dir),
             pid=nats.process and nats.process.pid,
+            sync=nats.sync_interval,
         )
         url_file(settings.data_dir).write_text(url + "\n", encoding="utf-8")
     else:

@@ -27,7 +27,16 @@ some, and takes one unit of some back, to stock or written off. What the
 processes make of it is timing, so a replayed seed runs the same schedule and usually, not
 always, hits the same failure.
 
+On a cluster (`--cluster`, `make cluster`): three nats-servers from deploy/nats-cluster.conf on
+loopback, every stream, bucket and object store with three copies (STREAM_REPLICAS=3), two
+inventories at once (one writes, the other is fenced off and takes over when it can). The NATS
+kills take the node that leads the INVENTORY stream, the ORDERS stream or the cluster's metadata
+when the kill is due (each in turn, services killed in between), and wait for the restarted node
+to be current again. Also checked, in both modes: every fact JetStream acknowledged or delivered
+is still in its stream at the end; on a cluster, three copies of everything the services made.
+
     .venv/bin/python -m tests.chaos [--seed N] [--seconds S]     # `make chaos`: 10 minutes
+    .venv/bin/python -m tests.chaos --cluster [--seed N]          # `make cluster`: 10 minutes
 
 The short run is `tests/test_chaos.py`, in `make test`.
 """
@@ -89,7 +98,7 @@ from libs.runner import Consumer, Delivery, Runner
 from libs.settings import Settings
 from services.crm_sync import csv_sheet
 from services.inventory import core as inventory
-from shop.embedded_nats import EmbeddedNats, NatsServerError, free_port
+from shop.embedded_nats import EmbeddedNats, NatsCluster, NatsServerError, free_port
 from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import ServiceProcess
 
@@ -107,6 +116,23 @@ INITIAL = {sku: units for sku, _, _, units in PRODUCTS}
 SERVICES = ("inventory", "payments", "crm_sync")
 NATS = "nats-server"
 TARGETS = (*SERVICES, NATS)
+# Cluster mode (--cluster): three nats-servers from deploy/nats-cluster.conf, every stream and
+# bucket with three copies, two inventories (one writes, the other is fenced off). A NATS kill
+# takes the node that holds a role when the kill is due: a stream's leader or the meta leader.
+LEADERS = ("leader of INVENTORY", "leader of ORDERS", "meta leader")
+LEADER_OF = {LEADERS[0]: subjects.INVENTORY, LEADERS[1]: subjects.ORDERS}
+CLUSTER_TARGETS = (*SERVICES, *LEADERS)
+SECOND_INVENTORY = "inventory-2"
+# The buckets and object stores inventory, payments and crm_sync make (each at STREAM_REPLICAS).
+SERVICE_BUCKETS = (
+    f"KV_{subjects.CATALOG_BUCKET}",
+    f"KV_{subjects.STOCK_BUCKET}",
+    f"OBJ_{subjects.SNAPSHOT_BUCKET}",
+    f"KV_{subjects.PAYMENTS_RECORDS_BUCKET}",
+    f"KV_{subjects.CRM_BUCKET}",
+    f"KV_{subjects.CRM_WRITER_BUCKET}",
+    f"KV_{subjects.CRM_ORDERS_BUCKET}",
+)
 
 Behaviour = Literal["at_once", "near_end", "late", "never"]
 BEHAVIOURS: tuple[Behaviour, ...] = ("at_once", "near_end", "late", "never")
@@ -173,9 +199,13 @@ class Schedule:
     restocks: tuple[PlannedRestock, ...]
 
 
-def schedule(seed: int, seconds: float, rate: float) -> Schedule:
+def schedule(seed: int, seconds: float, rate: float, cluster: bool = False) -> Schedule:
     """The run's plan. Each concern draws from its own generator, so changing one (say, the run
-    length) leaves the others' draws as they were."""
+    length) leaves the others' draws as they were.
+
+    On a cluster, NATS kills and service kills alternate, the NATS ones taking the leader of
+    INVENTORY, of ORDERS and the meta leader in turn (every role is hit within six kills), with
+    shorter pauses: the cluster stays up through a node's death, so the shop does not wait."""
     draw = random.Random(f"{seed}:orders")
     orders: list[PlannedOrder] = []
     at = draw.expovariate(rate)
@@ -198,10 +228,16 @@ def schedule(seed: int, seconds: float, rate: float) -> Schedule:
     draw = random.Random(f"{seed}:kills")
     kills: list[PlannedKill] = []
     at = draw.uniform(1.0, 4.0)
-    while at < seconds:
+    while at < seconds and not cluster:
         down_for = draw.uniform(0.5, 3.0)
         kills.append(PlannedKill(at, draw.choice(TARGETS), down_for))
         at += down_for + draw.uniform(1.5, 5.0)
+    while at < seconds and cluster:
+        n = len(kills)
+        target = LEADERS[n // 2 % len(LEADERS)] if n % 2 == 0 else draw.choice(SERVICES)
+        down_for = draw.uniform(0.5, 2.0)
+        kills.append(PlannedKill(at, target, down_for))
+        at += down_for + draw.uniform(1.0, 3.0)
 
     draw = random.Random(f"{seed}:restocks")
     restocks: list[PlannedRestock] = []
@@ -242,13 +278,13 @@ class Target:
 
 
 class NatsTarget(Target):
-    """The nats-server: the same port and store directory after every restart."""
+    """A nats-server (or one cluster node): the same ports and store directory after every
+    restart."""
 
-    name = NATS
-
-    def __init__(self, store: Path) -> None:
+    def __init__(self, server: EmbeddedNats) -> None:
         super().__init__()
-        self.server = EmbeddedNats(store)
+        self.server = server
+        self.name = server.name or NATS
 
     def alive(self) -> bool:
         process = self.server.process
@@ -271,10 +307,10 @@ class NatsTarget(Target):
 class ServiceTarget(Target):
     """`shop run NAME`, its output appended to one log across restarts."""
 
-    def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
+    def __init__(self, name: str, env: dict[str, str], log: Path, service: str = "") -> None:
         super().__init__()
         self.name = name
-        self.process = ServiceProcess(name, env, log)
+        self.process = ServiceProcess(service or name, env, log)
 
     def alive(self) -> bool:
         return self.process.alive()
@@ -528,6 +564,7 @@ class Summary:
     violations: dict[str, list[str]] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: start, chaos, settle, check
     wall: float = 0.0
+    targets: tuple[str, ...] = TARGETS  # what the kills are counted by
 
     @property
     def ok(self) -> bool:
@@ -535,7 +572,7 @@ class Summary:
 
     def lines(self) -> list[str]:
         c = self.counts
-        kills = ", ".join(f"{name} {self.kills[name]}" for name in TARGETS)
+        kills = ", ".join(f"{name} {self.kills[name]}" for name in self.targets)
         lines = [
             f"chaos seed {self.seed}: {self.seconds:g} s of chaos, {self.wall:.0f} s in all ("
             + ", ".join(f"{name} {secs:.1f} s" for name, secs in self.phases.items())
@@ -576,14 +613,19 @@ class Summary:
 class Run:
     """One chaos run in `workdir`: its processes, its fake YooKassa, its schedule."""
 
-    def __init__(self, seed: int, seconds: float, workdir: Path, rate: float, ttl: int) -> None:
+    def __init__(
+        self, seed: int, seconds: float, workdir: Path, rate: float, ttl: int, cluster: bool
+    ) -> None:
         self.seed = seed
         self.seconds = seconds
         self.workdir = workdir
         self.ttl = ttl
-        self.plan = schedule(seed, seconds, rate)
+        self.plan = schedule(seed, seconds, rate, cluster)
         self.plans = {p.order_id: p for p in self.plan.orders}
         self.summary = Summary(seed, seconds, workdir)
+        self.cluster = NatsCluster(workdir / "nats") if cluster else None
+        if self.cluster is not None:
+            self.summary.targets = CLUSTER_TARGETS
         self.fake = FakeYooKassa()
         self.customers = Customers(self.fake, self.plans)
         self.observer = Observer(self.customers.on_pending)
@@ -592,8 +634,11 @@ class Run:
         self.publish_errors: list[str] = []
         self.restocked: dict[str, PlannedRestock] = {}  # confirmed by the inventory
         self.restock_errors: list[str] = []
-        self.nats = NatsTarget(workdir / "nats")
-        self.targets: dict[str, Target] = {NATS: self.nats}
+        servers = self.cluster.nodes if self.cluster else [EmbeddedNats(workdir / "nats")]
+        self.nodes = [NatsTarget(server) for server in servers]
+        self.nats_url = self.cluster.url if self.cluster else servers[0].url
+        self.targets: dict[str, Target] = {node.name: node for node in self.nodes}
+        self.acked: dict[tuple[str, int], str] = {}  # the driver's publishes JetStream acked
         self.data = workdir / "data"
         self.nc: Client | None = None
         self.reader: asyncio.Task[None] | None = None  # the Observer
@@ -604,7 +649,8 @@ class Run:
         names = {f.encode_name for f in msgspec.structs.fields(Settings)}
         env = {key: value for key, value in os.environ.items() if key not in names}
         env |= {
-            "NATS_URL": self.nats.server.url,
+            "NATS_URL": self.nats_url,
+            "STREAM_REPLICAS": "3" if self.cluster else "1",
             "DATA_DIR": str(self.data),
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "info",
@@ -624,7 +670,10 @@ class Run:
     async def _start(self) -> None:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        await self.nats.start()
+        if self.cluster is not None:
+            await asyncio.to_thread(self.cluster.start)  # and waits for a meta leader
+        else:
+            await self.nodes[0].start()
         await self.fake.start()
         self.payments_port, crm_port = free_port(), free_port()
         self.fake.webhook_url = f"http://127.0.0.1:{self.payments_port}/yookassa/webhook"
@@ -647,11 +696,14 @@ class Run:
             },
             "crm_sync": {"crm_http_port": crm_port, "crm_stock_every": 1},  # CSV in DATA_DIR/crm
         }
-        for name in SERVICES:
-            target = ServiceTarget(name, self._env(**settings[name]), logs / f"{name}.log")
+        names = [*SERVICES, SECOND_INVENTORY] if self.cluster else list(SERVICES)
+        for name in names:
+            service = "inventory" if name == SECOND_INVENTORY else name
+            env = self._env(**settings[service])
+            target = ServiceTarget(name, env, logs / f"{name}.log", service)
             await target.start()
             self.targets[name] = target
-        self.nc = await bus.connect(self.nats.server.url, name="chaos")
+        self.nc = await bus.connect(self.nats_url, name="chaos")
         self.js: JetStreamContext = self.nc.jetstream(timeout=10)
         await subjects.declare_streams(self.js)
 
@@ -698,9 +750,13 @@ class Run:
             )
             subject = subjects.order_placed(plan.order_id)
             try:
-                await bus.publish(self.js, subject, placed, msg_id=plan.order_id, give_up_after=120)
+                ack = await bus.publish(
+                    self.js, subject, placed, msg_id=plan.order_id, give_up_after=120
+                )
             except Exception as exc:  # told as a broken run below
                 self.publish_errors.append(f"order {plan.order_id}: not published: {exc!r}")
+            else:
+                self.acked[(ack.stream, ack.seq)] = subject
 
         async with asyncio.TaskGroup() as tasks:
             for n, plan in enumerate(self.plan.orders):
@@ -737,16 +793,66 @@ class Run:
     async def _kills(self, t0: float) -> None:
         for kill in self.plan.kills:
             await _sleep_until(t0 + kill.at)
-            target = self.targets[kill.target]
+            name = kill.target
+            if kill.target in LEADERS:
+                name = await self._leader(kill.target)
+            target = self.targets[name]
+            what = kill.target if name == kill.target else f"{kill.target} ({name})"
             async with target.lock:
                 target.down = True
                 target.kill()
                 self.summary.kills[kill.target] += 1
-                self._event(f"{kill.target} killed")
+                self._event(f"{what} killed")
                 await asyncio.sleep(kill.down_for)
                 await restart(target)
                 target.down = False
-                self._event(f"{kill.target} restarted")
+                self._event(f"{what} restarted")
+            if kill.target in LEADERS:
+                await self._caught_up(name)
+
+    async def _leader(self, role: str) -> str:
+        """The node that holds `role` now (waiting out an election, if one is under way)."""
+        assert self.cluster is not None and self.nc is not None
+        quick = self.nc.jetstream(timeout=1)
+        deadline = time.monotonic() + 20
+        while True:
+            leader: str | None = None
+            if role in LEADER_OF:
+                with contextlib.suppress(nats.js.errors.Error, *bus.TRANSIENT):
+                    cluster = (await quick.stream_info(LEADER_OF[role])).cluster
+                    leader = cluster.leader if cluster else None
+            else:
+                leader = await asyncio.to_thread(self.cluster.meta_leader)
+            if leader in self.targets:
+                return leader
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {role} found in 20 s")
+            await asyncio.sleep(0.1)
+
+    async def _caught_up(self, node: str) -> None:
+        """A restarted node holds a current copy of every stream again before the next NATS kill:
+        two nodes down (or one down, one behind) is more than three copies promise to survive."""
+
+        assert self.nc is not None
+        quick = self.nc.jetstream(timeout=1)  # a request lost in the election is asked again
+
+        async def current() -> bool:
+            try:
+                for name in (*STREAMS, *SERVICE_BUCKETS):
+                    cluster = (await quick.stream_info(name)).cluster
+                    if cluster is None or not cluster.leader:
+                        return False
+                    peers = {p.name: p.current for p in cluster.replicas or []}
+                    if cluster.leader != node and not peers.get(node):
+                        return False
+            except (nats.js.errors.Error, *bus.TRANSIENT):
+                return False
+            return True
+
+        if not await _until(current, 30):
+            self.summary.notes.append(f"{node} was not current 30 s after its restart")
+        else:
+            self._event(f"{node} current again")
 
     def _event(self, what: str) -> None:
         """Something the chaos did: kept for the orders' timelines, and in driver.log."""
@@ -797,6 +903,8 @@ class Run:
                         f"{info.state.messages} facts on {stream}"
                     )
                 for consumer in await self.js.consumers_info(stream):
+                    if not consumer.config.durable_name:
+                        continue  # a reader's (a catch-up, a watch): no work waits on it
                     # The test's own reader: an ack of its lost in a NATS restart is harmless,
                     # having read every fact (counted above) is what matters.
                     unacked = 0 if consumer.name.startswith("chaos-") else consumer.num_ack_pending
@@ -894,7 +1002,7 @@ class Run:
             for task in [*self.customers.tasks.values(), *self.desk.tasks.values()]:
                 task.cancel()
             # The services first (each drains its NATS connection), NATS last.
-            for target in sorted(self.targets.values(), key=lambda t: t.name == NATS):
+            for target in sorted(self.targets.values(), key=lambda t: isinstance(t, NatsTarget)):
                 target.stop()
             if self.nc is not None:
                 with contextlib.suppress(Exception):
@@ -984,6 +1092,10 @@ class Run:
         await self._check_read_model(state)
         self._check_crm(orders, state)
         await self._check_dead_letters()
+        await self._check_kept()
+        if self.cluster is not None:
+            await self._check_replicas()
+            self._count_fencing()
 
         # What happened, for the summary.
         c = self.summary.counts
@@ -1171,6 +1283,53 @@ class Run:
                     f"{self._timeline(key[0])}",
                 )
 
+    async def _check_kept(self) -> None:
+        """Every fact JetStream acknowledged (to the driver) or delivered (to the test's reader)
+        is still in its stream, at its sequence, at the end: nothing a kill took back."""
+        seen = {
+            (stream, seq): subject
+            for stream, by_seq in self.observer.subjects.items()
+            for seq, subject in by_seq.items()
+        }
+        for (stream, seq), subject in {**seen, **self.acked}.items():
+            try:
+                kept = (await self.js.get_msg(stream, seq)).subject
+            except nats.js.errors.NotFoundError:
+                kept = None
+            if kept != subject:
+                self._broken(
+                    "every acknowledged fact still there",
+                    f"{stream} #{seq}: {subject} was acknowledged; now {kept or 'nothing'}",
+                )
+
+    async def _check_replicas(self) -> None:
+        """Every stream, bucket and object store the services made has three copies."""
+        for name in (*STREAMS, subjects.DEADLETTER, subjects.ALERTS, *SERVICE_BUCKETS):
+            try:
+                replicas = (await self.js.stream_info(name)).config.num_replicas
+            except nats.js.errors.NotFoundError:
+                replicas = None
+            if replicas != 3:
+                self._broken(
+                    "three copies of everything (STREAM_REPLICAS=3)", f"{name}: {replicas}"
+                )
+
+    def _count_fencing(self) -> None:
+        """How often the two inventories' fencing acted: told, as proof it was exercised."""
+        counts: Counter[str] = Counter()
+        for name in ("inventory", SECOND_INVENTORY):
+            for line in (
+                (self.workdir / "logs" / f"{name}.log").read_text(errors="replace").splitlines()
+            ):
+                for event in ("append.failed", "writer.taken_over", "writer.claimed"):
+                    if f'"event": "{event}"' in line or f'"event":"{event}"' in line:
+                        counts[event] += 1
+        self.summary.counts |= {f"fencing {k}": v for k, v in counts.items()}
+        self.summary.notes.append(
+            "the inventories' fencing: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "never acted")
+        )
+
     async def _check_dead_letters(self) -> None:
         try:
             info = await self.js.stream_info(subjects.DEADLETTER)
@@ -1277,11 +1436,19 @@ async def _until(condition: Callable[[], Awaitable[bool]], timeout: float) -> bo
         await asyncio.sleep(0.1)
 
 
-async def run(seed: int, seconds: float, workdir: Path, rate: float = 8.0, ttl: int = 5) -> Summary:
+async def run(
+    seed: int,
+    seconds: float,
+    workdir: Path,
+    rate: float = 8.0,
+    ttl: int = 5,
+    cluster: bool = False,
+) -> Summary:
     """One chaos run: `seconds` of orders and kills, then settling and the checks.
 
-    `rate` is orders a second; `ttl` the reservation's seconds. The driver's own log (the bus
-    client's warnings through NATS restarts) goes to workdir/driver.log.
+    `rate` is orders a second; `ttl` the reservation's seconds; `cluster`: on three NATS nodes
+    (see LEADERS). The driver's own log (the bus client's warnings through NATS restarts) goes
+    to workdir/driver.log.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     saved = structlog.get_config()
@@ -1296,7 +1463,7 @@ async def run(seed: int, seconds: float, workdir: Path, rate: float = 8.0, ttl: 
             cache_logger_on_first_use=False,
         )
         try:
-            return await Run(seed, seconds, workdir, rate, ttl).go()
+            return await Run(seed, seconds, workdir, rate, ttl, cluster).go()
         finally:
             structlog.configure(**saved)
 
@@ -1310,12 +1477,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=8.0, help="orders a second (default 8)")
     parser.add_argument("--ttl", type=int, default=5, help="reservation seconds (default 5)")
     parser.add_argument("--workdir", type=Path, default=None, help="kept (default: a temp dir)")
+    parser.add_argument(
+        "--cluster", action="store_true", help="three NATS nodes, leaders killed (make cluster)"
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     print(f"chaos seed {seed}", flush=True)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-"))
-    summary = asyncio.run(run(seed, args.seconds, workdir, args.rate, args.ttl))
+    summary = asyncio.run(run(seed, args.seconds, workdir, args.rate, args.ttl, args.cluster))
     replay = f".venv/bin/python -m tests.chaos --seed {seed} --seconds {args.seconds:g}"
+    if args.cluster:
+        replay += " --cluster"
     if args.rate != 8.0 or args.ttl != 5:
         replay += f" --rate {args.rate:g} --ttl {args.ttl}"
     print(summary.report(replay), flush=True)

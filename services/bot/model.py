@@ -127,17 +127,21 @@ class Store:
         self.people = people
 
     @classmethod
-    async def open(cls, nc: Client, js: JetStreamContext) -> Store:
-        """The buckets, and the catalog and stock loaded whole (no page is shown before)."""
+    async def open(cls, nc: Client, js: JetStreamContext, *, replicas: int | None = None) -> Store:
+        """The buckets (`replicas` copies each, STREAM_REPLICAS), and the catalog and stock
+        loaded whole (no page is shown before)."""
+        r = replicas
         return cls(
-            await Documents.open(js, subjects.BOT_CARTS_BUCKET, Cart),
-            await Documents.open(js, subjects.BOT_CUSTOMERS_BUCKET, Contact),
-            await Documents.open(js, subjects.BOT_ORDERS_BUCKET, OrderView),
-            await Documents.open(js, subjects.BOT_USER_ORDERS_BUCKET, RecentOrders),
-            await Documents.open(js, subjects.BOT_AWAITING_BUCKET, Awaiting, ttl=AWAITING_TTL),
-            await CatalogView.open(nc, js),
-            await Documents.open(js, subjects.BOT_OPEN_ORDERS_BUCKET, OpenOrder),
-            await Documents.open(js, subjects.BOT_PEOPLE_BUCKET, Person),
+            await Documents.open(js, subjects.BOT_CARTS_BUCKET, Cart, replicas=r),
+            await Documents.open(js, subjects.BOT_CUSTOMERS_BUCKET, Contact, replicas=r),
+            await Documents.open(js, subjects.BOT_ORDERS_BUCKET, OrderView, replicas=r),
+            await Documents.open(js, subjects.BOT_USER_ORDERS_BUCKET, RecentOrders, replicas=r),
+            await Documents.open(
+                js, subjects.BOT_AWAITING_BUCKET, Awaiting, ttl=AWAITING_TTL, replicas=r
+            ),
+            await CatalogView.open(nc, js, replicas=r),
+            await Documents.open(js, subjects.BOT_OPEN_ORDERS_BUCKET, OpenOrder, replicas=r),
+            await Documents.open(js, subjects.BOT_PEOPLE_BUCKET, Person, replicas=r),
         )
 
     async def close(self) -> None:

@@ -491,12 +491,13 @@ async def _health(reporter: Reporter, host: str, port: int) -> web.AppRunner:
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
-    nc, js = await bus.attach(settings.nats_url, SERVICE)
-    view = await CatalogView.open(nc, js)
-    documents = await Documents.open(js, subjects.CRM_BUCKET, CrmStatus)
+    replicas = settings.stream_replicas
+    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas)
+    view = await CatalogView.open(nc, js, replicas=replicas)
+    documents = await Documents.open(js, subjects.CRM_BUCKET, CrmStatus, replicas=replicas)
     me = f"{socket.gethostname()}:{settings.data_dir.resolve()}"
     writership = Holder(
-        await Documents.open(js, subjects.CRM_WRITER_BUCKET, Lease),
+        await Documents.open(js, subjects.CRM_WRITER_BUCKET, Lease, replicas=replicas),
         "crm writer",
         me,
         LEASE_S,
@@ -504,7 +505,9 @@ async def serve(settings: Settings) -> None:
     )
     sink = sink_for(settings)
     titles = Titles(view)
-    states = OrderStates(await Documents.open(js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order))
+    states = OrderStates(
+        await Documents.open(js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order, replicas=replicas)
+    )
     writer = Writer(sink, titles, states, settings.sheets_pacing)
     reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)
     runner = await _health(reporter, settings.crm_http_host, settings.crm_http_port)

@@ -74,15 +74,17 @@ def payment_on_bus(js: JetStreamContext) -> PaymentOnBus:
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
-    nc, js = await bus.attach(settings.nats_url, SERVICE)
-    _, _, snapshots = await subjects.declare_buckets(js)
+    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=settings.stream_replicas)
+    _, _, snapshots = await bus.outlasting(
+        lambda: subjects.declare_buckets(js, replicas=settings.stream_replicas)
+    )
     actor = Actor(
         EventLog(nc, js, snapshots),
         ReadModels(nc),
         settings.snapshot_every,
         payment_on_bus=payment_on_bus(js),
     )
-    await actor.load()
+    await bus.outlasting(actor.load)
     if not actor.state.products and not actor.state.categories:
         await _import_first_catalog(actor, settings, stop)
 

@@ -353,9 +353,12 @@ def _refusals_logged(act: Callable[[Any], Awaitable[None]]) -> Callable[[Any], A
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
-    nc, js = await bus.attach(settings.nats_url, SERVICE)
-    catalog = await CatalogView.open(nc, js)
-    records = Records(await Documents.open(js, subjects.PAYMENTS_RECORDS_BUCKET, PaymentRecord))
+    replicas = settings.stream_replicas
+    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas)
+    catalog = await CatalogView.open(nc, js, replicas=replicas)
+    records = Records(
+        await Documents.open(js, subjects.PAYMENTS_RECORDS_BUCKET, PaymentRecord, replicas=replicas)
+    )
     if settings.sandbox:
         shop_id, secret = SANDBOX_CREDENTIALS
         api_url = f"http://{_local(settings.payments_http_host)}:{settings.payments_http_port}"
