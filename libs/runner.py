@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from libs import log, shutdown, subjects
+from libs import log, metrics, shutdown, subjects
 from libs.bus import TRANSIENT, encode
 from libs.contracts import DeadLettered
 
@@ -37,6 +38,10 @@ T = TypeVar("T")
 _log = log.get(__name__)
 
 MAX_BACKOFF_S = 60.0
+# A consumer that has not pulled for this long (and is not handling a batch) is stalled.
+STALLED_AFTER_S = 60.0
+# How often the consumers' lag is read from the server (between batches it comes with them).
+LAG_EVERY_S = 10.0
 
 
 @dataclass(slots=True)
@@ -85,6 +90,27 @@ class Consumer(Generic[T]):
         )
 
 
+@dataclass(slots=True)
+class Progress:
+    """What /healthz says of one consumer: when it last pulled, whether it is handling now."""
+
+    stream: str
+    last_fetch: float | None = None  # time.time() of the last pull without an error
+    handling_since: float | None = None
+    error: str = ""  # the last pull's error, until one succeeds
+
+    def report(self, now: float) -> tuple[bool, dict[str, Any]]:
+        handling = self.handling_since is not None
+        since = None if self.last_fetch is None else round(now - self.last_fetch, 1)
+        healthy = handling or (since is not None and since < STALLED_AFTER_S)
+        body: dict[str, Any] = {"ok": healthy, "last_fetch_s_ago": since}
+        if self.handling_since is not None:
+            body["handling_for_s"] = round(now - self.handling_since, 1)
+        if self.error:
+            body["error"] = self.error
+        return healthy, body
+
+
 def backoff(delivered: int) -> float:
     """Seconds before delivery number `delivered` + 1: 1, 2, 4 ... up to a minute."""
     return min(MAX_BACKOFF_S, 2.0 ** max(0, delivered - 1))
@@ -107,11 +133,34 @@ class Runner:
         self._service = service
         self._max_deliveries = max_deliveries
         self._stop = stop
+        self.progress: dict[str, Progress] = {}  # by durable
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether every consumer started is pulling (or handling what it pulled), and each's
+        report by durable. None started (a standby) is healthy."""
+        now = time.time()
+        reports = {durable: p.report(now) for durable, p in self.progress.items()}
+        return all(ok for ok, _ in reports.values()), {d: r for d, (_, r) in reports.items()}
 
     async def run(self, consumers: Sequence[Consumer[Any]]) -> None:
         async with asyncio.TaskGroup() as tasks:
             for consumer in consumers:
                 tasks.create_task(self.consume(consumer))
+            tasks.create_task(self._watch_lag(consumers))
+
+    async def _watch_lag(self, consumers: Sequence[Consumer[Any]]) -> None:
+        """The lag read from the server now and then: between batches it comes with each, but
+        a consumer that is stuck, or idle, gets no batch to say it."""
+        while not self._stop.is_set():
+            await shutdown.sleep_or_stop(self._stop, LAG_EVERY_S)
+            for consumer in consumers:
+                try:
+                    info = await self._js.consumer_info(consumer.stream, consumer.durable)
+                except (*TRANSIENT, nats.js.errors.Error):
+                    continue  # the pull loop says what is wrong
+                labels = (consumer.stream, consumer.durable)
+                metrics.CONSUMER_PENDING.labels(*labels).set(info.num_pending or 0)
+                metrics.CONSUMER_ACK_PENDING.labels(*labels).set(info.num_ack_pending or 0)
 
     async def consume(self, consumer: Consumer[Any]) -> None:
         decode = msgspec.json.Decoder(consumer.kind).decode
@@ -119,6 +168,9 @@ class Runner:
         config = consumer.config()
         declared = False
         pause = 0.1
+        progress = self.progress[consumer.durable] = Progress(consumer.stream)
+        pending = metrics.CONSUMER_PENDING.labels(consumer.stream, consumer.durable)
+        fetched = metrics.CONSUMER_LAST_FETCH.labels(consumer.durable)
         while not self._stop.is_set():
             try:
                 if not declared:
@@ -128,18 +180,24 @@ class Runner:
                 msgs = await puller.next()
             except (*TRANSIENT, nats.js.errors.Error) as exc:
                 _log.warning("consumer.pull_failed", consumer=consumer.durable, error=repr(exc))
+                progress.error = repr(exc)
                 await shutdown.sleep_or_stop(self._stop, pause)
                 pause = min(pause * 2, 5.0)
                 continue
             if puller.status[:3] not in ("", "404", "408"):
                 # 409 and the like: the consumer was deleted or is overloaded; declare it again.
                 _log.warning("consumer.status", consumer=consumer.durable, status=puller.status)
+                progress.error = puller.status
                 puller.status, declared = "", False
                 await puller.stop()
                 await shutdown.sleep_or_stop(self._stop, pause)
                 pause = min(pause * 2, 5.0)
                 continue
             pause = 0.1
+            progress.last_fetch, progress.error = time.time(), ""
+            fetched.set(progress.last_fetch)
+            if msgs:
+                pending.set(msgs[-1].metadata.num_pending or 0)
             deliveries: list[Delivery[Any]] = []
             for msg in msgs:
                 try:
@@ -147,7 +205,11 @@ class Runner:
                 except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                     await self._dead_letter(msg, f"undecodable: {exc}")
             if deliveries:
-                await self._handle(consumer, deliveries)
+                progress.handling_since = time.time()
+                try:
+                    await self._handle(consumer, deliveries)
+                finally:
+                    progress.handling_since = None
         await puller.stop()
 
     async def _handle(self, consumer: Consumer[Any], deliveries: list[Delivery[Any]]) -> None:
@@ -182,6 +244,8 @@ class Runner:
         outage = isinstance(exc, (*TRANSIENT, *consumer.retry_on))
         if outage or delivered < self._max_deliveries:
             delay = backoff(delivered)
+            why = "outage" if outage else "failure"
+            metrics.DELIVERIES_RETRIED.labels(consumer.durable, why).inc()
             _log.warning(
                 "delivery.retry_later",
                 consumer=consumer.durable,
@@ -207,6 +271,7 @@ class Runner:
         is not acked and comes back to be dead-lettered then."""
         try:
             fact = await dead_letter(self._js, self._service, msg, reason)
+            metrics.DEAD_LETTERS.labels(msg.metadata.stream).inc()
             if msg.metadata.stream != subjects.ALERTS:  # an alert about an alert could loop
                 await self._js.publish(
                     subjects.alert_dead_letter(self._service),
