@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     log_format: Literal["auto", "console", "json"] = "auto"
     # a fact whose handler keeps failing is dead-lettered (and told) after this many deliveries
     max_deliveries: Annotated[int, msgspec.Meta(ge=1)] = 10
+    # inventory: GET /healthz and /metrics
+    inventory_http_host: str = "127.0.0.1"
+    inventory_http_port: Port = 8084
     # bot
     bot_token: str | None = None  # required by the bot; never logged
     telegram_api_url: str = "https://api.telegram.org"
@@ -47,7 +50,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     webhook_url: str = ""  # the public https URL Telegram posts updates to (webhook mode)
     webhook_secret: str = ""  # checked in X-Telegram-Bot-Api-Secret-Token
     bot_http_host: str = "127.0.0.1"
-    bot_http_port: Port = 8082
+    bot_http_port: Port = 8082  # the webhook (in webhook mode), /healthz and /metrics
     shop_name: str = "Чайная лавка"
     shop_contact: str = ""  # whom a customer writes to about an order (@username, a phone)
     admin_chat_id: int | None = None
@@ -81,7 +84,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     crm_alert_after: Seconds = 300  # alert the admins when a fact waits longer for the sheet
     crm_stock_every: Seconds = 10  # the Stock tab is refreshed at most this often
     crm_http_host: str = "127.0.0.1"
-    crm_http_port: Port = 8083  # GET /healthz
+    crm_http_port: Port = 8083  # GET /healthz and /metrics
 
     def __post_init__(self) -> None:
         if self.yookassa_shop_id and not self.yookassa_secret_key:

@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from libs import bus, subjects
-from shop.embedded_nats import EmbeddedNats
+from shop.embedded_nats import EmbeddedNats, free_port
 from tests.harness import CATALOG, Facts, ServiceProcess, reset_bus
 
 
@@ -62,6 +62,9 @@ def services(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
             "NATS_URL": nats_url,
             "DATA_DIR": str(tmp_path / "data"),
             "LOG_FORMAT": "json",
+            # Listeners a test does not ask for on ports of their own: tests run side by side.
+            "INVENTORY_HTTP_PORT": str(free_port()),
+            "BOT_HTTP_PORT": str(free_port()),
             **{key.upper(): str(value) for key, value in settings.items()},
         }
         service = ServiceProcess(name, env, tmp_path / f"{name}-{len(started)}.log").start()

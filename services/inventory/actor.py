@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 
-from libs import log
+from libs import log, metrics
 from libs.bus import TRANSIENT
 from libs.contracts import InventoryEvent, Rejected, Reserved
 from services.inventory.core import (
@@ -26,6 +26,7 @@ from services.inventory.core import (
     CommandRefused,
     Commit,
     Expire,
+    Reserve,
     State,
     decide,
     evolve,
@@ -42,6 +43,20 @@ RECHECK_S = 1.0
 # Commands per group commit. Each makes at most one event, and one atomic batch of JetStream
 # holds at most 1,000 messages.
 MAX_BATCH = 1_000
+
+
+RESERVED = metrics.Counter(
+    "shop_orders_reserved", "Orders whose stock was reserved", registry=metrics.REGISTRY
+)
+REJECTED = metrics.Counter(
+    "shop_orders_rejected", "Orders refused, by reason", ["reason"], registry=metrics.REGISTRY
+)
+RESERVATION_LATENCY = metrics.Histogram(
+    "shop_reservation_latency_seconds",
+    "From the order stored on the bus to its answer (reserved or rejected) stored",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=metrics.REGISTRY,
+)
 
 
 @dataclass(slots=True)
@@ -233,7 +248,13 @@ class Actor:
             "batch.committed", commands=len(batch.jobs), events=len(batch.events), seq=self.seq
         )
         self._after_commit(batch.events)
+        answered = _now()
         for job, outcome in zip(batch.jobs, batch.outcomes, strict=True):
+            decided = isinstance(outcome, list) and bool(outcome)
+            if decided and isinstance(job.command, Reserve) and job.msg is not None:
+                # Answered now; a redelivered order, answered before, decides nothing.
+                waited = (answered - job.msg.metadata.timestamp).total_seconds()
+                RESERVATION_LATENCY.observe(max(0.0, waited))
             if job.msg is not None:
                 try:
                     await job.msg.ack()
@@ -279,8 +300,10 @@ class Actor:
         self._read_models.touch(events, self.state, self.seq)
         for event in events:
             if isinstance(event, Reserved):
+                RESERVED.inc()
                 heapq.heappush(self._timers, (event.expires_at, event.order_id))
             if isinstance(event, Rejected):
+                REJECTED.labels(event.reason).inc()
                 _log.debug(
                     "reservation.rejected",
                     order_id=event.order_id,

@@ -7,10 +7,11 @@ from typing import Any
 
 import msgspec
 import nats.js.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from libs import bus, log, shutdown, subjects
+from libs import bus, health, log, shutdown, subjects
 from libs.contracts import (
     AdminReply,
     AdminRequest,
@@ -23,6 +24,7 @@ from libs.contracts import (
     PaymentRefunded,
     PaymentSucceeded,
     ReleaseOrder,
+    WriterClaimed,
 )
 from libs.runner import Consumer, Delivery, Runner
 from libs.settings import Settings
@@ -69,6 +71,30 @@ def payment_on_bus(js: JetStreamContext) -> PaymentOnBus:
         return None
 
     return look
+
+
+def health_check(nc: Client, js: JetStreamContext, runner: Runner, actor: Actor) -> health.Check:
+    """Connected, consuming, and the role: `writer` when the last claim on the event log is
+    this instance's, else `standby` (which takes the log over when it has something to write).
+
+    The role is read from the stream, not the actor's own view: an instance that has not
+    appended since another claimed the log still believes it writes.
+    """
+    decode = msgspec.json.Decoder(WriterClaimed).decode
+
+    async def role() -> str:
+        try:
+            msg = await js.get_last_msg(subjects.INVENTORY, subjects.INVENTORY_WRITER)
+        except nats.js.errors.NotFoundError:
+            return "standby"
+        except (*bus.TRANSIENT, nats.js.errors.Error):
+            return "unknown"
+        return "writer" if decode(msg.data or b"").writer_id == actor.writer_id else "standby"
+
+    async def check() -> health.Report:
+        return {**health.basics(nc, runner), "role": await role(), "seq": actor.seq}
+
+    return check
 
 
 async def serve(settings: Settings) -> None:
@@ -153,12 +179,19 @@ async def serve(settings: Settings) -> None:
         ),
     ]
     consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
+    listener = await health.serve(
+        settings.inventory_http_host,
+        settings.inventory_http_port,
+        health_check(nc, js, consuming, actor),
+        required=False,
+    )
     _log.info("inventory.started", seq=actor.seq, products=len(actor.state.products))
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(actor.run(stop))
             tasks.create_task(consuming.run(consumers))
     finally:
+        await health.close(listener)
         await admin.unsubscribe()
         await actor.close()
         await nc.drain()
