@@ -13,11 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import nats
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
+from prometheus_client.parser import text_string_to_metric_families
 
 from libs import bus, subjects
 from libs.contracts import InventoryEvent, OrderLine, OrderPlaced, StockLevel
@@ -197,3 +199,27 @@ async def inventory_ready(js: JetStreamContext, sku: str = "LAST") -> bool:
     except nats.js.errors.NotFoundError:
         return False
     return True
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """A service's listener on 127.0.0.1: (status, body), (0, "") while nothing answers."""
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}{path}") as reply,
+        ):
+            return reply.status, await reply.text()
+    except aiohttp.ClientError:
+        return 0, ""
+
+
+async def metric(port: int, name: str, **labels: str) -> float | None:
+    """One sample's value on a service's GET /metrics (None: not there, or no answer)."""
+    status, text = await http_get(port, "/metrics")
+    if status != 200:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None

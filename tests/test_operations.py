@@ -10,25 +10,22 @@ from typing import Any
 import aiohttp
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from prometheus_client.parser import text_string_to_metric_families
 
 from libs import health
 from libs.runner import Runner
 from shop.embedded_nats import free_port
-from tests.harness import Facts, ServiceProcess, inventory_ready, order, place, wait_until
+from tests.harness import (
+    Facts,
+    ServiceProcess,
+    http_get,
+    inventory_ready,
+    metric,
+    order,
+    place,
+    wait_until,
+)
 
 Start = Callable[..., ServiceProcess]
-
-
-async def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}{path}") as reply,
-        ):
-            return reply.status, await reply.text()
-    except aiohttp.ClientError:
-        return 0, ""
 
 
 async def report(port: int) -> dict[str, Any]:
@@ -41,18 +38,6 @@ async def report(port: int) -> dict[str, Any]:
         return body
 
 
-async def sample(port: int, name: str, **labels: str) -> float | None:
-    """One sample's value on a service's /metrics (None: not there)."""
-    status, text = await get(port, "/metrics")
-    if status != 200:
-        return None
-    for family in text_string_to_metric_families(text):
-        for one in family.samples:
-            if one.name == name and all(one.labels.get(k) == v for k, v in labels.items()):
-                return float(one.value)
-    return None
-
-
 async def test_inventory_health_says_writer_or_standby_and_metrics_count_orders(
     nats_url: str, js: JetStreamContext, facts: Facts, services: Start, catalog_file: Path
 ) -> None:
@@ -61,7 +46,7 @@ async def test_inventory_health_says_writer_or_standby_and_metrics_count_orders(
     await wait_until(lambda: inventory_ready(js), what="inventory ready")
 
     async def healthy_writer() -> bool:
-        status, _ = await get(first_port, "/healthz")
+        status, _ = await http_get(first_port, "/healthz")
         return status == 200 and (await report(first_port))["role"] == "writer"
 
     await wait_until(healthy_writer, what="the inventory healthy and the writer")
@@ -73,14 +58,14 @@ async def test_inventory_health_says_writer_or_standby_and_metrics_count_orders(
     await wait_until(lambda: facts.outcomes(["m1", "m2"]) == 2, what="both answered")
 
     async def counted() -> bool:
-        reserved = await sample(first_port, "shop_orders_reserved_total")
-        rejected = await sample(first_port, "shop_orders_rejected_total", reason="unknown_sku")
+        reserved = await metric(first_port, "shop_orders_reserved_total")
+        rejected = await metric(first_port, "shop_orders_rejected_total", reason="unknown_sku")
         return reserved == 1 and rejected == 1
 
     await wait_until(counted, what="the reserved and rejected orders on /metrics")
-    latency = await sample(first_port, "shop_reservation_latency_seconds_count")
+    latency = await metric(first_port, "shop_reservation_latency_seconds_count")
     assert latency == 2
-    lag = await sample(first_port, "shop_consumer_pending", durable="inventory-orders")
+    lag = await metric(first_port, "shop_consumer_pending", durable="inventory-orders")
     assert lag == 0
 
     # A second instance claims the log as it starts; then one writes and the other stands by.
@@ -89,7 +74,7 @@ async def test_inventory_health_says_writer_or_standby_and_metrics_count_orders(
     async def one_writer_one_standby() -> bool:
         roles = []
         for port in (first_port, second_port):
-            status, _ = await get(port, "/healthz")
+            status, _ = await http_get(port, "/healthz")
             if status != 200:
                 return False
             roles.append((await report(port))["role"])
@@ -111,7 +96,7 @@ async def test_health_is_503_when_not_healthy(nc: Client, js: JetStreamContext) 
         body = await report(port)
         assert body["status"] == 503 and body["why"] == "told so", body
         assert body["nats"] == "connected" and body["consumers"] == {}, body
-        status, text = await get(port, "/metrics")
+        status, text = await http_get(port, "/metrics")
         assert status == 200 and "shop_consumer_pending" in text
     finally:
         await health.close(listener)

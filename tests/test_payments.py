@@ -32,6 +32,7 @@ from tests.harness import (
     Facts,
     ServiceProcess,
     inventory_ready,
+    metric,
     order,
     place,
     stock_level,
@@ -188,6 +189,8 @@ async def test_happy_path(
     await wait_until(lambda: _stock_is(js, "FEW", 48, 0), what="two sold")
     report = await shop.health()
     assert report["nats"] == "connected" and report["provider"] == "yookassa"
+    assert report["consuming"] is True, report
+    assert await metric(shop.port, "shop_payments_total", status="succeeded") == 1
     await wait_until(lambda: _reconciled(shop), what="the reconciler ran")
 
 
@@ -242,6 +245,8 @@ async def test_forged_notifications_are_refused(
     assert await shop.notify({"type": "notification", "event": "nonsense"}) == 400
     log = shop.payments.log()
     assert log.count('"webhook.refused"') == 5, log[-3000:]
+    assert await metric(shop.port, "shop_webhook_refusals_total", status="403") == 1
+    assert await metric(shop.port, "shop_webhook_refusals_total", status="400") == 4
 
     assert money.kinds("forged") == ["payment_pending"], "nothing published"
     assert facts.kinds("forged") == ["reserved"], "nothing committed"

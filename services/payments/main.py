@@ -18,7 +18,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from libs import bus, log, shutdown, subjects
+from libs import bus, log, metrics, shutdown, subjects
 from libs.catalog_view import CatalogView
 from libs.contracts import (
     CommitFailed,
@@ -80,6 +80,14 @@ class Records:
 
     async def all(self) -> list[PaymentRecord]:
         return await self._docs.values()
+
+
+TOLD = metrics.Counter(
+    "shop_payments",
+    "Payment facts told on the bus, by status (a fact told again after a crash counts again)",
+    ["status"],
+    registry=metrics.REGISTRY,
+)
 
 
 class Payments:
@@ -323,6 +331,7 @@ class Payments:
         await bus.publish(
             self._js, subject, tell.fact, msg_id=tell.msg_id, give_up_after=give_up_after
         )
+        TOLD.labels(tell.kind.value).inc()
 
     async def _order(self, order_id: str) -> OrderPlaced | None:
         """The order as placed (for the customer's contact), from the ORDERS stream."""
@@ -372,7 +381,8 @@ async def serve(settings: Settings) -> None:
         )
     payments = Payments(js, records, catalog, YooKassa(shop_id, secret, api_url), settings)
 
-    runner = await web.start(payments, nc, settings)
+    consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
+    runner = await web.start(payments, nc, consuming, settings)
     _log.info(
         "payments.started",
         provider="sandbox" if settings.sandbox else "yookassa",
@@ -409,7 +419,6 @@ async def serve(settings: Settings) -> None:
             retry_on=(ProviderUnavailable, nats.errors.Error),
         ),
     ]
-    consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(consuming.run(consumers))

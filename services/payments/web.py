@@ -22,7 +22,8 @@ from yookassa.domain.notification import (
     WebhookNotificationFactory,
 )
 
-from libs import bus, log
+from libs import bus, health, log, metrics
+from libs.runner import Runner
 from libs.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,6 +38,12 @@ KNOWN_EVENTS = frozenset(
 )
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+REFUSED = metrics.Counter(
+    "shop_webhook_refusals",
+    "Webhook calls refused, by HTTP status (403 not YooKassa, 400 not a notification, 503 ...)",
+    ["status"],
+    registry=metrics.REGISTRY,
+)
 
 
 def networks(spec: str) -> list[Network]:
@@ -98,21 +105,23 @@ def _within(address: str, nets: list[Network]) -> bool:
 
 def _refuse(status: int, reason: str, caller: str, **fields: Any) -> web.Response:
     _log.warning("webhook.refused", status=status, reason=reason, caller=caller, **fields)
+    REFUSED.labels(str(status)).inc()
     return web.Response(status=status, text=reason)
 
 
-async def start(payments: Payments, nc: Client, settings: Settings) -> web.AppRunner:
+async def start(
+    payments: Payments, nc: Client, consuming: Runner, settings: Settings
+) -> web.AppRunner:
     app = web.Application(client_max_size=MAX_BODY)
     hook = Webhook(payments, settings)
 
-    async def healthz(_: web.Request) -> web.Response:
+    async def check() -> health.Report:
         reconciled: datetime | None = payments.reconciled_at
-        report = {
-            "nats": "connected" if nc.is_connected else "disconnected",
+        return {
+            **health.basics(nc, consuming),
             "provider": "sandbox" if settings.sandbox else "yookassa",
             "reconciler_last_run": reconciled.isoformat() if reconciled else None,
         }
-        return web.json_response(report, status=200 if nc.is_connected else 503)
 
     async def returned(_: web.Request) -> web.Response:
         page = (
@@ -123,7 +132,7 @@ async def start(payments: Payments, nc: Client, settings: Settings) -> web.AppRu
         return web.Response(text=page, content_type="text/html")
 
     app.router.add_post(WEBHOOK_PATH, hook.handle)
-    app.router.add_get("/healthz", healthz)
+    health.add_routes(app, check)
     app.router.add_get("/return", returned)
     if settings.sandbox:
         from services.payments.sandbox import SandboxYooKassa
