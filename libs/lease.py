@@ -38,6 +38,7 @@ class Holder:
         self._me = me  # the same after a restart in place, so a crashed holder resumes at once
         self._ttl = timedelta(seconds=ttl)
         self._key = key
+        self.holding = False  # the role was ours at the last look (for /healthz)
 
     async def take(self, stop: asyncio.Event) -> bool:
         """Wait until this instance holds the role (True) or is stopped (False)."""
@@ -80,7 +81,10 @@ class Holder:
             elif found[0].holder == self._me or found[0].until < now:
                 await self._documents.replace(self._key, lease, found[1])
             else:
+                self.holding = False
                 return False
         except nats.js.errors.KeyWrongLastSequenceError:
+            self.holding = False
             return False  # another instance was first
+        self.holding = True
         return True

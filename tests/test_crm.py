@@ -26,7 +26,7 @@ from services.crm_sync import core
 from shop.embedded_nats import free_port
 from tests import crm_journeys
 from tests.fakes.sheets import FakeSheets
-from tests.harness import ServiceProcess, shop, wait_until
+from tests.harness import ServiceProcess, http_get, metric, shop, wait_until
 
 Start = Callable[..., ServiceProcess]
 
@@ -243,6 +243,9 @@ async def test_sheet_made_then_1000_orders_through_a_30_s_outage(
     await wait_until(failing, 30, "the error on /healthz")
     health = await sheet.health()
     assert health["backlog"] > 0 and health["oldest_age_s"] > 5 and "503" in health["error"]
+    assert (await http_get(sheet.port, "/healthz"))[0] == 503, "behind: not healthy"
+    assert (await metric(sheet.port, "shop_crm_backlog") or 0) > 0
+    assert (await metric(sheet.port, "shop_crm_oldest_fact_age_seconds") or 0) > 5
     status = shop_status(nats_url)
     assert "facts not yet written" in status and "503" in status, status
 
@@ -256,6 +259,8 @@ async def test_sheet_made_then_1000_orders_through_a_30_s_outage(
     assert daily[0][2] == sum(w.units for w in want)
     assert money.cell_kopecks(daily[0][3]) == sum(w.revenue for w in want)
     assert (await sheet.health())["backlog"] == 0
+    assert await metric(sheet.port, "shop_crm_backlog") == 0
+    assert (await http_get(sheet.port, "/healthz"))[0] == 200
 
 
 async def test_killed_between_the_write_and_its_answer_no_row_twice(

@@ -28,10 +28,10 @@ import msgspec
 import nats.errors
 import nats.js.errors
 import tenacity
-from aiohttp import web
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from libs import bus, lifecycle, log, shutdown, subjects
+from libs import bus, health, lifecycle, log, metrics, shutdown, subjects
 from libs.catalog_view import CatalogView
 from libs.contracts import CrmBehind, CrmCaughtUp, CrmStatus
 from libs.kv import Documents
@@ -54,6 +54,16 @@ REPORT_EVERY_S = 2.0
 LEASE_S = 20.0  # a writer that has not renewed for this long is replaced by a standby
 WRITER_KEY = "writer"  # the lease's key in its bucket, as earlier versions wrote it
 REMIND_EVERY_S = 300.0  # a failure that goes on is logged again this often
+BACKLOG = metrics.Gauge(
+    "shop_crm_backlog",
+    "Facts not yet in the sheet: on the bus for crm_sync's consumers, or held by the writer",
+    registry=metrics.REGISTRY,
+)
+OLDEST_AGE = metrics.Gauge(
+    "shop_crm_oldest_fact_age_seconds",
+    "How long the oldest fact not yet in the sheet has waited (0: none waits)",
+    registry=metrics.REGISTRY,
+)
 CONSUMERS = (
     (subjects.ORDERS, subjects.CRM_ORDERS_CONSUMER, subjects.ORDER_FACTS_FOR_CRM),
     (subjects.INVENTORY, subjects.CRM_INVENTORY_CONSUMER, subjects.INVENTORY_FACTS_FOR_CRM),
@@ -469,23 +479,28 @@ async def stock_tab(
         await shutdown.sleep_or_stop(stop, every)
 
 
-async def _health(reporter: Reporter, host: str, port: int) -> web.AppRunner:
-    async def healthz(_: web.Request) -> web.Response:
-        status = reporter.status
-        body = msgspec.to_builtins(status)
-        now = datetime.now(UTC)
-        body["oldest_age_s"] = (
-            round((now - status.oldest_at).total_seconds(), 1) if status.oldest_at else 0.0
-        )
-        body["ok"] = status.behind_since is None and not status.error
-        return web.json_response(body)
+def health_check(
+    nc: Client, runner: Runner, reporter: Reporter, writership: Holder
+) -> health.Check:
+    """Connected, consuming, and not behind (the admins were alerted: a fact has waited longer
+    than CRM_ALERT_AFTER); the backlog, its age and the sink's last error alongside."""
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    async def check() -> health.Report:
+        status = reporter.status
+        body = health.basics(nc, runner)
+        body.update(msgspec.to_builtins(status))
+        body["role"] = "writer" if writership.holding else "standby"
+        body["oldest_age_s"] = round(_age(status.oldest_at), 1)
+        body["ok"] = body["ok"] and status.behind_since is None
+        return body
+
+    BACKLOG.set_function(lambda: reporter.status.backlog)
+    OLDEST_AGE.set_function(lambda: _age(reporter.status.oldest_at))
+    return check
+
+
+def _age(at: datetime | None) -> float:
+    return (datetime.now(UTC) - at).total_seconds() if at else 0.0
 
 
 async def serve(settings: Settings) -> None:
@@ -510,11 +525,12 @@ async def serve(settings: Settings) -> None:
     )
     writer = Writer(sink, titles, states, settings.sheets_pacing)
     reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)
-    runner = await _health(reporter, settings.crm_http_host, settings.crm_http_port)
+    consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
+    check = health_check(nc, consuming, reporter, writership)
+    runner = await health.serve(settings.crm_http_host, settings.crm_http_port, check)
     _log.info(
         "crm.started", sheet=sink.where, listen=f"{settings.crm_http_host}:{settings.crm_http_port}"
     )
-    consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
     try:
         if not await writership.take(stop):
             return
@@ -527,7 +543,7 @@ async def serve(settings: Settings) -> None:
             tasks.create_task(stock_tab(view, titles, sink, settings.crm_stock_every, stop))
             tasks.create_task(consuming.run(consumers(writer)))
     finally:
-        await runner.cleanup()
+        await health.close(runner)
         await view.close()
         await nc.drain()
     _log.info("crm.stopped")
