@@ -19,7 +19,7 @@ from libs.contracts import CrmBehind, CrmCaughtUp, OrderLine, RefundRequested
 from shop.embedded_nats import free_port
 from tests.fakes.telegram import FakeTelegram, User, message_text
 from tests.fakes.yookassa import FakeYooKassa
-from tests.harness import ServiceProcess, inventory_ready, wait_until
+from tests.harness import ServiceProcess, http_get, inventory_ready, metric, wait_until
 
 Start = Callable[..., ServiceProcess]
 
@@ -342,6 +342,7 @@ async def test_reminder_then_expiry_and_a_429_storm_loses_nothing(
 ) -> None:
     admin = telegram.user("Админ")
     await telegram.send_command(admin, "/start")
+    bot_port = free_port()
     await _shop(
         services,
         nats_url,
@@ -352,6 +353,7 @@ async def test_reminder_then_expiry_and_a_429_storm_loses_nothing(
         admin,
         reservation_ttl=6,
         reminder_before=4,
+        bot_http_port=bot_port,
     )
     late, quick = telegram.user("Опоздавший"), telegram.user("Быстрый")
     summaries = await asyncio.gather(*(_to_summary(telegram, u, "A few") for u in (late, quick)))
@@ -372,6 +374,14 @@ async def test_reminder_then_expiry_and_a_429_storm_loses_nothing(
     paid = [m for m in telegram.sent(quick.id) if "Оплата получена" in message_text(m)]
     orders = [m for m in telegram.sent(admin.id) if "Быстрый" in message_text(m)]
     assert len(paid) == 1 and len(orders) == 1, "each told once"
+    # What an operator sees of it on the bot's /metrics (polling mode: health and metrics alone
+    # on BOT_HTTP_PORT).
+    assert await metric(bot_port, "shop_orders_placed_total") == 2
+    assert (await metric(bot_port, "shop_telegram_429_total") or 0) > 0
+    assert (await metric(bot_port, "shop_telegram_sends_total", method="SendMessage") or 0) > 0
+    assert (await metric(bot_port, "shop_telegram_send_seconds_count") or 0) > 0
+    status, body = await http_get(bot_port, "/healthz")
+    assert status == 200 and '"consuming": true' in body, body
     # The reminder loop reads only the orders awaiting payment: reminded, expired or paid, each
     # has left that list (and a shop's thousands of old orders are never in it).
     assert await kv.keys(js, subjects.BOT_AWAITING_BUCKET) == []
@@ -465,6 +475,15 @@ async def test_webhook_mode_checks_the_secret_token(
         for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
             async with http.post(url, json=forged, headers=headers) as reply:
                 assert reply.status == 401
+
+    # Health and metrics on the webhook's listener.
+    async def healthy() -> bool:  # healthy once its consumers pull, a moment after it starts
+        return (await http_get(port, "/healthz"))[0] == 200
+
+    await wait_until(healthy, 15, "the bot healthy")
+    status, body = await http_get(port, "/healthz")
+    assert status == 200 and '"mode": "webhook"' in body, body
+    assert (await metric(port, "shop_telegram_sends_total", method="SendMessage") or 0) > 0
 
 
 async def test_my_orders_stock_for_admins_only_and_english(

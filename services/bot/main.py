@@ -24,7 +24,7 @@ from aiogram.types import BotCommand, BotCommandScopeChat, TelegramObject, User
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
-from libs import bus, log, shutdown, subjects
+from libs import bus, health, log, shutdown, subjects
 from libs.contracts import AlertEvent, InventoryEvent, OrderFulfilment, PaymentEvent
 from libs.kv import Documents
 from libs.lease import Holder, Lease
@@ -104,14 +104,26 @@ async def serve(settings: Settings) -> None:
         f"{socket.gethostname()}:{os.getpid()}",
         POLLER_LEASE_S,
     )
+
+    async def check() -> health.Report:
+        report = {**health.basics(nc, consuming), "mode": settings.bot_mode}
+        if settings.bot_mode == "polling":
+            report["poller"] = "polling" if poller.holding else "standby"
+        return report
+
     runner: web.AppRunner | None = None
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(consuming.run(consumers(notifier)))
             tasks.create_task(notifier.remind(stop))
             _log.info("bot.started", mode=settings.bot_mode, shop=settings.shop_name)
+            if settings.bot_mode != "webhook":
+                # Health and metrics alone on the webhook's port, which polling leaves free: one
+                # address per service for compose and Prometheus, whatever the mode.
+                host, port = settings.bot_http_host, settings.bot_http_port
+                runner = await health.serve(host, port, check, required=False)
             if settings.bot_mode == "webhook":
-                runner = await _webhook(dp, bot, settings)  # every replica serves its share
+                runner = await _webhook(dp, bot, settings, check)  # every replica serves its share
                 await stop.wait()
             elif await poller.take(stop):  # one replica polls; the others stand by
                 tasks.create_task(poller.keep(stop))
@@ -190,9 +202,12 @@ def consumers(notifier: Notifier) -> list[Consumer[Any]]:
     ]
 
 
-async def _webhook(dp: Dispatcher, bot: Bot, settings: Settings) -> web.AppRunner:
+async def _webhook(
+    dp: Dispatcher, bot: Bot, settings: Settings, check: health.Check
+) -> web.AppRunner:
     app = web.Application()
     SimpleRequestHandler(dp, bot, secret_token=settings.webhook_secret).register(app, WEBHOOK_PATH)
+    health.add_routes(app, check)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.bot_http_host, settings.bot_http_port).start()

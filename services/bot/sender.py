@@ -10,6 +10,7 @@ bot, a bad request) raises as aiogram raises it, and callers decide (notificatio
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -20,7 +21,7 @@ from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiolimiter import AsyncLimiter
 
-from libs import log
+from libs import log, metrics
 
 _log = log.get(__name__)
 
@@ -35,6 +36,24 @@ PACED = frozenset(
         "EditMessageReplyMarkup",
         "DeleteMessage",
     }
+)
+
+SENT = metrics.Counter(
+    "shop_telegram_sends",
+    "Messages sent, edited or deleted in Telegram (the paced calls), by method",
+    ["method"],
+    registry=metrics.REGISTRY,
+)
+TOO_MANY = metrics.Counter(
+    "shop_telegram_429",
+    "Telegram's 429 Too Many Requests answers (each honoured, then the call made again)",
+    registry=metrics.REGISTRY,
+)
+SEND_SECONDS = metrics.Histogram(
+    "shop_telegram_send_seconds",
+    "A paced call from its start to Telegram's answer: the pace, 429 waits and retries included",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    registry=metrics.REGISTRY,
 )
 
 
@@ -64,6 +83,23 @@ class Throttle(BaseRequestMiddleware):
         name = type(method).__name__
         chat_id: Any = getattr(method, "chat_id", None)
         paced = name in PACED and isinstance(chat_id, int | str)
+        if not paced:
+            return await self._call(make_request, bot, method, paced)
+        started = time.monotonic()
+        answer = await self._call(make_request, bot, method, paced)
+        SEND_SECONDS.observe(time.monotonic() - started)
+        SENT.labels(name).inc()
+        return answer
+
+    async def _call(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        paced: bool,
+    ) -> Response[TelegramType]:
+        name = type(method).__name__
+        chat_id: Any = getattr(method, "chat_id", None)
         delay = 0.5
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -72,6 +108,7 @@ class Throttle(BaseRequestMiddleware):
                         return await make_request(bot, method)
                 return await make_request(bot, method)
             except TelegramRetryAfter as exc:
+                TOO_MANY.inc()
                 wait: float = exc.retry_after
                 error: Exception = exc
             except (TelegramNetworkError, TelegramServerError) as exc:

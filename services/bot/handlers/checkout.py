@@ -26,7 +26,7 @@ from aiogram.types import (
 )
 from nats.js import JetStreamContext
 
-from libs import bus, lifecycle, subjects
+from libs import bus, lifecycle, metrics, subjects
 from libs.contracts import Contact, OrderPlaced
 from libs.settings import Settings
 from services.bot import callbacks as cb
@@ -40,6 +40,11 @@ from services.bot.model import Cart, OrderView, Store
 from services.bot.texts import Texts
 
 router = Router(name=__name__)
+PLACED = metrics.Counter(
+    "shop_orders_placed",
+    "Orders placed by customers (stored on the bus)",
+    registry=metrics.REGISTRY,
+)
 
 
 def new_order_id() -> str:
@@ -267,6 +272,7 @@ async def confirm(
     # What is remembered for next time: everything but this order's comment.
     await store.customers.put(str(user.id), CheckoutAnswers.saved(contact).contact())
     await bus.publish(js, subjects.order_placed(order_id), placed, msg_id=order_id)
+    PLACED.inc()
 
 
 @router.callback_query(cb.FixOrder.filter())
