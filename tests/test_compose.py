@@ -449,3 +449,46 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
         assert ignored(path), f".dockerignore does not exclude {path}"
     for path in copied_sources():
         assert not ignored(path), f".dockerignore excludes {path}, which the Dockerfile copies"
+
+
+# Health and metrics: each service's listener (GET /healthz, GET /metrics) and its settings.
+LISTENERS = {
+    "inventory": "INVENTORY_HTTP",
+    "payments": "PAYMENTS_HTTP",
+    "bot": "BOT_HTTP",
+    "crm_sync": "CRM_HTTP",
+}
+
+
+def listener(name: str, svc: dict[str, Any]) -> tuple[str, int]:
+    """(host, port) the service listens on in compose, as its settings say."""
+    prefix = LISTENERS[name]
+    env = environment(svc)
+    defaults = settings.Settings()
+    host = env.get(f"{prefix}_HOST") or getattr(defaults, f"{prefix.lower()}_host")
+    port = env.get(f"{prefix}_PORT") or getattr(defaults, f"{prefix.lower()}_port")
+    return str(host), int(port)
+
+
+def test_every_service_has_a_listener_and_a_healthcheck_asking_it() -> None:
+    assert set(LISTENERS) == set(SERVICES), "a service without /healthz and /metrics"
+    for name, svc in app_services().items():
+        host, port = listener(name, svc)
+        assert host == "0.0.0.0", f"{name}: listens on {host}: Prometheus cannot reach it"
+        test = args((svc.get("healthcheck") or {}).get("test"))
+        assert test[:1] == ["CMD"], f"{name}: no healthcheck"
+        assert test[1] == "python", f"{name}: the image has python, not curl or wget"
+        assert f"http://127.0.0.1:{port}/healthz" in " ".join(test), (
+            f"{name}: the healthcheck does not ask its own /healthz on {port}"
+        )
+
+
+def test_prometheus_scrapes_every_service_on_its_port() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for name, svc in app_services().items():
+        assert name in jobs, f"deploy/prometheus.yml does not scrape {name}"
+        (found,) = jobs[name]["dns_sd_configs"]
+        assert found["names"] == [name] and found["type"] == "A"
+        assert found["port"] == listener(name, svc)[1], f"{name}: scraped on the wrong port"
+        assert jobs[name].get("metrics_path", "/metrics") == "/metrics"
