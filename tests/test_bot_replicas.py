@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 
 from services.bot.main import POLLER_LEASE_S
 from tests.fakes.telegram import FakeTelegram, message_text
-from tests.harness import ServiceProcess, inventory_ready, wait_until
+from tests.harness import ServiceProcess, http_get, inventory_ready, wait_until
 
 Start = Callable[..., ServiceProcess]
 
@@ -53,6 +53,13 @@ async def test_one_poller_at_a_time_and_a_standby_takes_over_after_a_kill(
 
     (poller,) = polling()
     standby = second if poller is first else first
+
+    async def healthy_as(bot: ServiceProcess, role: str) -> bool:
+        status, body = await http_get(int(bot.env["BOT_HTTP_PORT"]), "/healthz")
+        return status == 200 and f'"poller": "{role}"' in body
+
+    await wait_until(lambda: healthy_as(poller, "polling"), what="/healthz: polling")
+    await wait_until(lambda: healthy_as(standby, "standby"), what="/healthz: standby")
     poller.kill()
     boris = telegram.user("Борис")
     await telegram.send_command(boris, "/start")  # sent while nobody polls: waits in Telegram
