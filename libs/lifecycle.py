@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
 
 import msgspec
 
@@ -39,6 +40,7 @@ from libs.contracts import (
     Rejected,
     Released,
     Reserved,
+    ReservedLine,
 )
 
 
@@ -187,6 +189,25 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     def money_back(self) -> bool:
         """A payment the inventory refused has been given back (hold released or refunded)."""
         return bool(self.commit_failed) and bool(self.payment_canceled or self.refunds)
+
+
+Line = TypeVar("Line", OrderLine, ReservedLine)
+
+
+def not_returned(
+    lines: Iterable[Line], returned: Iterable[OrderLine]
+) -> tuple[tuple[Line, int], ...]:
+    """Each line with how many of it are still the customer's: a SKU's returns are taken from
+    its lines in order, never more than a line holds."""
+    back: dict[str, int] = {}
+    for gone in returned:
+        back[gone.sku] = back.get(gone.sku, 0) + gone.qty
+    left: list[tuple[Line, int]] = []
+    for line in lines:
+        taken = min(line.qty, back.get(line.sku, 0))
+        back[line.sku] = back.get(line.sku, 0) - taken
+        left.append((line, line.qty - taken))
+    return tuple(left)
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:

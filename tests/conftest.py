@@ -13,6 +13,8 @@ from nats.js import JetStreamContext
 
 from libs import bus, subjects
 from shop.embedded_nats import EmbeddedNats, free_port
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import CATALOG, Facts, ServiceProcess, reset_bus
 
 
@@ -82,3 +84,17 @@ async def facts(js: JetStreamContext) -> Facts:
     collected = Facts()
     await collected.start(js)
     return collected
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def yookassa() -> AsyncIterator[FakeYooKassa]:
+    fake = FakeYooKassa()
+    await fake.start()
+    yield fake
+    await fake.stop()

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from nats.js import JetStreamContext
 
@@ -22,20 +21,6 @@ from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import ServiceProcess, http_get, inventory_ready, metric, wait_until
 
 Start = Callable[..., ServiceProcess]
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def yookassa() -> AsyncIterator[FakeYooKassa]:
-    fake = FakeYooKassa()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 async def _shop(

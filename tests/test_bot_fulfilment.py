@@ -4,11 +4,9 @@ and shows is unit-tested apart (tests/test_bot_desk.py); these prove the wiring.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from nats.js import JetStreamContext
 
 from libs import subjects
@@ -20,20 +18,6 @@ from tests.harness import Facts, ServiceProcess, inventory_ready, stock_level, w
 from tests.test_bot import Start, _has_pay_button, _order_number, _shows, _to_summary
 
 STEP = 20.0
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def yookassa() -> AsyncIterator[FakeYooKassa]:
-    fake = FakeYooKassa()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 async def _shop(

@@ -4,10 +4,9 @@ answered, once."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from nats.js import JetStreamContext
 
 from services.bot.main import POLLER_LEASE_S
@@ -15,12 +14,6 @@ from tests.fakes.telegram import FakeTelegram, message_text
 from tests.harness import ServiceProcess, http_get, inventory_ready, wait_until
 
 Start = Callable[..., ServiceProcess]
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
 
 
 async def test_one_poller_at_a_time_and_a_standby_takes_over_after_a_kill(

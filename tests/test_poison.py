@@ -5,13 +5,12 @@ tests/test_inventory_service.py; the policy itself: tests/test_runner.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import nats.js.errors
-import pytest
 from nats.js import JetStreamContext
 
 from libs import bus, subjects
@@ -29,12 +28,6 @@ from tests.fakes.telegram import FakeTelegram, message_text
 from tests.harness import ServiceProcess, wait_until
 
 Start = Callable[..., ServiceProcess]
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
 
 
 async def _bucket(js: JetStreamContext, name: str) -> bool:

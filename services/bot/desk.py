@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from libs import fulfilment
+from libs import fulfilment, lifecycle
 from libs.contracts import FulfilmentEntry, OrderLine
 from libs.fulfilment import Carrier
 from libs.lifecycle import Order, Status
@@ -177,16 +177,8 @@ Picks = Mapping[int, int]  # the order's line (its place) -> how many of it come
 
 def returnable(order: Order) -> tuple[tuple[OrderLine, int], ...]:
     """Each line of the order with how many of it may still be returned (not refunded yet)."""
-    back: dict[str, int] = {}
-    for refund in order.refunds:
-        for line in refund.lines:
-            back[line.sku] = back.get(line.sku, 0) + line.qty
-    left = []
-    for line in order.lines:
-        taken = min(line.qty, back.get(line.sku, 0))
-        back[line.sku] = back.get(line.sku, 0) - taken
-        left.append((line, line.qty - taken))
-    return tuple(left)
+    refunded = (line for refund in order.refunds for line in refund.lines)
+    return lifecycle.not_returned(order.lines, refunded)
 
 
 def pick(order: Order, picks: Picks, line: int, delta: int) -> dict[int, int]:

@@ -15,7 +15,7 @@ from typing import Any, Literal, cast
 
 import msgspec
 
-from libs import money
+from libs import lifecycle, money
 from libs.contracts import (
     Contact,
     OrderLine,
@@ -328,16 +328,11 @@ def refundable(record: PaymentRecord) -> bool:
 
 def not_returned(record: PaymentRecord) -> tuple[OrderLine, ...]:
     """The order's lines less what earlier refunds took back."""
-    back: dict[str, int] = {}
-    for returned in record.returned:
-        back[returned.sku] = back.get(returned.sku, 0) + returned.qty
-    left = []
-    for line in record.lines:
-        taken = min(line.qty, back.get(line.sku, 0))
-        back[line.sku] = back.get(line.sku, 0) - taken
-        if line.qty > taken:
-            left.append(OrderLine(line.sku, line.qty - taken, line.unit_price))
-    return tuple(left)
+    return tuple(
+        OrderLine(line.sku, left, line.unit_price)
+        for line, left in lifecycle.not_returned(record.lines, record.returned)
+        if left
+    )
 
 
 def returnable(record: PaymentRecord, asked: tuple[OrderLine, ...]) -> tuple[OrderLine, ...]:
