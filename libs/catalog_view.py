@@ -77,11 +77,6 @@ class CatalogView:
         found = self.catalog.get(subjects.CATALOG_DELIVERY_KEY)
         return found if isinstance(found, CatalogDelivery) else CatalogDelivery()
 
-    def weights(self, skus: Iterable[str]) -> dict[str, int]:
-        """Grams per SKU, for delivery priced by weight (0 when a product has none)."""
-        found = {sku: self.catalog.get(f"product.{sku}") for sku in skus}
-        return {sku: p.weight for sku, p in found.items() if isinstance(p, CatalogProduct)}
-
     def categories(self) -> list[CatalogCategory]:
         """Every category, in the shop's order."""
         self._index()
