@@ -18,11 +18,16 @@ import aiohttp
 import msgspec
 import nats.js.errors
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from libs import bus, money, subjects
+from libs import bus, lifecycle, money, subjects
+from libs.catalog_view import CatalogView
 from libs.contracts import AlertEvent, PaymentRefunded, StockLevel
+from libs.kv import Documents
 from services.crm_sync import core
+from services.crm_sync import main as crm
+from services.crm_sync.csv_sheet import CsvSheet
 from shop.embedded_nats import free_port
 from tests import crm_journeys
 from tests.fakes.sheets import FakeSheets
@@ -145,6 +150,43 @@ async def test_csv_paid_after_expiry_is_paid_and_a_restart_between_facts_keeps_t
         )
     sold = [(row[1], row[5]) for row in _csv(crm / "sales.csv")]
     assert sold == [(late, str(1 + 3 % 3))], "the late payment sold once; the refused one never"
+
+
+class _Killed(Exception):
+    """The process dies here."""
+
+
+class _DiesAfterTheSheetConfirms(CsvSheet):
+    async def apply(self, plan: core.Plan) -> int:
+        await super().apply(plan)
+        raise _Killed
+
+
+async def test_killed_right_after_the_sheet_took_the_rows_the_next_process_keeps_the_row(
+    nc: Client, js: JetStreamContext, tmp_path: Path
+) -> None:
+    """The first process writes an order's rows and dies before anything else (its facts are
+    not acked); the next one gets the order's later facts first: the row keeps what the order
+    said (the state went to KV before the rows went to the sheet)."""
+    at = datetime.now(UTC).replace(microsecond=0)
+    facts = crm_journeys.journey("late", 3, at)
+    expiry = 4  # placed, reserved, pending, released (expired)
+    batch = [(f"orders:{n}", fact) for n, (_, fact) in enumerate(facts)]
+    catalog = await CatalogView.open(nc, js)
+    try:
+        states = crm.OrderStates(
+            await Documents.open(js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order)
+        )
+        first = crm.Writer(_DiesAfterTheSheetConfirms(tmp_path), crm.Titles(catalog), states)
+        with pytest.raises(_Killed):
+            await first.apply(batch[:expiry])
+        sheet = CsvSheet(tmp_path)
+        await crm.Writer(sheet, crm.Titles(catalog), states).apply(batch[expiry:])
+    finally:
+        await catalog.close()
+    row = {r[0]: r for r in _csv(tmp_path / "orders.csv")}[crm_journeys.order_id("late", 3)]
+    assert row[1] == core.stamp(at) and row[2] == "paid", "created when placed, and paid"
+    assert row[3:8] == ["Анна", "1003", "+79123456789", "Москва, ул. Ленина, д. 5", "позвонить"]
 
 
 # The Google Sheet, through the fake Sheets API --------------------------------------------------

@@ -2,7 +2,7 @@
 
 Three durable consumers (orders, inventory, payments) hand their batches to one writer, which
 reads the lifecycle states of the orders a batch touches (KV `crm-orders`), folds the batch into
-them, writes the rows they say in as few writes as it can, keeps the new states, and acks only
+them, keeps the new states, writes the rows they say in as few writes as it can, and acks only
 once all that is done (a redelivery after a crash in between gives the same rows). It paces its
 writes to the sheet's quota (`pace`): at once while the quota is far from used, gathering more
 facts per write as it fills, the consumers fetching on meanwhile. While the sheet cannot be
@@ -303,7 +303,7 @@ class Writer:
         deliveries = [d for held in self._writing for d in held.deliveries]
         batch = [(fact_id(d), d.value) for d in deliveries]
         try:
-            written = await self._until_done(stop, lambda: self._apply(batch))
+            written = await self._until_done(stop, lambda: self.apply(batch))
         except Exception:
             _log.exception("crm.batch_failed", facts=len(batch))
             return await self._one_by_one(stop)
@@ -319,7 +319,7 @@ class Writer:
             for index, delivery in enumerate(held.deliveries):
                 one = [(fact_id(delivery), delivery.value)]
                 try:
-                    if not await self._until_done(stop, functools.partial(self._apply, one)):
+                    if not await self._until_done(stop, functools.partial(self.apply, one)):
                         return False
                 except Exception as exc:
                     held.failed[index] = exc
@@ -328,14 +328,18 @@ class Writer:
                 self.last_write_at = datetime.now(UTC)
         return True
 
-    async def _apply(self, batch: list[tuple[str, core.Fact]]) -> None:
-        """The orders' kept states, the batch folded in, their rows written, the new states
-        kept: tried again whole if any step fails (the fold is idempotent, the rows keyed)."""
+    async def apply(self, batch: list[tuple[str, core.Fact]]) -> None:
+        """The orders' kept states, the batch folded in, the new states kept, then their rows
+        written: tried again whole if any step fails (the fold is idempotent, the rows keyed).
+        The states go first: a process killed after the sheet took the rows but before it kept
+        the states would leave the next one folding later facts onto nothing (a row written
+        without what OrderPlaced said), while a state kept ahead of its rows is rewritten in
+        full when the unacked batch comes back."""
         states = await self._states.read(fact.order_id for _, fact in batch)
         titles = self._titles.of(_skus(batch, states.values()))
         plan = core.plan(batch, states, titles)
-        await self._sink.apply(plan)
         await self._states.keep(plan.states)
+        await self._sink.apply(plan)
 
     async def _until_done(self, stop: asyncio.Event, call: Callable[[], Awaitable[Any]]) -> bool:
         """`call` until it works (True) or the service stops (False): retried with jittered
