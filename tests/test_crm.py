@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import msgspec
@@ -171,7 +171,7 @@ async def test_killed_right_after_the_sheet_took_the_rows_the_next_process_keeps
     at = datetime.now(UTC).replace(microsecond=0)
     facts = crm_journeys.journey("late", 3, at)
     expiry = 4  # placed, reserved, pending, released (expired)
-    batch = [(f"orders:{n}", fact) for n, (_, fact) in enumerate(facts)]
+    batch = [(f"orders:{n}", cast(core.Fact, fact)) for n, (_, fact) in enumerate(facts)]
     catalog = await CatalogView.open(nc, js)
     try:
         states = crm.OrderStates(
