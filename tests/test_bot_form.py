@@ -6,7 +6,13 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from libs.contracts import CatalogProduct, Contact
+from libs.contracts import (
+    CatalogDelivery,
+    CatalogProduct,
+    Contact,
+    DeliveryChoice,
+    DeliveryMethod,
+)
 from services.bot import cart, form
 from services.bot.form import FIELDS, CheckoutAnswers, NotTheirs
 from services.bot.messages import render
@@ -14,7 +20,8 @@ from services.bot.texts import for_language
 from services.bot.validation import AddressProblem, PhoneProblem
 
 RU, EN = for_language("ru"), for_language("en")
-NAME, PHONE, ADDRESS, EMAIL, COMMENT = (form.BY_NAME[n] for n in form.BY_NAME)
+NAME, PHONE, DELIVERY, ADDRESS, EMAIL, COMMENT = (form.BY_NAME[n] for n in form.BY_NAME)
+PLAIN, RECEIPTS = form.Shop(receipts=False), form.Shop(receipts=True)
 
 
 def test_every_question_answers_a_field_of_the_answers_and_is_worded_in_both_languages() -> None:
@@ -25,12 +32,12 @@ def test_every_question_answers_a_field_of_the_answers_and_is_worded_in_both_lan
 
 
 def test_the_questions_in_order_as_the_customer_reads_them() -> None:
-    asked = [RU.t(f.ask) for f in form.questions(receipts=False)]
+    asked = [RU.t(f.ask) for f in form.questions(PLAIN)]
     for question, words in zip(
         asked, ("обращаться", "телефон", "Куда доставить", "комментарий"), strict=True
     ):
         assert words in question
-    asked_en = [EN.t(f.ask) for f in form.questions(receipts=False)]
+    asked_en = [EN.t(f.ask) for f in form.questions(PLAIN)]
     for question, words in zip(
         asked_en, ("your name", "phone", "Where should we deliver", "Anything to add"), strict=True
     ):
@@ -38,19 +45,24 @@ def test_the_questions_in_order_as_the_customer_reads_them() -> None:
 
 
 def test_the_email_is_asked_only_with_receipts_before_the_comment() -> None:
-    assert form.questions(receipts=False) == (NAME, PHONE, ADDRESS, COMMENT)
-    assert form.questions(receipts=True) == (NAME, PHONE, ADDRESS, EMAIL, COMMENT)
+    assert form.questions(PLAIN) == (NAME, PHONE, ADDRESS, COMMENT)
+    assert form.questions(RECEIPTS) == (NAME, PHONE, ADDRESS, EMAIL, COMMENT)
 
 
-def test_after_an_answer_the_next_question_then_the_summary() -> None:
-    assert form.after(NAME, receipts=False, editing=False) == PHONE
-    assert form.after(ADDRESS, receipts=False, editing=False) == COMMENT
-    assert form.after(ADDRESS, receipts=True, editing=False) == EMAIL
-    assert form.after(COMMENT, receipts=True, editing=False) is None
-    # One answer changed from the summary: back to the summary.
-    assert form.after(NAME, receipts=False, editing=True) is None
-    # A question not asked in this shop (a forged Edit button): the summary.
-    assert form.after(EMAIL, receipts=False, editing=False) is None
+def test_the_next_question_is_the_first_not_answered_then_the_summary() -> None:
+    assert form.next_question({"user_id": 7}, PLAIN) == NAME
+    assert form.next_question({"name": "Анна"}, PLAIN) == PHONE
+    answered = {"name": "Анна", "phone": "+79123456789", "address": "Москва, Ленина 5"}
+    assert form.next_question(answered, PLAIN) == COMMENT
+    assert form.next_question(answered, RECEIPTS) == EMAIL
+    assert form.next_question(answered | {"email": "", "comment": ""}, RECEIPTS) is None, (
+        "a skipped question is answered"
+    )
+    # One answer changed from the summary (taken out and asked again): back to the summary.
+    assert form.next_question(answered | {"comment": "-"}, PLAIN) is None
+    assert form.next_question(answered | {"address": "", "comment": ""}, PLAIN) == ADDRESS, (
+        "an address is not optional"
+    )
 
 
 def test_the_keyboards_and_the_skip_buttons() -> None:
@@ -58,6 +70,7 @@ def test_the_keyboards_and_the_skip_buttons() -> None:
     assert [f.name for f in FIELDS if f.optional] == ["email", "comment"]
     assert all(f.keyboard == "skip" for f in FIELDS if f.optional)
     assert all(f.keyboard == "none" for f in (NAME, ADDRESS))
+    assert DELIVERY.keyboard == "choices" and not isinstance(DELIVERY.parse("курьер"), str)
     assert [f.name for f in FIELDS if f.contact] == ["phone"], "only the phone takes a contact"
 
 
@@ -66,6 +79,7 @@ def test_the_states_keep_the_names_stored_conversations_have() -> None:
     assert [f.state for f in FIELDS] == [
         "Form:name",
         "Form:phone",
+        "Form:delivery",
         "Form:address",
         "Form:email",
         "Form:comment",
@@ -122,11 +136,18 @@ def test_the_answers_are_read_from_a_conversation_among_its_other_keys() -> None
     assert full.contact() == Contact("Анна", "+79123456789", "Москва", "a@b.ru", "-")
 
 
-def test_saved_details_answer_all_but_the_comment() -> None:
+def test_saved_details_answer_all_but_the_delivery_and_the_comment() -> None:
     contact = Contact("Анна", "+79123456789", "Москва", "a@b.ru", "домофон 12")
     saved = CheckoutAnswers.saved(contact)
-    assert saved.comment == "" and saved.name == "Анна" and saved.address == "Москва"
-    assert saved.contact() == msgspec.structs.replace(contact, comment="")
+    assert saved == {
+        "name": "Анна",
+        "phone": "+79123456789",
+        "address": "Москва",
+        "email": "a@b.ru",
+    }
+    assert CheckoutAnswers.of(saved).contact() == msgspec.structs.replace(contact, comment="")
+    no_address = CheckoutAnswers.saved(Contact("Анна", "+79123456789"))
+    assert "address" not in no_address, "asked again when the delivery needs one"
 
 
 def test_the_summary_shows_the_cart_and_every_answer() -> None:
@@ -142,3 +163,107 @@ def test_the_summary_shows_the_cart_and_every_answer() -> None:
     assert "✉️ —" in said, "no e-mail: a dash"
     assert "&lt;b&gt;" in said, "what the customer typed is escaped"
     assert "Please check your order" in render(EN, form.summary(answers, items))
+
+
+# The delivery step ------------------------------------------------------------------------------
+PICKUP = DeliveryMethod(
+    id="pickup",
+    title="Самовывоз",
+    kind="pickup",
+    price=0,
+    address="Москва, Тверская 1",
+    hours="10–20",
+)
+COURIER = DeliveryMethod(
+    id="courier",
+    title="Курьер по Москве",
+    kind="courier",
+    price=30_000,
+    free_from=500_000,
+    cities=("Москва",),
+)
+POST = DeliveryMethod(
+    id="post", title="Почта России", kind="post", price=35_000, base_weight=1000, per_kg=5_000
+)
+SHOP = form.Shop(False, CatalogDelivery((PICKUP, COURIER, POST), min_order=100_000))
+TEA = CatalogProduct("TEA", "Сенча", "", 69_000, "", "tea", 0, weight=600)
+
+
+def _items(qty: int) -> cart.Priced:
+    return cart.priced({"TEA": qty}, {"TEA": TEA})
+
+
+def test_each_method_is_a_button_with_its_price_for_this_cart() -> None:
+    labels = [render(RU, o.label()) for o in form.offers(SHOP, _items(2))]
+    # 1.2 kg by post: the base kilogram and one started kilogram over it.
+    assert labels == [
+        "Самовывоз — бесплатно",
+        "Курьер по Москве — 300 ₽",
+        "Почта России — 400 ₽",
+    ]
+    free = {o.method.id: o.price for o in form.offers(SHOP, _items(8))}
+    assert free["courier"] == 0, "free from 5 000 ₽ of goods"
+    assert render(EN, form.offers(SHOP, _items(1))[0].label()) == "Самовывоз — free"
+
+
+def test_pickup_asks_no_address_and_a_courier_or_the_post_does() -> None:
+    asked = {"name": "Анна", "phone": "+79123456789"}
+    assert form.next_question(asked, SHOP) == DELIVERY
+    assert form.next_question(asked | {"delivery": "pickup"}, SHOP) == COMMENT
+    assert form.next_question(asked | {"delivery": "courier"}, SHOP) == ADDRESS
+    assert form.next_question(asked | {"delivery": "post"}, SHOP) == ADDRESS
+    # Changed from the summary, pickup to courier: the address it now needs, then the summary.
+    done = asked | {"delivery": "courier", "comment": ""}
+    assert form.next_question(done, SHOP) == ADDRESS
+    assert form.next_question(done | {"address": "Москва, Ленина 5"}, SHOP) is None
+    # A shop without methods never asks.
+    assert DELIVERY not in form.questions(PLAIN)
+
+
+def test_the_order_delivery_at_the_carts_price_and_a_courier_only_in_its_cities() -> None:
+    moscow = CheckoutAnswers(delivery="courier", address="г. Москва, ул. Ленина, д. 5")
+    assert form.choice(moscow, _items(2), SHOP) == DeliveryChoice(
+        method_id="courier", price=30_000, city="Москва"
+    )
+    kazan = CheckoutAnswers(delivery="courier", address="Казань, ул. Баумана, д. 5")
+    refused = form.choice(kazan, _items(2), SHOP)
+    assert isinstance(refused, form.NotServed)
+    said = render(RU, refused.say())
+    assert "Курьер по Москве не возит в город Казань" in said and "только Москва" in said
+    by_post = CheckoutAnswers(delivery="post", address="Казань, ул. Баумана, д. 5")
+    assert form.choice(by_post, _items(2), SHOP) == DeliveryChoice(
+        method_id="post", price=40_000, city="Казань"
+    )
+    pickup = CheckoutAnswers(delivery="pickup", address="Москва, Ленина 5")
+    assert form.choice(pickup, _items(2), SHOP) == DeliveryChoice(method_id="pickup", price=0)
+    assert pickup.contact(PICKUP).address == "", "a pickup order has no delivery address"
+    assert form.choice(CheckoutAnswers(), _items(2), PLAIN) is None
+
+
+def test_a_method_the_shop_dropped_is_stale_and_the_minimum_order_is_said() -> None:
+    assert form.stale(CheckoutAnswers(delivery="drone"), SHOP)
+    assert not form.stale(CheckoutAnswers(delivery="post"), SHOP)
+    assert not form.stale(CheckoutAnswers(), PLAIN), "no methods: nothing to be stale"
+    short = form.below_minimum(_items(1), SHOP)
+    assert short is not None
+    assert render(RU, short) == (
+        "Минимальная сумма заказа — 1\u00a0000 ₽. Добавьте товаров ещё на 310 ₽."
+    )
+    assert form.below_minimum(_items(2), SHOP) is None
+    assert form.below_minimum(_items(1), PLAIN) is None
+
+
+def test_the_summary_shows_goods_delivery_and_total_and_where_to_pick_up() -> None:
+    answers = CheckoutAnswers(name="Анна", phone="+79123456789", delivery="post")
+    answers = msgspec.structs.replace(answers, address="Казань, ул. Баумана, д. 5")
+    chosen = form.choice(answers, _items(2), SHOP)
+    assert isinstance(chosen, DeliveryChoice)
+    said = render(RU, form.summary(answers, _items(2), SHOP, chosen))
+    assert "Товары: 1\u00a0380 ₽\nДоставка: Почта России — 400 ₽" in said
+    assert "Итого: <b>1\u00a0780 ₽</b>" in said and "Баумана" in said
+    pickup = msgspec.structs.replace(answers, delivery="pickup")
+    chosen = form.choice(pickup, _items(2), SHOP)
+    assert isinstance(chosen, DeliveryChoice)
+    said = render(RU, form.summary(pickup, _items(2), SHOP, chosen))
+    assert "Доставка: Самовывоз — бесплатно" in said and "Итого: <b>1\u00a0380 ₽</b>" in said
+    assert "📍 Самовывоз: Москва, Тверская 1, 10–20" in said and "Баумана" not in said

@@ -19,6 +19,7 @@ from libs.contracts import (
     OrderLine,
     OrderPlaced,
     Rejected,
+    RejectReason,
 )
 from libs.lifecycle import Refund
 from services.bot import callbacks as cb
@@ -160,6 +161,27 @@ def test_rejected_for_a_product_no_longer_sold() -> None:
 def test_rejected_with_no_line_to_fix_offers_the_cart() -> None:
     message = told(Notice("customer", Kind.REJECTED))
     assert message.text_key == "order.failed" and message.edit
+    assert message.buttons == ((CART_BUTTON,),)
+
+
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        ("below_minimum", "меньше минимальной"),
+        ("delivery_unknown", "способа получения больше нет"),
+        ("delivery_city", "Курьер не возит"),
+        ("delivery_price", "Стоимость доставки изменилась"),
+        ("total_mismatch", "Не получилось оформить заказ"),
+    ],
+)
+def test_rejected_for_the_order_as_a_whole_says_why_and_offers_the_cart(
+    reason: RejectReason, words: str
+) -> None:
+    message = told(
+        Notice("customer", Kind.REJECTED), rejected=Rejected("261201-ABCDE", reason, (), T0)
+    )
+    assert words in text(message) and message.edit
+    assert text(message, "en") != text(message), "worded in English too"
     assert message.buttons == ((CART_BUTTON,),)
 
 

@@ -45,6 +45,12 @@ class Checkout(CallbackData, prefix="o"):
     field: str = ""
 
 
+class ChooseDelivery(CallbackData, prefix="g"):
+    """A delivery method picked at checkout (its id; stale once the shop dropped it)."""
+
+    method_id: str
+
+
 class OrderCard(CallbackData, prefix="v"):
     order_id: str
 

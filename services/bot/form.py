@@ -3,26 +3,35 @@ answers. Pure: what an answer means, which question comes next, what the summary
 handler (services.bot.handlers.checkout) asks and keeps the answers, for every question alike.
 
 Adding a question is a row in FIELDS (with its answer in CheckoutAnswers and its texts).
+
+The delivery is a question answered with buttons, one per method the shop offers with its price
+for this cart (libs.delivery prices it as the inventory will); asked only when the shop has
+methods, and answered by itself when it has one. Pickup asks no address; a courier's address
+must be in its cities. The next question is always the first one asked and not yet answered, so
+an answer changed from the summary (a courier instead of pickup) asks just what it now needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 
-from libs.contracts import Contact
+from libs import delivery
+from libs.contracts import CatalogDelivery, Contact, DeliveryChoice, DeliveryMethod
 from libs.money import format_rub
 from services.bot import validation as v
 from services.bot.cart import Priced
-from services.bot.messages import Text, lines
+from services.bot.messages import Joined, Text, lines
 from services.bot.texts import Texts
 
 # What goes under a question: nothing (and any reply keyboard away), a button that shares the
-# customer's own number, or a Skip button.
-Keyboard = Literal["none", "share_phone", "skip"]
+# customer's own number, a Skip button, or a button for each choice (the delivery methods).
+Keyboard = Literal["none", "share_phone", "skip", "choices"]
 Parse = Callable[[str], str | v.Problem]
 GROUP = "Form"  # the FSM states' group: "Form:<field>", as stored in conversations before
 CONFIRM = f"{GROUP}:confirm"  # the summary, waiting for Confirm
@@ -33,6 +42,7 @@ class CheckoutAnswers(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str = ""
     phone: str = ""  # E.164
+    delivery: str = ""  # the delivery method's id ("": the shop has none)
     address: str = ""
     email: str = ""
     comment: str = ""
@@ -45,15 +55,17 @@ class CheckoutAnswers(msgspec.Struct, frozen=True, kw_only=True):
         }
         return msgspec.convert(found, cls)
 
-    def contact(self) -> Contact:
-        return Contact(self.name, self.phone, self.address, self.email, self.comment)
+    def contact(self, method: DeliveryMethod | None = None) -> Contact:
+        """The order's contact; a pickup order has no address (the customer comes to the shop)."""
+        address = self.address if method is None or delivery.needs_address(method) else ""
+        return Contact(self.name, self.phone, address, self.email, self.comment)
 
     @classmethod
-    def saved(cls, contact: Contact) -> CheckoutAnswers:
-        """What a customer's saved details answer: all but a comment, which is per order."""
-        return cls(
-            name=contact.name, phone=contact.phone, address=contact.address, email=contact.email
-        )
+    def saved(cls, contact: Contact) -> dict[str, str]:
+        """What a customer's saved details answer: all but the delivery and the comment, which
+        are per order (an address not saved, from a pickup order, is not answered)."""
+        found = {"name": contact.name, "phone": contact.phone, "email": contact.email}
+        return found | ({"address": contact.address} if contact.address else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +79,7 @@ class Field:
     optional: bool = False  # Skip answers it with ""
     contact: Parse | None = None  # a shared contact answers it with its number, read by this
     receipts_only: bool = False  # asked only when receipts (54-FZ) are sent
+    where_delivered: bool = False  # asked only when the chosen delivery needs an address
 
     @property
     def state(self) -> str:
@@ -78,6 +91,11 @@ def _address(raw: str) -> str | v.AddressProblem:
     return found.text if isinstance(found, v.Address) else found
 
 
+def _chosen(raw: str) -> str | v.Problem:
+    """The delivery is answered with a button, never typed: typed words get the buttons again."""
+    return v.ChoiceProblem()
+
+
 FIELDS: tuple[Field, ...] = (
     Field("name", "checkout.ask_name", v.parse_name),
     Field(
@@ -87,26 +105,124 @@ FIELDS: tuple[Field, ...] = (
         keyboard="share_phone",
         contact=v.parse_shared_phone,
     ),
-    Field("address", "checkout.ask_address", _address),
+    Field("delivery", "checkout.ask_delivery", _chosen, keyboard="choices"),
+    Field("address", "checkout.ask_address", _address, where_delivered=True),
     Field("email", "checkout.ask_email", v.parse_email, "skip", optional=True, receipts_only=True),
     Field("comment", "checkout.ask_comment", v.parse_comment, "skip", optional=True),
 )
 BY_NAME = {f.name: f for f in FIELDS}
 BY_STATE = {f.state: f for f in FIELDS}
 STATES = (*BY_STATE, CONFIRM)  # every state of the form
+DELIVERY = BY_NAME["delivery"]
 
 
-def questions(receipts: bool) -> tuple[Field, ...]:
-    """The questions asked, in order."""
-    return tuple(f for f in FIELDS if receipts or not f.receipts_only)
+@dataclass(frozen=True, slots=True)
+class Shop:
+    """What the form depends on besides the answers: receipts sent, the delivery methods."""
+
+    receipts: bool
+    delivery: CatalogDelivery = dataclasses.field(default_factory=CatalogDelivery)
+
+    def method(self, method_id: str) -> DeliveryMethod | None:
+        return next((m for m in self.delivery.methods if m.id == method_id), None)
 
 
-def after(answered: Field, receipts: bool, editing: bool) -> Field | None:
-    """The question after `answered`; None for the summary (the last one answered, or one
-    changed from the summary)."""
-    asked = questions(receipts)
-    following = asked[asked.index(answered) + 1 :] if answered in asked else ()
-    return None if editing or not following else following[0]
+def questions(shop: Shop, chosen: str = "") -> tuple[Field, ...]:
+    """The questions asked, in order, with the delivery method `chosen` so far."""
+    method = shop.method(chosen)
+
+    def asked(field: Field) -> bool:
+        if field.receipts_only and not shop.receipts:
+            return False
+        if field is DELIVERY:
+            return bool(shop.delivery.methods)
+        if field.where_delivered and method is not None:
+            return delivery.needs_address(method)
+        return True
+
+    return tuple(f for f in FIELDS if asked(f))
+
+
+def next_question(data: Mapping[str, Any], shop: Shop) -> Field | None:
+    """The first question asked and not answered yet (an optional one skipped is answered with
+    ""); None for the summary."""
+    chosen = data.get("delivery")
+    for question in questions(shop, chosen if isinstance(chosen, str) else ""):
+        value = data.get(question.name)
+        if not isinstance(value, str) or (value == "" and not question.optional):
+            return question
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A delivery method with its price for this cart, as its button shows it."""
+
+    method: DeliveryMethod
+    price: int  # kopecks
+
+    def label(self) -> Text:
+        price = format_rub(self.price) if self.price else Text("checkout.delivery_free")
+        return Text("checkout.button.delivery", {"title": self.method.title, "price": price})
+
+
+def offers(shop: Shop, items: Priced) -> tuple[Offer, ...]:
+    """Each of the shop's methods priced for the cart (its goods and their weight)."""
+    weights = {line.product.sku: line.product.weight for line in items.lines}
+    grams = delivery.weight(items.ordered(), weights)
+    return tuple(Offer(m, delivery.price(m, items.total, grams)) for m in shop.delivery.methods)
+
+
+@dataclass(frozen=True, slots=True)
+class NotServed:
+    """The courier does not go to the address's city: the customer picks another way."""
+
+    method: DeliveryMethod
+    city: str
+
+    def say(self) -> Text:
+        cities = ", ".join(self.method.cities)
+        params = {"title": self.method.title, "city": self.city, "cities": cities}
+        return Text("checkout.delivery_not_served", params)
+
+
+_CITY_PREFIX = re.compile(r"^(?:г\.|город\s)\s*", re.IGNORECASE)
+
+
+def city(address: str) -> str:
+    """The city of an address the form accepted (as the inventory checks a courier's cities)."""
+    found = v.parse_address(address)
+    return _CITY_PREFIX.sub("", found.city) if isinstance(found, v.Address) else ""
+
+
+def choice(
+    answers: CheckoutAnswers, items: Priced, shop: Shop
+) -> DeliveryChoice | NotServed | None:
+    """The order's delivery at this cart's price; NotServed when the courier does not go to the
+    address; None when the shop has no methods (or the chosen one is gone: the handler asks
+    again, see `stale`)."""
+    method = shop.method(answers.delivery)
+    if method is None:
+        return None
+    where = city(answers.address) if delivery.needs_address(method) else ""
+    if where and not delivery.serves(method, where):
+        return NotServed(method, where)
+    price = next(o.price for o in offers(shop, items) if o.method.id == method.id)
+    return DeliveryChoice(method_id=method.id, price=price, city=where)
+
+
+def stale(answers: CheckoutAnswers, shop: Shop) -> bool:
+    """The delivery chosen is no longer offered (the shop changed its methods meanwhile)."""
+    return bool(shop.delivery.methods) and shop.method(answers.delivery) is None
+
+
+def below_minimum(items: Priced, shop: Shop) -> Text | None:
+    """What the customer is told when the goods are worth less than the shop's minimum order."""
+    minimum = shop.delivery.min_order
+    if not minimum or items.total >= minimum:
+        return None
+    params = {"minimum": format_rub(minimum), "missing": format_rub(minimum - items.total)}
+    return Text("checkout.below_minimum", params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,17 +240,50 @@ def read_contact(
     return field.contact(number)
 
 
-def summary(answers: CheckoutAnswers, items: Priced) -> Text:
-    """The order to confirm: the cart, its total, and every answer ("—" for none)."""
+def pickup_at(method: DeliveryMethod) -> Text:
+    """Where (and when) a pickup order is collected."""
+    params = {"address": method.address, "hours": method.hours}
+    return Text("checkout.pickup_hours" if method.hours else "checkout.pickup_at", params)
+
+
+def total(items: Priced, chosen: DeliveryChoice | None) -> int:
+    """What the customer pays, kopecks: the goods and the delivery."""
+    return items.total + (chosen.price if chosen else 0)
+
+
+def summary(
+    answers: CheckoutAnswers,
+    items: Priced,
+    shop: Shop | None = None,
+    chosen: DeliveryChoice | None = None,
+) -> Text:
+    """The order to confirm: the cart, the delivery and its price, the total, and every answer
+    ("—" for none); a pickup order shows where and when instead of an address."""
     titles = {line.product.sku: line.product.title for line in items.lines}
+    method = shop.method(chosen.method_id) if shop and chosen else None
+    cart: Text | Joined = lines(items.ordered(), titles)
+    address: Text | str = answers.address or "—"
+    if method is not None and chosen is not None:
+        price = format_rub(chosen.price) if chosen.price else Text("checkout.delivery_free")
+        cart = Joined(
+            (
+                cart,
+                Text(
+                    "checkout.summary_delivery",
+                    {"goods": format_rub(items.total), "title": method.title, "price": price},
+                ),
+            )
+        )
+        if not delivery.needs_address(method):
+            address = pickup_at(method)
     return Text(
         "checkout.summary",
         {
-            "lines": lines(items.ordered(), titles),
-            "total": format_rub(items.total),
+            "lines": cart,
+            "total": format_rub(total(items, chosen)),
             "name": answers.name or "—",
             "phone": Texts.phone(answers.phone) if answers.phone else "—",
-            "address": answers.address or "—",
+            "address": address,
             "email": answers.email or "—",
             "comment": answers.comment or "—",
         },

@@ -13,6 +13,7 @@ from libs.contracts import CatalogCategory, CatalogProduct
 from libs.money import format_rub
 from services.bot import callbacks as cb
 from services.bot.cart import card_less, card_more
+from services.bot.form import Offer
 from services.bot.messages import Buttons, pay_button, render
 from services.bot.texts import Texts
 
@@ -144,6 +145,16 @@ def reuse(t: Texts) -> InlineKeyboardMarkup:
             [_button(t.t("checkout.button.enter_new"), cb.Checkout(action="fresh").pack())],
         ]
     )
+
+
+def delivery(t: Texts, offers: tuple[Offer, ...]) -> InlineKeyboardMarkup:
+    """One button per delivery method with its price for this cart, and Cancel."""
+    rows = [
+        [_button(render(t, o.label()), cb.ChooseDelivery(method_id=o.method.id).pack())]
+        for o in offers
+    ]
+    rows.append([_button(t.t("checkout.button.cancel"), cb.Checkout(action="cancel").pack())])
+    return _markup(rows)
 
 
 def skip(t: Texts) -> InlineKeyboardMarkup:

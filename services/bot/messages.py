@@ -293,8 +293,13 @@ def _rejected(fact: Rejected | None, titles: Mapping[str, str]) -> Message:
         remove = Text("order.button.remove", {"title": title})
         fixes.append(Button(remove, data=cb.FixOrder(sku=problem.sku, qty=0).pack()))
     buttons = (*((fix,) for fix in fixes), (CART_BUTTON,))
-    if not problems:
-        return Message(Text("order.failed"), buttons, edit=True)
+    if not problems:  # the order as a whole: its minimum, its delivery
+        said = (
+            Text(f"order.rejected_reason.{reason}", fallback="order.failed")
+            if reason
+            else Text("order.failed")
+        )
+        return Message(said, buttons, edit=True)
     hint = "order.price_changed_hint" if reason == "price_mismatch" else "order.fix_hint"
     return Message(Joined((Text("order.rejected"), *problems, "", Text(hint))), buttons, edit=True)
 

@@ -23,6 +23,7 @@ from libs.money import format_rub
 from services.bot.validation import (
     ADDRESS_PARTS,
     AddressProblem,
+    ChoiceProblem,
     CommentProblem,
     EmailProblem,
     NameProblem,
@@ -43,6 +44,7 @@ _HINT_KINDS: Mapping[type[Problem], str] = {
     NameProblem: "name",
     EmailProblem: "email",
     CommentProblem: "comment",
+    ChoiceProblem: "choice",
 }
 
 

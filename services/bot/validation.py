@@ -69,7 +69,16 @@ class CommentProblem:
     limit: int = COMMENT_MAX
 
 
-Problem = PhoneProblem | AddressProblem | NameProblem | EmailProblem | CommentProblem
+@dataclass(frozen=True, slots=True)
+class ChoiceProblem:
+    """A question answered with buttons got typed words instead."""
+
+    code: Literal["typed"] = "typed"
+
+
+Problem = (
+    PhoneProblem | AddressProblem | NameProblem | EmailProblem | CommentProblem | ChoiceProblem
+)
 
 
 @dataclass(frozen=True, slots=True)

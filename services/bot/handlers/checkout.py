@@ -1,4 +1,5 @@
-"""Checkout, a guided form: name, phone, address, (email), comment, then a summary to confirm.
+"""Checkout, a guided form: name, phone, delivery, address (not for pickup), (email), comment,
+then a summary of the goods, the delivery and the total to confirm.
 
 The questions are one table (services.bot.form.FIELDS) and one handler takes an answer to any of
 them: each is checked (services.bot.validation) and a wrong one gets a precise hint while the
@@ -13,7 +14,6 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from aiogram import F, Router
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
@@ -32,6 +32,7 @@ from libs.settings import Settings
 from services.bot import callbacks as cb
 from services.bot import form
 from services.bot import keyboards as kb
+from services.bot import validation as v
 from services.bot.cart import set_qty
 from services.bot.form import CheckoutAnswers, Field
 from services.bot.handlers.shop import cart_view, priced_cart, show
@@ -55,33 +56,60 @@ def new_order_id() -> str:
     )
 
 
-def _keyboard(
-    field: Field, t: Texts
-) -> ReplyKeyboardMarkup | InlineKeyboardMarkup | ReplyKeyboardRemove:
+def _shop(settings: Settings, store: Store) -> form.Shop:
+    """What the form depends on now: receipts, and the shop's delivery methods (from memory)."""
+    return form.Shop(settings.receipts, store.catalog.delivery())
+
+
+async def _ask(
+    target: Message, state: FSMContext, field: Field, t: Texts, offers: tuple[form.Offer, ...]
+) -> None:
+    await state.set_state(field.state)
+    markup: ReplyKeyboardMarkup | InlineKeyboardMarkup | ReplyKeyboardRemove
     match field.keyboard:
         case "share_phone":
-            return kb.share_phone(t)
+            markup = kb.share_phone(t)
         case "skip":
-            return kb.skip(t)
-    return ReplyKeyboardRemove()
-
-
-async def _ask(target: Message, state: FSMContext, field: Field, t: Texts) -> None:
-    await state.set_state(field.state)
-    await target.answer(t.t(field.ask), reply_markup=_keyboard(field, t))
+            markup = kb.skip(t)
+        case "choices":
+            markup = kb.delivery(t, offers)
+        case _:
+            markup = ReplyKeyboardRemove()
+    await target.answer(t.t(field.ask), reply_markup=markup)
 
 
 async def _next(
-    message: Message, state: FSMContext, field: Field, t: Texts, store: Store, settings: Settings
+    message: Message, state: FSMContext, t: Texts, store: Store, settings: Settings
 ) -> None:
-    """After a valid answer: the next question, or the summary when editing or done."""
+    """After an answer: the first question not answered yet, or the summary. A courier that does
+    not go to the address's city is said at once, and the delivery asked again."""
     data = await state.get_data()
-    following = form.after(field, settings.receipts, bool(data.get("editing")))
-    if following is None:
-        await state.update_data(editing=False)
+    shop = _shop(settings, store)
+    items = await priced_cart(store, int(data["user_id"]))
+    offers = form.offers(shop, items)
+    chosen = form.choice(CheckoutAnswers.of(data), items, shop)
+    if isinstance(chosen, form.NotServed):
+        await state.update_data(delivery="")
+        await message.answer(render(t, chosen.say()))
+        await _ask(message, state, form.DELIVERY, t, offers)
+        return
+    following = form.next_question(data, shop)
+    if following is form.DELIVERY and len(offers) == 1:
+        await state.update_data(delivery=offers[0].method.id)  # nothing to choose
+        await _next(message, state, t, store, settings)
+    elif following is None:
         await _summary(message, state, t, store, settings)
     else:
-        await _ask(message, state, following, t)
+        await _ask(message, state, following, t, offers)
+
+
+async def _ask_delivery_again(
+    message: Message, state: FSMContext, t: Texts, store: Store, settings: Settings
+) -> None:
+    """The chosen delivery is no longer offered: say so, and offer those there are now."""
+    await state.update_data(delivery="")
+    await message.answer(t.t("checkout.delivery_gone"))
+    await _next(message, state, t, store, settings)
 
 
 async def _summary(
@@ -93,27 +121,46 @@ async def _summary(
         await state.clear()
         await message.answer(t.t("cart.empty"), reply_markup=ReplyKeyboardRemove())
         return
-    text = render(t, form.summary(CheckoutAnswers.of(data), items))
+    shop = _shop(settings, store)
+    answers = CheckoutAnswers.of(data)
+    if form.stale(answers, shop):
+        await _ask_delivery_again(message, state, t, store, settings)
+        return
+    chosen = form.choice(answers, items, shop)
+    if isinstance(chosen, form.NotServed):
+        await _next(message, state, t, store, settings)
+        return
+    text = render(t, form.summary(answers, items, shop, chosen))
     await state.set_state(form.CONFIRM)
-    fields = [field.name for field in form.questions(settings.receipts)]
+    await state.update_data(shown_total=form.total(items, chosen))
+    asked = form.questions(shop, answers.delivery)
+    fields = [f.name for f in asked if f is not form.DELIVERY or len(shop.delivery.methods) > 1]
     await message.answer(text, reply_markup=kb.summary(t, fields))
 
 
 @router.callback_query(cb.CartAction.filter(F.action == "checkout"))
-async def start_checkout(query: CallbackQuery, state: FSMContext, t: Texts, store: Store) -> None:
+async def start_checkout(
+    query: CallbackQuery, state: FSMContext, t: Texts, store: Store, settings: Settings
+) -> None:
     current = await store.carts.get(str(query.from_user.id))
     if not current or not current.lines or not isinstance(query.message, Message):
         await query.answer(t.t("checkout.empty_cart"))
+        return
+    short = form.below_minimum(await priced_cart(store, query.from_user.id), _shop(settings, store))
+    if short is not None:
+        await query.answer()
+        await query.message.answer(render(t, short))
         return
     await state.clear()
     await state.update_data(user_id=query.from_user.id, order_id=new_order_id())
     await query.answer()
     saved = await store.customers.get(str(query.from_user.id))
-    if saved and saved.name and saved.phone and saved.address:
-        text = t.t("checkout.reuse", name=saved.name, phone=saved.phone, address=saved.address)
+    if saved and saved.name and saved.phone:
+        address = saved.address or "—"
+        text = t.t("checkout.reuse", name=saved.name, phone=saved.phone, address=address)
         await query.message.answer(text, reply_markup=kb.reuse(t))
         return
-    await _ask(query.message, state, form.FIELDS[0], t)
+    await _next(query.message, state, t, store, settings)
 
 
 @router.callback_query(cb.Checkout.filter(F.action.in_({"reuse", "fresh"})))
@@ -130,12 +177,10 @@ async def reuse_details(
         await query.answer(t.t("input.toast.stale_button"))
         return
     await query.answer()
-    if callback_data.action == "fresh":
-        await _ask(query.message, state, form.FIELDS[0], t)
-        return
-    saved = await store.customers.get(str(query.from_user.id)) or Contact()
-    await state.update_data(msgspec.structs.asdict(CheckoutAnswers.saved(saved)))
-    await _ask(query.message, state, form.BY_NAME["comment"], t)
+    if callback_data.action == "reuse":
+        saved = await store.customers.get(str(query.from_user.id)) or Contact()
+        await state.update_data(CheckoutAnswers.saved(saved))
+    await _next(query.message, state, t, store, settings)
 
 
 @router.message(StateFilter(*form.STATES), Command("cancel"))
@@ -168,6 +213,12 @@ async def answer_field(
 ) -> None:
     """An answer to the question asked, whichever it is: the next question if it is right."""
     field = form.BY_STATE[raw_state]
+    if field is form.DELIVERY:  # typed words where a button was asked for: the buttons again
+        shop = _shop(settings, store)
+        items = await priced_cart(store, message.from_user.id if message.from_user else 0)
+        await message.answer(t.hint(v.ChoiceProblem()))
+        await _ask(message, state, field, t, form.offers(shop, items))
+        return
     if message.contact is not None:
         sender = message.from_user.id if message.from_user else 0
         contact = message.contact
@@ -183,7 +234,7 @@ async def answer_field(
         await message.answer(t.hint(answer), reply_markup=again)
         return
     await state.update_data({field.name: answer})
-    await _next(message, state, field, t, store, settings)
+    await _next(message, state, t, store, settings)
 
 
 @router.callback_query(
@@ -202,20 +253,50 @@ async def skip_field(
     await state.update_data({field.name: ""})
     await query.answer()
     if isinstance(query.message, Message):
-        await _next(query.message, state, field, t, store, settings)
+        await _next(query.message, state, t, store, settings)
+
+
+@router.callback_query(StateFilter(form.DELIVERY.state), cb.ChooseDelivery.filter())
+async def choose_delivery(
+    query: CallbackQuery,
+    callback_data: cb.ChooseDelivery,
+    state: FSMContext,
+    t: Texts,
+    store: Store,
+    settings: Settings,
+) -> None:
+    """A delivery method's button: chosen, unless the shop no longer offers it."""
+    if not isinstance(query.message, Message):
+        await query.answer(t.t("input.toast.stale_button"))
+        return
+    await query.answer()
+    if _shop(settings, store).method(callback_data.method_id) is None:
+        await _ask_delivery_again(query.message, state, t, store, settings)
+        return
+    await state.update_data(delivery=callback_data.method_id)
+    await _next(query.message, state, t, store, settings)
 
 
 @router.callback_query(StateFilter(form.CONFIRM), cb.Checkout.filter(F.action == "edit"))
 async def edit_field(
-    query: CallbackQuery, callback_data: cb.Checkout, state: FSMContext, t: Texts
+    query: CallbackQuery,
+    callback_data: cb.Checkout,
+    state: FSMContext,
+    t: Texts,
+    store: Store,
+    settings: Settings,
 ) -> None:
+    """An answer to change from the summary: asked again (and then what it now needs: a courier
+    instead of pickup asks for the address), then the summary."""
     field = form.BY_NAME.get(callback_data.field)
     if field is None or not isinstance(query.message, Message):
         await query.answer(t.t("input.toast.stale_button"))
         return
     await query.answer()
-    await state.update_data(editing=True)
-    await _ask(query.message, state, field, t)
+    data = await state.get_data()
+    data.pop(field.name, None)
+    await state.set_data(data)
+    await _next(query.message, state, t, store, settings)
 
 
 @router.callback_query(cb.Checkout.filter(F.action == "confirm"))
@@ -224,6 +305,7 @@ async def confirm(
     state: FSMContext,
     t: Texts,
     store: Store,
+    settings: Settings,
     js: JetStreamContext,
 ) -> None:
     data: dict[str, Any] = await state.get_data()
@@ -238,8 +320,26 @@ async def confirm(
     if not lines or not isinstance(query.message, Message):
         await query.answer(t.t("checkout.empty_cart"))
         return
-    contact = CheckoutAnswers.of(data).contact()
-    total = items.total
+    await query.answer()
+    shop = _shop(settings, store)
+    answers = CheckoutAnswers.of(data)
+    if form.stale(answers, shop):  # switched off since the summary
+        await _ask_delivery_again(query.message, state, t, store, settings)
+        return
+    chosen = form.choice(answers, items, shop)
+    short = form.below_minimum(items, shop)
+    if short is not None:
+        await state.clear()
+        await query.message.answer(render(t, short))
+        return
+    total = form.total(items, chosen if not isinstance(chosen, form.NotServed) else None)
+    if isinstance(chosen, form.NotServed) or data.get("shown_total") != total:
+        # The catalog changed under the summary: the customer confirms what they will pay.
+        await query.message.answer(t.t("checkout.total_changed"))
+        await _summary(query.message, state, t, store, settings)
+        return
+    method = shop.method(answers.delivery)
+    contact = answers.contact(method)
     placed = OrderPlaced(
         order_id=order_id,
         customer_id=user.id,
@@ -248,9 +348,9 @@ async def confirm(
         placed_at=datetime.now(UTC),
         contact=contact,
         chat_id=query.message.chat.id,
+        delivery=chosen,
     )
     await state.clear()
-    await query.answer()
     reserving = await query.message.edit_text(
         t.lines([t.t("order.number", number=order_id), t.t("order.reserving")])
     )
@@ -269,8 +369,13 @@ async def confirm(
             contact=contact,
         )
     )
-    # What is remembered for next time: everything but this order's comment.
-    await store.customers.put(str(user.id), CheckoutAnswers.saved(contact).contact())
+    # What is remembered for next time: the details, not this order's delivery or comment (a
+    # pickup order keeps the address saved before).
+    saved = await store.customers.get(str(user.id)) or Contact()
+    address = answers.address or saved.address
+    await store.customers.put(
+        str(user.id), Contact(answers.name, answers.phone, address, answers.email)
+    )
     await bus.publish(js, subjects.order_placed(order_id), placed, msg_id=order_id)
     PLACED.inc()
 
@@ -293,13 +398,14 @@ async def fix_order(
     saved = await store.customers.get(str(query.from_user.id)) or Contact()
     await state.clear()
     await state.update_data(
-        msgspec.structs.asdict(CheckoutAnswers.saved(saved)),
+        CheckoutAnswers.saved(saved),
+        comment="",  # straight back to the summary (or to what the shop now asks)
         user_id=query.from_user.id,
         order_id=new_order_id(),
     )
     await query.answer()
     if isinstance(query.message, Message):
-        await _summary(query.message, state, t, store, settings)
+        await _next(query.message, state, t, store, settings)
 
 
 __all__ = ["router", "show"]
