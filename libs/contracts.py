@@ -42,6 +42,11 @@ class DeliveryChoice(msgspec.Struct, frozen=True, kw_only=True):
     city: str = ""  # a courier's destination (checked against the method's cities)
 
 
+# How the customer pays: a card (held, then captured once the stock is committed), the Faster
+# Payments System (charged at once), or cash or a card when the goods are handed over.
+PaymentMethod = Literal["card", "sbp", "cash"]
+
+
 class OrderPlaced(Fact, frozen=True, tag="order_placed"):
     order_id: Token
     customer_id: int  # Telegram user id
@@ -51,6 +56,7 @@ class OrderPlaced(Fact, frozen=True, tag="order_placed"):
     contact: Contact = Contact()
     chat_id: int = 0
     delivery: DeliveryChoice | None = None  # None: no delivery chosen (a shop without methods)
+    payment: PaymentMethod = "card"
 
 
 FulfilmentStep = Literal["packed", "shipped", "ready_for_pickup", "delivered", "cancelled"]

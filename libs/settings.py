@@ -9,13 +9,16 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast, get_args
 
 import msgspec
+
+from libs.contracts import PaymentMethod
 
 Seconds = Annotated[int, msgspec.Meta(ge=1)]
 _BOT_TOKEN = re.compile(r"\d+:[\w-]+")
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+PAYMENT_METHODS: tuple[str, ...] = get_args(PaymentMethod)
 
 
 class Settings(msgspec.Struct, frozen=True, rename="upper"):
@@ -74,6 +77,11 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     receipt_vat_code: Annotated[int, msgspec.Meta(ge=1, le=12)] = 1
     receipt_payment_subject: str = "commodity"
     receipt_payment_mode: str = "full_prepayment"
+    # how customers may pay, offered in this order (one: not asked): `card` (held, captured once
+    # the stock is committed), `sbp` (the Faster Payments System, charged at once, refunded if
+    # the stock cannot be committed), `cash` (cash or card at pickup or to the courier)
+    payment_methods: str = "card"
+    cash_hold: Seconds = 3 * 24 * 3600  # how long a cash order's goods are held for it
     # crm_sync
     google_service_account_file: Path | None = None  # unset: the CSV CRM under DATA_DIR/crm
     sheets_spreadsheet_id: str | None = None
@@ -98,6 +106,13 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
                 "GOOGLE_SERVICE_ACCOUNT_FILE and SHEETS_SPREADSHEET_ID go together "
                 "(or neither: the CRM is then written as CSV files under DATA_DIR/crm)"
             )
+        methods = [m.strip() for m in self.payment_methods.split(",") if m.strip()]
+        unknown = [m for m in methods if m not in PAYMENT_METHODS]
+        if unknown or not methods or len(set(methods)) != len(methods):
+            raise ValueError(
+                f"PAYMENT_METHODS: {self.payment_methods!r} is not a list of "
+                f"{', '.join(PAYMENT_METHODS)} (each at most once, separated by commas)"
+            )
         for part in self.admin_user_ids.split(","):
             if part.strip() and not part.strip().lstrip("-").isdigit():
                 raise ValueError(f"ADMIN_USER_IDS: {part.strip()!r} is not a Telegram user id")
@@ -105,6 +120,13 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     @property
     def admins(self) -> frozenset[int]:
         return frozenset(int(p) for p in self.admin_user_ids.split(",") if p.strip())
+
+    @property
+    def pay_by(self) -> tuple[PaymentMethod, ...]:
+        """The payment methods offered, in the shop's order."""
+        return tuple(
+            cast(PaymentMethod, m.strip()) for m in self.payment_methods.split(",") if m.strip()
+        )
 
     @property
     def sandbox(self) -> bool:

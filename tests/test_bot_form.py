@@ -20,7 +20,7 @@ from services.bot.texts import for_language
 from services.bot.validation import AddressProblem, PhoneProblem
 
 RU, EN = for_language("ru"), for_language("en")
-NAME, PHONE, DELIVERY, ADDRESS, EMAIL, COMMENT = (form.BY_NAME[n] for n in form.BY_NAME)
+NAME, PHONE, DELIVERY, PAYMENT, ADDRESS, EMAIL, COMMENT = (form.BY_NAME[n] for n in form.BY_NAME)
 PLAIN, RECEIPTS = form.Shop(receipts=False), form.Shop(receipts=True)
 
 
@@ -32,12 +32,13 @@ def test_every_question_answers_a_field_of_the_answers_and_is_worded_in_both_lan
 
 
 def test_the_questions_in_order_as_the_customer_reads_them() -> None:
-    asked = [RU.t(f.ask) for f in form.questions(PLAIN)]
+    # (The way to pay is a question too, answered by itself when the shop takes cards alone.)
+    asked = [RU.t(f.ask) for f in form.questions(PLAIN) if f is not PAYMENT]
     for question, words in zip(
         asked, ("обращаться", "телефон", "Куда доставить", "комментарий"), strict=True
     ):
         assert words in question
-    asked_en = [EN.t(f.ask) for f in form.questions(PLAIN)]
+    asked_en = [EN.t(f.ask) for f in form.questions(PLAIN) if f is not PAYMENT]
     for question, words in zip(
         asked_en, ("your name", "phone", "Where should we deliver", "Anything to add"), strict=True
     ):
@@ -45,14 +46,16 @@ def test_the_questions_in_order_as_the_customer_reads_them() -> None:
 
 
 def test_the_email_is_asked_only_with_receipts_before_the_comment() -> None:
-    assert form.questions(PLAIN) == (NAME, PHONE, ADDRESS, COMMENT)
-    assert form.questions(RECEIPTS) == (NAME, PHONE, ADDRESS, EMAIL, COMMENT)
+    assert form.questions(PLAIN) == (NAME, PHONE, PAYMENT, ADDRESS, COMMENT)
+    assert form.questions(RECEIPTS) == (NAME, PHONE, PAYMENT, ADDRESS, EMAIL, COMMENT)
 
 
 def test_the_next_question_is_the_first_not_answered_then_the_summary() -> None:
     assert form.next_question({"user_id": 7}, PLAIN) == NAME
     assert form.next_question({"name": "Анна"}, PLAIN) == PHONE
     answered = {"name": "Анна", "phone": "+79123456789", "address": "Москва, Ленина 5"}
+    assert form.next_question(answered, PLAIN) == PAYMENT, "(answered by itself: card alone)"
+    answered |= {"payment": "card"}
     assert form.next_question(answered, PLAIN) == COMMENT
     assert form.next_question(answered, RECEIPTS) == EMAIL
     assert form.next_question(answered | {"email": "", "comment": ""}, RECEIPTS) is None, (
@@ -71,6 +74,7 @@ def test_the_keyboards_and_the_skip_buttons() -> None:
     assert all(f.keyboard == "skip" for f in FIELDS if f.optional)
     assert all(f.keyboard == "none" for f in (NAME, ADDRESS))
     assert DELIVERY.keyboard == "choices" and not isinstance(DELIVERY.parse("курьер"), str)
+    assert PAYMENT.keyboard == "choices" and not isinstance(PAYMENT.parse("картой"), str)
     assert [f.name for f in FIELDS if f.contact] == ["phone"], "only the phone takes a contact"
 
 
@@ -80,6 +84,7 @@ def test_the_states_keep_the_names_stored_conversations_have() -> None:
         "Form:name",
         "Form:phone",
         "Form:delivery",
+        "Form:payment",
         "Form:address",
         "Form:email",
         "Form:comment",
@@ -207,7 +212,7 @@ def test_each_method_is_a_button_with_its_price_for_this_cart() -> None:
 
 
 def test_pickup_asks_no_address_and_a_courier_or_the_post_does() -> None:
-    asked = {"name": "Анна", "phone": "+79123456789"}
+    asked = {"name": "Анна", "phone": "+79123456789", "payment": "card"}
     assert form.next_question(asked, SHOP) == DELIVERY
     assert form.next_question(asked | {"delivery": "pickup"}, SHOP) == COMMENT
     assert form.next_question(asked | {"delivery": "courier"}, SHOP) == ADDRESS
@@ -241,9 +246,9 @@ def test_the_order_delivery_at_the_carts_price_and_a_courier_only_in_its_cities(
 
 
 def test_a_method_the_shop_dropped_is_stale_and_the_minimum_order_is_said() -> None:
-    assert form.stale(CheckoutAnswers(delivery="drone"), SHOP)
-    assert not form.stale(CheckoutAnswers(delivery="post"), SHOP)
-    assert not form.stale(CheckoutAnswers(), PLAIN), "no methods: nothing to be stale"
+    answered = {"name": "Анна", "phone": "+79123456789", "payment": "card", "comment": ""}
+    assert form.next_question(answered | {"delivery": "drone"}, SHOP) == DELIVERY, "asked again"
+    assert form.next_question(answered | {"delivery": "pickup"}, SHOP) is None
     short = form.below_minimum(_items(1), SHOP)
     assert short is not None
     assert render(RU, short) == (
@@ -267,3 +272,20 @@ def test_the_summary_shows_goods_delivery_and_total_and_where_to_pick_up() -> No
     said = render(RU, form.summary(pickup, _items(2), SHOP, chosen))
     assert "Доставка: Самовывоз — бесплатно" in said and "Итого: <b>1\u00a0380 ₽</b>" in said
     assert "📍 Самовывоз: Москва, Тверская 1, 10–20" in said and "Баумана" not in said
+
+
+def test_the_ways_to_pay_cash_only_where_the_goods_are_handed_over() -> None:
+    shop = form.Shop(False, SHOP.delivery, pay_by=("card", "sbp", "cash"))
+    answers = CheckoutAnswers(delivery="pickup")
+    labels = [render(RU, c.label) for c in form.choices(PAYMENT, shop, _items(2), answers)]
+    assert labels == ["💳 Картой онлайн", "⚡ СБП", "💵 При получении"]
+    for delivered, ways in (("pickup", 3), ("courier", 3), ("post", 2)):
+        assert len(shop.payments(delivered)) == ways, delivered
+    # Cash chosen for pickup, then the post instead: the way to pay is asked again.
+    data = {"name": "Анна", "phone": "+79123456789", "delivery": "post", "payment": "cash"}
+    assert form.next_question(data, shop) == PAYMENT
+    assert form.next_question(data | {"payment": "sbp"}, shop) == ADDRESS
+    assert CheckoutAnswers(payment="sbp").paying() == "sbp"
+    assert CheckoutAnswers().paying() == "card", "a shop that did not ask takes cards"
+    said = render(RU, form.summary(CheckoutAnswers(payment="cash"), _items(1)))
+    assert "💳 Оплата: наличными или картой при получении" in said

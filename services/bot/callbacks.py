@@ -45,10 +45,12 @@ class Checkout(CallbackData, prefix="o"):
     field: str = ""
 
 
-class ChooseDelivery(CallbackData, prefix="g"):
-    """A delivery method picked at checkout (its id; stale once the shop dropped it)."""
+class Choose(CallbackData, prefix="g"):
+    """A checkout question answered with a button: the delivery method's id, the way to pay
+    (stale once the shop no longer offers it)."""
 
-    method_id: str
+    field: str
+    value: str
 
 
 class OrderCard(CallbackData, prefix="v"):

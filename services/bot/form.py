@@ -4,11 +4,13 @@ handler (services.bot.handlers.checkout) asks and keeps the answers, for every q
 
 Adding a question is a row in FIELDS (with its answer in CheckoutAnswers and its texts).
 
-The delivery is a question answered with buttons, one per method the shop offers with its price
-for this cart (libs.delivery prices it as the inventory will); asked only when the shop has
-methods, and answered by itself when it has one. Pickup asks no address; a courier's address
-must be in its cities. The next question is always the first one asked and not yet answered, so
-an answer changed from the summary (a courier instead of pickup) asks just what it now needs.
+The delivery and the payment are questions answered with buttons (`choices`): the delivery one
+per method the shop offers with its price for this cart (libs.delivery prices it as the
+inventory will), the payment one per method in PAYMENT_METHODS (cash only where the goods are
+handed over: pickup or a courier). Such a question with one choice answers itself. Pickup asks
+no address; a courier's address must be in its cities. The next question is always the first
+one asked and not yet answered (a choice no longer offered is not an answer), so an answer
+changed from the summary (a courier instead of pickup) asks just what it now needs.
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 import msgspec
 
 from libs import delivery
-from libs.contracts import CatalogDelivery, Contact, DeliveryChoice, DeliveryMethod
+from libs.contracts import (
+    CatalogDelivery,
+    Contact,
+    DeliveryChoice,
+    DeliveryMethod,
+    PaymentMethod,
+)
 from libs.money import format_rub
 from services.bot import validation as v
 from services.bot.cart import Priced
@@ -33,6 +41,7 @@ from services.bot.texts import Texts
 # customer's own number, a Skip button, or a button for each choice (the delivery methods).
 Keyboard = Literal["none", "share_phone", "skip", "choices"]
 Parse = Callable[[str], str | v.Problem]
+PAYMENT_METHODS: tuple[str, ...] = get_args(PaymentMethod)
 GROUP = "Form"  # the FSM states' group: "Form:<field>", as stored in conversations before
 CONFIRM = f"{GROUP}:confirm"  # the summary, waiting for Confirm
 
@@ -43,6 +52,7 @@ class CheckoutAnswers(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
     phone: str = ""  # E.164
     delivery: str = ""  # the delivery method's id ("": the shop has none)
+    payment: str = ""  # a PaymentMethod
     address: str = ""
     email: str = ""
     comment: str = ""
@@ -54,6 +64,10 @@ class CheckoutAnswers(msgspec.Struct, frozen=True, kw_only=True):
             name: data[name] for name in cls.__struct_fields__ if isinstance(data.get(name), str)
         }
         return msgspec.convert(found, cls)
+
+    def paying(self) -> PaymentMethod:
+        """How the customer pays (a card when the shop did not ask)."""
+        return cast(PaymentMethod, self.payment) if self.payment in PAYMENT_METHODS else "card"
 
     def contact(self, method: DeliveryMethod | None = None) -> Contact:
         """The order's contact; a pickup order has no address (the customer comes to the shop)."""
@@ -106,6 +120,7 @@ FIELDS: tuple[Field, ...] = (
         contact=v.parse_shared_phone,
     ),
     Field("delivery", "checkout.ask_delivery", _chosen, keyboard="choices"),
+    Field("payment", "checkout.ask_payment", _chosen, keyboard="choices"),
     Field("address", "checkout.ask_address", _address, where_delivered=True),
     Field("email", "checkout.ask_email", v.parse_email, "skip", optional=True, receipts_only=True),
     Field("comment", "checkout.ask_comment", v.parse_comment, "skip", optional=True),
@@ -113,18 +128,28 @@ FIELDS: tuple[Field, ...] = (
 BY_NAME = {f.name: f for f in FIELDS}
 BY_STATE = {f.state: f for f in FIELDS}
 STATES = (*BY_STATE, CONFIRM)  # every state of the form
-DELIVERY = BY_NAME["delivery"]
+DELIVERY, PAYMENT = BY_NAME["delivery"], BY_NAME["payment"]
+HANDED_OVER = frozenset({"pickup", "courier"})  # delivery kinds where cash can be paid
 
 
 @dataclass(frozen=True, slots=True)
 class Shop:
-    """What the form depends on besides the answers: receipts sent, the delivery methods."""
+    """What the form depends on besides the answers: receipts sent, the delivery methods, the
+    payment methods offered."""
 
     receipts: bool
     delivery: CatalogDelivery = dataclasses.field(default_factory=CatalogDelivery)
+    pay_by: tuple[PaymentMethod, ...] = ("card",)
 
     def method(self, method_id: str) -> DeliveryMethod | None:
         return next((m for m in self.delivery.methods if m.id == method_id), None)
+
+    def payments(self, delivery_id: str) -> tuple[PaymentMethod, ...]:
+        """The ways to pay for an order delivered by `delivery_id`: cash only where the goods
+        are handed over (not by post)."""
+        method = self.method(delivery_id)
+        handed = method is None or method.kind in HANDED_OVER
+        return tuple(m for m in self.pay_by if m != "cash" or handed)
 
 
 def questions(shop: Shop, chosen: str = "") -> tuple[Field, ...]:
@@ -143,15 +168,47 @@ def questions(shop: Shop, chosen: str = "") -> tuple[Field, ...]:
     return tuple(f for f in FIELDS if asked(f))
 
 
+def _answered(question: Field, value: object, shop: Shop, chosen: str) -> bool:
+    if not isinstance(value, str) or (value == "" and not question.optional):
+        return False
+    if question is DELIVERY:
+        return shop.method(value) is not None
+    if question is PAYMENT:
+        return value in shop.payments(chosen)
+    return True
+
+
 def next_question(data: Mapping[str, Any], shop: Shop) -> Field | None:
     """The first question asked and not answered yet (an optional one skipped is answered with
-    ""); None for the summary."""
+    "", a choice no longer offered is not an answer); None for the summary."""
     chosen = data.get("delivery")
-    for question in questions(shop, chosen if isinstance(chosen, str) else ""):
-        value = data.get(question.name)
-        if not isinstance(value, str) or (value == "" and not question.optional):
+    chosen = chosen if isinstance(chosen, str) else ""
+    for question in questions(shop, chosen):
+        if not _answered(question, data.get(question.name), shop, chosen):
             return question
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A button of a question answered with buttons: the answer it gives, and its words."""
+
+    value: str
+    label: Text
+
+
+def choices(
+    question: Field, shop: Shop, items: Priced, answers: CheckoutAnswers
+) -> tuple[Choice, ...]:
+    """The buttons of a `choices` question: each delivery method priced for this cart, or each
+    way to pay this delivery."""
+    if question is DELIVERY:
+        return tuple(Choice(o.method.id, o.label()) for o in offers(shop, items))
+    if question is PAYMENT:
+        return tuple(
+            Choice(m, Text(f"checkout.pay_by.{m}")) for m in shop.payments(answers.delivery)
+        )
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +256,8 @@ def choice(
     answers: CheckoutAnswers, items: Priced, shop: Shop
 ) -> DeliveryChoice | NotServed | None:
     """The order's delivery at this cart's price; NotServed when the courier does not go to the
-    address; None when the shop has no methods (or the chosen one is gone: the handler asks
-    again, see `stale`)."""
+    address; None when the shop has no methods (or the chosen one is gone: `next_question`
+    asks it again)."""
     method = shop.method(answers.delivery)
     if method is None:
         return None
@@ -209,11 +266,6 @@ def choice(
         return NotServed(method, where)
     price = next(o.price for o in offers(shop, items) if o.method.id == method.id)
     return DeliveryChoice(method_id=method.id, price=price, city=where)
-
-
-def stale(answers: CheckoutAnswers, shop: Shop) -> bool:
-    """The delivery chosen is no longer offered (the shop changed its methods meanwhile)."""
-    return bool(shop.delivery.methods) and shop.method(answers.delivery) is None
 
 
 def below_minimum(items: Priced, shop: Shop) -> Text | None:
@@ -286,5 +338,6 @@ def summary(
             "address": address,
             "email": answers.email or "—",
             "comment": answers.comment or "—",
+            "payment": Text(f"checkout.paying_by.{answers.payment or 'card'}"),
         },
     )

@@ -13,7 +13,7 @@ from libs.contracts import CatalogCategory, CatalogProduct
 from libs.money import format_rub
 from services.bot import callbacks as cb
 from services.bot.cart import card_less, card_more
-from services.bot.form import Offer
+from services.bot.form import Choice
 from services.bot.messages import Buttons, pay_button, render
 from services.bot.texts import Texts
 
@@ -147,11 +147,10 @@ def reuse(t: Texts) -> InlineKeyboardMarkup:
     )
 
 
-def delivery(t: Texts, offers: tuple[Offer, ...]) -> InlineKeyboardMarkup:
-    """One button per delivery method with its price for this cart, and Cancel."""
+def choices(t: Texts, field: str, offered: tuple[Choice, ...]) -> InlineKeyboardMarkup:
+    """A question's choices, one button each (a delivery method with its price), and Cancel."""
     rows = [
-        [_button(render(t, o.label()), cb.ChooseDelivery(method_id=o.method.id).pack())]
-        for o in offers
+        [_button(render(t, c.label), cb.Choose(field=field, value=c.value).pack())] for c in offered
     ]
     rows.append([_button(t.t("checkout.button.cancel"), cb.Checkout(action="cancel").pack())])
     return _markup(rows)

@@ -57,12 +57,17 @@ def new_order_id() -> str:
 
 
 def _shop(settings: Settings, store: Store) -> form.Shop:
-    """What the form depends on now: receipts, and the shop's delivery methods (from memory)."""
-    return form.Shop(settings.receipts, store.catalog.delivery())
+    """What the form depends on now: receipts, the shop's delivery methods (from memory), the
+    ways to pay."""
+    return form.Shop(settings.receipts, store.catalog.delivery(), settings.pay_by)
 
 
 async def _ask(
-    target: Message, state: FSMContext, field: Field, t: Texts, offers: tuple[form.Offer, ...]
+    target: Message,
+    state: FSMContext,
+    field: Field,
+    t: Texts,
+    offered: tuple[form.Choice, ...] = (),
 ) -> None:
     await state.set_state(field.state)
     markup: ReplyKeyboardMarkup | InlineKeyboardMarkup | ReplyKeyboardRemove
@@ -72,7 +77,7 @@ async def _ask(
         case "skip":
             markup = kb.skip(t)
         case "choices":
-            markup = kb.delivery(t, offers)
+            markup = kb.choices(t, field.name, offered)
         case _:
             markup = ReplyKeyboardRemove()
     await target.answer(t.t(field.ask), reply_markup=markup)
@@ -82,33 +87,45 @@ async def _next(
     message: Message, state: FSMContext, t: Texts, store: Store, settings: Settings
 ) -> None:
     """After an answer: the first question not answered yet, or the summary. A courier that does
-    not go to the address's city is said at once, and the delivery asked again."""
+    not go to the address's city is said at once, and the delivery asked again; a question with
+    one choice answers itself."""
     data = await state.get_data()
     shop = _shop(settings, store)
     items = await priced_cart(store, int(data["user_id"]))
-    offers = form.offers(shop, items)
-    chosen = form.choice(CheckoutAnswers.of(data), items, shop)
+    answers = CheckoutAnswers.of(data)
+    chosen = form.choice(answers, items, shop)
     if isinstance(chosen, form.NotServed):
         await state.update_data(delivery="")
         await message.answer(render(t, chosen.say()))
-        await _ask(message, state, form.DELIVERY, t, offers)
+        await _ask(
+            message, state, form.DELIVERY, t, form.choices(form.DELIVERY, shop, items, answers)
+        )
         return
     following = form.next_question(data, shop)
-    if following is form.DELIVERY and len(offers) == 1:
-        await state.update_data(delivery=offers[0].method.id)  # nothing to choose
-        await _next(message, state, t, store, settings)
-    elif following is None:
+    if following is None:
         await _summary(message, state, t, store, settings)
+        return
+    offered = form.choices(following, shop, items, answers)
+    if following.keyboard == "choices" and len(offered) == 1:
+        await state.update_data({following.name: offered[0].value})  # nothing to choose
+        await _next(message, state, t, store, settings)
     else:
-        await _ask(message, state, following, t, offers)
+        await _ask(message, state, following, t, offered)
 
 
-async def _ask_delivery_again(
-    message: Message, state: FSMContext, t: Texts, store: Store, settings: Settings
+async def _ask_again(
+    message: Message,
+    state: FSMContext,
+    t: Texts,
+    store: Store,
+    settings: Settings,
+    field: Field = form.DELIVERY,
 ) -> None:
-    """The chosen delivery is no longer offered: say so, and offer those there are now."""
-    await state.update_data(delivery="")
-    await message.answer(t.t("checkout.delivery_gone"))
+    """The choice made (a delivery, a way to pay) is no longer offered: say so, and offer
+    those there are now."""
+    await state.update_data({field.name: ""})
+    if field.keyboard == "choices":
+        await message.answer(t.t(f"checkout.{field.name}_gone"))
     await _next(message, state, t, store, settings)
 
 
@@ -123,8 +140,9 @@ async def _summary(
         return
     shop = _shop(settings, store)
     answers = CheckoutAnswers.of(data)
-    if form.stale(answers, shop):
-        await _ask_delivery_again(message, state, t, store, settings)
+    missing = form.next_question(data, shop)
+    if missing is not None:  # a choice the shop no longer offers
+        await _ask_again(message, state, t, store, settings, missing)
         return
     chosen = form.choice(answers, items, shop)
     if isinstance(chosen, form.NotServed):
@@ -134,7 +152,11 @@ async def _summary(
     await state.set_state(form.CONFIRM)
     await state.update_data(shown_total=form.total(items, chosen))
     asked = form.questions(shop, answers.delivery)
-    fields = [f.name for f in asked if f is not form.DELIVERY or len(shop.delivery.methods) > 1]
+    fields = [
+        f.name
+        for f in asked
+        if f.keyboard != "choices" or len(form.choices(f, shop, items, answers)) > 1
+    ]
     await message.answer(text, reply_markup=kb.summary(t, fields))
 
 
@@ -213,11 +235,13 @@ async def answer_field(
 ) -> None:
     """An answer to the question asked, whichever it is: the next question if it is right."""
     field = form.BY_STATE[raw_state]
-    if field is form.DELIVERY:  # typed words where a button was asked for: the buttons again
-        shop = _shop(settings, store)
+    if field.keyboard == "choices":  # typed words where a button was asked for: the buttons again
         items = await priced_cart(store, message.from_user.id if message.from_user else 0)
+        offered = form.choices(
+            field, _shop(settings, store), items, CheckoutAnswers.of(await state.get_data())
+        )
         await message.answer(t.hint(v.ChoiceProblem()))
-        await _ask(message, state, field, t, form.offers(shop, items))
+        await _ask(message, state, field, t, offered)
         return
     if message.contact is not None:
         sender = message.from_user.id if message.from_user else 0
@@ -256,24 +280,30 @@ async def skip_field(
         await _next(query.message, state, t, store, settings)
 
 
-@router.callback_query(StateFilter(form.DELIVERY.state), cb.ChooseDelivery.filter())
-async def choose_delivery(
+@router.callback_query(cb.Choose.filter())
+async def choose(
     query: CallbackQuery,
-    callback_data: cb.ChooseDelivery,
+    callback_data: cb.Choose,
     state: FSMContext,
+    raw_state: str | None,
     t: Texts,
     store: Store,
     settings: Settings,
 ) -> None:
-    """A delivery method's button: chosen, unless the shop no longer offers it."""
-    if not isinstance(query.message, Message):
+    """A choice's button (a delivery method, a way to pay): taken, unless it is no longer
+    offered (the shop changed meanwhile) or its question is not the one asked (an old message)."""
+    field = form.BY_NAME.get(callback_data.field)
+    if field is None or raw_state != field.state or not isinstance(query.message, Message):
         await query.answer(t.t("input.toast.stale_button"))
         return
     await query.answer()
-    if _shop(settings, store).method(callback_data.method_id) is None:
-        await _ask_delivery_again(query.message, state, t, store, settings)
+    data = await state.get_data()
+    items = await priced_cart(store, query.from_user.id)
+    offered = form.choices(field, _shop(settings, store), items, CheckoutAnswers.of(data))
+    if callback_data.value not in {c.value for c in offered}:
+        await _ask_again(query.message, state, t, store, settings, field)
         return
-    await state.update_data(delivery=callback_data.method_id)
+    await state.update_data({field.name: callback_data.value})
     await _next(query.message, state, t, store, settings)
 
 
@@ -323,8 +353,9 @@ async def confirm(
     await query.answer()
     shop = _shop(settings, store)
     answers = CheckoutAnswers.of(data)
-    if form.stale(answers, shop):  # switched off since the summary
-        await _ask_delivery_again(query.message, state, t, store, settings)
+    missing = form.next_question(data, shop)
+    if missing is not None:  # a choice switched off since the summary
+        await _ask_again(query.message, state, t, store, settings, missing)
         return
     chosen = form.choice(answers, items, shop)
     short = form.below_minimum(items, shop)
@@ -349,6 +380,7 @@ async def confirm(
         contact=contact,
         chat_id=query.message.chat.id,
         delivery=chosen,
+        payment=answers.paying(),
     )
     await state.clear()
     reserving = await query.message.edit_text(
