@@ -299,6 +299,7 @@ class PaymentRefunded(Fact, frozen=True, tag="payment_refunded"):
     reason: str
     at: datetime
     restock: bool = True  # the goods in `lines` go back on hand (False: written off)
+    delivery: int = 0  # kopecks of `amount` that paid for the delivery (given back with it all)
 
 
 class RefundRequested(Fact, frozen=True, tag="refund_requested"):
