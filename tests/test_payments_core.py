@@ -416,7 +416,7 @@ def test_a_full_refund_gives_the_delivery_back_with_its_line() -> None:
     assert params["receipt"]["items"][-1]["description"] == "Доставка: Курьер по Москве"
     assert items_sum(params["receipt"]) == 372050
     tell = core.refund_fact(order, everything, "re-1", "cancelled", NOW)
-    assert isinstance(tell.fact, PaymentRefunded) and tell.fact.delivery == 30000
+    assert isinstance(tell.fact, PaymentRefunded) and tell.fact.delivery == COURIER
     done = core.refunded(order, everything, "re-1")
     assert done.delivery_back and core.refund_for(done, None) is None
     money_only = core.refund_for(order, ())
@@ -429,6 +429,8 @@ def test_a_return_of_some_goods_leaves_the_delivery_paid_until_the_rest_goes_bac
     order = couriered()
     one = core.refund_for(order, (OrderLine("TEA", 1, 99000),))
     assert one is not None and (one.amount, one.delivery) == (99000, 0)
+    told = core.refund_fact(order, one, "re-1", "returned", NOW).fact
+    assert isinstance(told, PaymentRefunded) and told.delivery is None
     params = core.refund_params(order, one, "returned", TITLES, PREPAID)
     assert [i["description"] for i in params["receipt"]["items"]] == ["Чай"]
     order = core.refunded(order, one, "re-1")

@@ -455,7 +455,7 @@ def refund_fact(
         reason,
         now,
         restock=restock,
-        delivery=refund.delivery,
+        delivery=refund_delivery(record, refund),
     )
     return Tell(PaymentKind.REFUNDED, fact, f"refund:{refund_id}")
 
