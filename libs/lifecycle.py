@@ -17,7 +17,7 @@ money on its way back.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
 
@@ -237,20 +237,13 @@ def _word(a: str, b: str) -> str:
     return max(a, b)
 
 
-# An order is reserved once (the inventory answers an order id once); were it ever told two
-# different reservations, the earliest (then the smaller) is the one kept, whichever came first.
-_Reservation = tuple[datetime, int, bytes]
-_NONE_KEPT: _Reservation = (datetime.max.replace(tzinfo=UTC), 0, b"")
-
-
-def _reservation(fact: Reserved) -> _Reservation:
-    return (fact.at, fact.total, msgspec.json.encode(fact.delivery))
-
-
-def _kept_reservation(order: Order) -> _Reservation:
+def _keeps_its_reservation(order: Order, fact: Reserved) -> bool:
+    """An order is reserved once (the inventory answers an order id once); were it ever told two
+    different reservations, the earliest (then the smaller) is kept, whichever came first."""
     if order.reserved_at is None:
-        return _NONE_KEPT
-    return (order.reserved_at, order.amount, msgspec.json.encode(order.delivery))
+        return False
+    kept = (order.reserved_at, order.amount, msgspec.json.encode(order.delivery))
+    return kept <= (fact.at, fact.total, msgspec.json.encode(fact.delivery))
 
 
 def evolve(order: Order | None, fact: OrderFact) -> Order:
@@ -272,7 +265,7 @@ def evolve(order: Order | None, fact: OrderFact) -> Order:
             )
             return replace(changed, updated_at=_latest(current.updated_at, fact.placed_at))
         case Reserved():
-            if _reservation(fact) < _kept_reservation(current):
+            if not _keeps_its_reservation(current, fact):
                 changed = replace(
                     current,
                     reserved_at=fact.at,
