@@ -687,7 +687,7 @@ def _kopecks(items: list[dict[str, Any]]) -> int:
     return sum(int(float(i["quantity"])) * kopecks(i["amount"]["value"]) for i in items)
 
 
-async def test_a_courier_delivery_is_its_own_line_in_the_payments_and_the_settlements_receipt(
+async def test_a_courier_delivery_is_its_own_line_in_the_receipts_and_goes_back_on_a_cancel(
     nats_url: str,
     js: JetStreamContext,
     facts: Facts,
@@ -736,3 +736,17 @@ async def test_a_courier_delivery_is_its_own_line_in_the_payments_and_the_settle
     assert settled["settlements"] == [
         {"type": "prepayment", "amount": {"value": "2280.00", "currency": "RUB"}}
     ]
+
+    # Another one cancelled by the shop once paid: all of it back, the delivery with its line
+    # in the refund's receipt (without it, the fake refuses the refund as YooKassa would).
+    await place(js, msgspec.structs.replace(couriered, order_id="courier-cx"))
+    await wait_until(lambda: "payment_pending" in money.kinds("courier-cx"), what="pending")
+    await fake.pay(_payment_id(money, "courier-cx"))
+    await wait_until(lambda: "committed" in facts.kinds("courier-cx"), what="committed")
+    paid = _lifecycle(facts, money, "courier-cx")
+    await fulfilment.take(js, paid, "cancelled", 42, datetime.now(UTC))
+    await wait_until(lambda: "payment_refunded" in money.kinds("courier-cx"), what="refunded")
+    (refunded,) = money.of("courier-cx", "payment_refunded")
+    assert (refunded.amount, refunded.delivery) == (228000, couriered.delivery)
+    (made,) = fake.refunds.values()
+    assert (made["amount"]["value"], made["receipt_registration"]) == ("2280.00", "succeeded")
