@@ -697,8 +697,8 @@ async def test_a_courier_delivery_is_its_own_line_in_the_receipts_and_goes_back_
     fake: FakeYooKassa,
 ) -> None:
     """Two of FEW brought by a courier for 300 ₽: YooKassa takes 2280 ₽ only with receipt items
-    that add up to it, so the delivery is a line of its own (a service), at payment and when the
-    goods are handed over."""
+    that add up to it, so the delivery is a line of its own (a service), at payment, when the
+    goods are handed over, and in the refund of an order cancelled once paid."""
     catalog_file = tmp_path / "delivery.yaml"
     catalog_file.write_text(COURIER_CATALOG)
     await _start(
