@@ -305,6 +305,8 @@ class PaymentRefunded(Fact, frozen=True, tag="payment_refunded"):
     reason: str
     at: datetime
     restock: bool = True  # the goods in `lines` go back on hand (False: written off)
+    # the delivery given back with everything else, at the part of `amount` that paid for it
+    delivery: DeliveryChoice | None = None
 
 
 class RefundRequested(Fact, frozen=True, tag="refund_requested"):

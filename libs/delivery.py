@@ -13,6 +13,18 @@ from collections.abc import Iterable
 from libs.contracts import DeliveryMethod, OrderLine
 
 KILOGRAM = 1000  # grams
+SKU_PREFIX = "delivery:"
+
+
+def as_sku(method_id: str) -> str:
+    """The delivery where a receipt or the Sales ledger names a product: `delivery:<method id>`,
+    which no product's SKU can be (a SKU has no colon), so one titles map serves both."""
+    return SKU_PREFIX + method_id
+
+
+def titles(methods: Iterable[DeliveryMethod]) -> dict[str, str]:
+    """`as_sku(method id)` -> the method's title, for the shop's methods."""
+    return {as_sku(method.id): method.title for method in methods}
 
 
 def weight(lines: Iterable[OrderLine], weights: dict[str, int]) -> int:

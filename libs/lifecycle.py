@@ -27,6 +27,7 @@ from libs.contracts import (
     CommitFailed,
     Committed,
     Contact,
+    DeliveryChoice,
     FulfilmentEntry,
     OrderFulfilment,
     OrderLine,
@@ -103,6 +104,9 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     lines: tuple[OrderLine, ...] = ()
     total: int = 0  # kopecks, as placed
     placed_at: datetime | None = None
+    # the delivery the customer chose: as placed until the inventory reserves the order, then the
+    # inventory's (at the catalog's price, which `amount` includes); None: none chosen
+    delivery: DeliveryChoice | None = None
     # the inventory
     reserved_at: datetime | None = None
     amount: int = 0  # kopecks, as reserved (the catalog's prices): what the customer pays
@@ -182,6 +186,16 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
         return self.amount or self.total
 
     @property
+    def delivery_price(self) -> int:
+        """Kopecks of the charge that pay for the delivery (0: none, or free)."""
+        return self.delivery.price if self.delivery is not None else 0
+
+    @property
+    def goods(self) -> int:
+        """Kopecks of the charge that pay for the goods: the charge less the delivery."""
+        return self.charge - self.delivery_price
+
+    @property
     def refunded(self) -> int:
         return sum(refund.amount for refund in self.refunds)
 
@@ -223,6 +237,15 @@ def _word(a: str, b: str) -> str:
     return max(a, b)
 
 
+def _keeps_its_reservation(order: Order, fact: Reserved) -> bool:
+    """An order is reserved once (the inventory answers an order id once); were it ever told two
+    different reservations, the earliest (then the smaller) is kept, whichever came first."""
+    if order.reserved_at is None:
+        return False
+    kept = (order.reserved_at, order.amount, msgspec.json.encode(order.delivery))
+    return kept <= (fact.at, fact.total, msgspec.json.encode(fact.delivery))
+
+
 def evolve(order: Order | None, fact: OrderFact) -> Order:
     """The order after one more of its facts (a fact already taken in changes nothing)."""
     current = order or Order(order_id=fact.order_id)
@@ -237,15 +260,21 @@ def evolve(order: Order | None, fact: OrderFact) -> Order:
                 lines=fact.lines,
                 total=fact.total,
                 placed_at=_earliest(current.placed_at, fact.placed_at),
+                # once reserved, the inventory's word on the delivery stands
+                delivery=fact.delivery if current.reserved_at is None else current.delivery,
             )
             return replace(changed, updated_at=_latest(current.updated_at, fact.placed_at))
         case Reserved():
-            changed = replace(
-                current,
-                reserved_at=_earliest(current.reserved_at, fact.at),
-                amount=fact.total,
-                expires_at=fact.expires_at,
-            )
+            if not _keeps_its_reservation(current, fact):
+                changed = replace(
+                    current,
+                    reserved_at=fact.at,
+                    amount=fact.total,
+                    expires_at=fact.expires_at,
+                    delivery=fact.delivery,
+                )
+            else:
+                changed = current
         case Rejected():
             changed = replace(current, rejected=_word(current.rejected, fact.reason))
         case Released():

@@ -23,7 +23,16 @@ from nats.js import JetStreamContext
 
 from libs import bus, lifecycle, money, subjects
 from libs.catalog_view import CatalogView
-from libs.contracts import AlertEvent, PaymentRefunded, StockLevel
+from libs.contracts import (
+    AlertEvent,
+    CatalogDelivery,
+    DeliveryChoice,
+    DeliveryMethod,
+    OrderPlaced,
+    PaymentRefunded,
+    Reserved,
+    StockLevel,
+)
 from libs.kv import Documents
 from services.crm_sync import core
 from services.crm_sync import main as crm
@@ -150,6 +159,47 @@ async def test_csv_paid_after_expiry_is_paid_and_a_restart_between_facts_keeps_t
         )
     sold = [(row[1], row[5]) for row in _csv(crm / "sales.csv")]
     assert sold == [(late, str(1 + 3 % 3))], "the late payment sold once; the refused one never"
+
+
+async def test_csv_a_couriered_order_shows_its_delivery_and_sells_it_once(
+    nats_url: str, js: JetStreamContext, services: Start, tmp_path: Path
+) -> None:
+    """The Delivery column with the method's title from the catalog, and the delivery's price as
+    a line of Sales and in the day's revenue."""
+    crm = tmp_path / "data" / "crm"
+    catalog, _, _ = await subjects.declare_buckets(js)
+    courier = DeliveryMethod(
+        id="courier-msk", title="Курьер по Москве", kind="courier", price=30000
+    )
+    await catalog.put(
+        subjects.CATALOG_DELIVERY_KEY, msgspec.json.encode(CatalogDelivery((courier,)))
+    )
+    services("crm_sync", nats_url, crm_http_port=free_port())
+    chosen = DeliveryChoice(method_id="courier-msk", price=30000, city="Москва")
+    oid = crm_journeys.order_id("dlv", 5)  # three of TEA, paid
+    goods = 3 * crm_journeys.PRICE
+    facts = [
+        (subject, msgspec.structs.replace(fact, delivery=chosen, total=goods + 30000))
+        if isinstance(fact, OrderPlaced | Reserved)
+        else (subject, fact)
+        for subject, fact in crm_journeys.journey("dlv", 5, datetime.now(UTC))
+    ]
+    for subject, fact in facts:
+        await bus.publish(js, subject, fact, msg_id=subject)
+
+    def written() -> bool:
+        orders, sales, days = (_csv(crm / f"{tab}.csv") for tab in ("orders", "sales", "daily"))
+        return len(sales) == 2 and bool(orders) and orders[0][2] == "paid" and len(days) == 1
+
+    await wait_until(written, what="the order paid, its sales and the day")
+    (row,) = _csv(crm / "orders.csv")
+    assert (row[0], row[len(core.ORDER_COLUMNS) - 1]) == (oid, "Курьер по Москве, 300 ₽")
+    assert [r[3:] for r in _csv(crm / "sales.csv")] == [
+        ["TEA", "TEA", "3", "690.00", "2070.00"],  # no products in this catalog: the SKU
+        ["delivery:courier-msk", "Курьер по Москве", "1", "300.00", "300.00"],
+    ]
+    (day,) = _csv(crm / "daily.csv")
+    assert day[1:] == ["1", "3", "2370.00"], "one order, three units, the delivery in the revenue"
 
 
 class _Killed(Exception):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from libs.contracts import (
     CommitFailed,
     Committed,
     Contact,
+    DeliveryChoice,
     OrderLine,
     OrderPlaced,
     PaymentAuthorized,
@@ -36,7 +38,12 @@ from services.crm_sync.sheets import Quota
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 EXPIRY = AT + timedelta(minutes=15)
 LINES = (ReservedLine("TEA", 2, 69000), ReservedLine("CUP", 1, 149000))
-TITLES = {"TEA": "Сенча", "CUP": "Гайвань"}
+TITLES = {
+    "TEA": "Сенча",
+    "CUP": "Гайвань",
+    "delivery:courier-msk": "Курьер по Москве",
+    "delivery:pickup": "Самовывоз",
+}
 Batch = Sequence[tuple[str, core.Fact]]
 FACTS: list[tuple[str, core.Fact]] = [
     (
@@ -230,3 +237,116 @@ async def test_the_quota_never_lets_more_through_in_any_window() -> None:
     times.sort()
     assert all(later - times[i] >= 0.3 for i, later in enumerate(times[5:])), times
     assert times[-1] - times[0] < 0.3 * 3 + 0.2, "no slower than the quota needs"
+
+
+# the delivery: a column of Orders, a line of Sales --------------------------------------------
+COURIER = DeliveryChoice(method_id="courier-msk", price=30000, city="Москва")
+
+
+def delivered_by(choice: DeliveryChoice) -> list[tuple[str, core.Fact]]:
+    """FACTS with the delivery chosen and reserved, the order's total with its price."""
+    placed, reserved = FACTS[0][1], FACTS[1][1]
+    assert isinstance(placed, OrderPlaced) and isinstance(reserved, Reserved)
+    total = 287000 + choice.price
+    return [
+        ("o-1", msgspec.structs.replace(placed, delivery=choice, total=total)),
+        ("i-2", msgspec.structs.replace(reserved, delivery=choice, total=total)),
+        ("p-3", PaymentPending("A1", "pay-1", total, "https://pay", AT, AT)),
+        ("i-4", Committed("A1", LINES, "pay-1", AT)),
+        ("p-5", PaymentSucceeded("A1", "pay-1", total, AT)),
+    ]
+
+
+COURIERED = delivered_by(COURIER)
+EVERYTHING_BACK = (
+    "p-6",
+    PaymentRefunded(
+        "A1",
+        "pay-1",
+        "ref-2",
+        317000,
+        tuple(OrderLine(x.sku, x.qty, x.unit_price) for x in LINES),
+        "cancelled",
+        AT,
+        delivery=COURIER,
+    ),
+)
+
+
+def test_a_couriered_order_shows_its_delivery_and_sells_it_as_a_line() -> None:
+    result = core.plan(COURIERED, {}, TITLES)
+    row = result.orders["A1"]
+    assert (row.delivery, row.total) == ("Курьер по Москве, 300 ₽", 317000)
+    assert core.ORDER_COLUMNS[-1] == "Delivery" and row.values()[-1] == row.delivery
+    assert [(s.key, s.sku, s.title, s.qty, s.unit_price, s.amount) for s in result.sales] == [
+        ("i-4:TEA", "TEA", "Сенча", 2, 69000, 138000),
+        ("i-4:CUP", "CUP", "Гайвань", 1, 149000, 149000),
+        ("i-4:delivery:courier-msk", "delivery:courier-msk", "Курьер по Москве", 1, 30000, 30000),
+    ]
+    # Daily: the delivery is revenue, not a unit sold.
+    assert core.daily(result.sales) == [["2026-11-24", "1", "3", "3170.00"]]
+    sheet_row = result.sales[-1].cells()
+    assert core.sale_row(sheet_row) == result.sales[-1], "read back from the sheet, the same"
+
+
+def test_a_free_delivery_is_written_in_orders_and_is_no_line_of_sales() -> None:
+    pickup = core.plan(delivered_by(DeliveryChoice(method_id="pickup", price=0)), {}, TITLES)
+    assert pickup.orders["A1"].delivery == "Самовывоз, бесплатно"
+    assert [s.sku for s in pickup.sales] == ["TEA", "CUP"]
+    assert core.plan(FACTS, {}, TITLES).orders["A1"].delivery == "", "none chosen"
+
+
+def test_a_method_gone_from_the_catalog_is_named_by_its_id() -> None:
+    result = core.plan(COURIERED, {}, {"TEA": "Сенча"})
+    assert result.orders["A1"].delivery == "courier-msk, 300 ₽"
+    assert result.sales[-1].title == "courier-msk"
+
+
+def test_a_full_refund_takes_the_delivery_back_a_partial_one_does_not() -> None:
+    _, partly = in_batches([[*COURIERED, REFUND]])
+    assert [s.sku for s in partly if s.qty < 0] == ["TEA"]
+    rows, ledger = in_batches([COURIERED, [EVERYTHING_BACK]])
+    assert rows["A1"].status == "refunded"
+    back = [(s.key, s.qty, s.amount) for s in ledger if s.qty < 0]
+    assert back == [
+        ("p-6:CUP", -1, -149000),
+        ("p-6:TEA", -2, -138000),
+        ("p-6:delivery:courier-msk", -1, -30000),
+    ]
+    assert core.daily(ledger) == [["2026-11-24", "1", "0", "0.00"]]
+
+
+def test_a_hold_that_lapsed_after_the_commit_takes_the_delivery_back_too() -> None:
+    lapsed = ("p-6", PaymentCanceled("A1", "pay-1", "expired_on_capture", AT))
+    back = ("i-7", Released("A1", LINES, "payment_canceled", AT, payment_id="pay-1"))
+    _, ledger = in_batches([COURIERED[:4], [lapsed, back]])
+    assert ("i-7:delivery:courier-msk", -1) in [(s.key, s.qty) for s in ledger]
+    assert core.daily(ledger) == [["2026-11-24", "1", "0", "0.00"]]
+
+
+def in_stream_order(delivered: list[tuple[str, core.Fact]]) -> list[tuple[str, core.Fact]]:
+    """The same facts, each stream's (o-, i-, p-) in its own order: the three consumers
+    interleave, but a stream's facts never overtake each other (a copy comes after the first)."""
+    by_stream: dict[str, list[tuple[str, core.Fact]]] = {}
+    for fact_id, fact in delivered:
+        by_stream.setdefault(fact_id[0], []).append((fact_id, fact))
+    ordered = {
+        stream: iter(sorted(facts, key=lambda f: int(f[0].split("-")[1])))
+        for stream, facts in by_stream.items()
+    }
+    return [next(ordered[fact_id[0]]) for fact_id, _ in delivered]
+
+
+@given(
+    st.sampled_from([COURIERED, [*COURIERED, REFUND], [*COURIERED, EVERYTHING_BACK]]),
+    st.data(),
+)
+def test_the_delivery_line_is_once_whatever_the_streams_interleaving_and_batches(
+    facts: list[tuple[str, core.Fact]], data: st.DataObject
+) -> None:
+    again = data.draw(st.lists(st.sampled_from(facts), max_size=len(facts)), label="again")
+    delivered = in_stream_order(data.draw(st.permutations([*facts, *again]), label="delivered"))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(delivered)), max_size=3), label="cuts"))
+    edges = [0, *cuts, len(delivered)]
+    batches = [delivered[a:b] for a, b in itertools.pairwise(edges)]
+    assert in_batches(batches) == in_batches([facts])

@@ -1,7 +1,8 @@
 """A spreadsheet made by an earlier version is upgraded in place: this version's Orders columns
 inserted where its own end, a person's own columns after them kept with their cells, every row
 kept; in Google Sheets (through the fake, with the real gspread) and in the CSV files alike. And
-the Orders row of an order after paid: its fulfilment, carrier, tracking and times."""
+the Orders row of an order after paid: its fulfilment, carrier, tracking and times, its
+delivery."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from libs import lifecycle
 from libs.contracts import (
     Committed,
+    DeliveryChoice,
     FulfilmentEntry,
     OrderFulfilment,
     OrderLine,
@@ -30,7 +32,8 @@ from tests.fakes.sheets import FakeSheets
 
 T = datetime(2026, 12, 1, 10, tzinfo=UTC)
 OLD = list(core.ORDER_COLUMNS_V1)
-NEW_COLUMNS = ["Fulfilment", "Carrier", "Tracking", "Shipped at", "Delivered at"]
+NEW_COLUMNS = ["Fulfilment", "Carrier", "Tracking", "Shipped at", "Delivered at", "Delivery"]
+BLANK = [""] * len(NEW_COLUMNS)
 OLD_ROWS = [
     [
         *("o-1", "2026-11-30 10:00:00", "paid", "Анна", "7", "+79001234567", "Москва", ""),
@@ -45,15 +48,16 @@ OLD_ROWS = [
 
 def shipped_order() -> lifecycle.Order:
     lines = (OrderLine("A", 1, 99000),)
+    post = DeliveryChoice(method_id="russian-post", price=35000)
     packed = FulfilmentEntry(step="packed", at=T, by=42)
     shipped = FulfilmentEntry(
         step="shipped", at=T.replace(hour=12), by=42, carrier="russian_post", tracking="RA1RU"
     )
     order = lifecycle.fold(
         [
-            OrderPlaced("o-3", 7, lines, 99000, T),
-            Reserved("o-3", (ReservedLine("A", 1, 99000),), 99000, T, T),
-            PaymentSucceeded("o-3", "pay-3", 99000, T),
+            OrderPlaced("o-3", 7, lines, 134000, T, delivery=post),
+            Reserved("o-3", (ReservedLine("A", 1, 99000),), 134000, T, T, delivery=post),
+            PaymentSucceeded("o-3", "pay-3", 134000, T),
             Committed("o-3", (ReservedLine("A", 1, 99000),), "pay-3", T),
             OrderFulfilment("o-3", (packed, shipped), T.replace(hour=12)),
         ]
@@ -63,13 +67,14 @@ def shipped_order() -> lifecycle.Order:
 
 
 def test_the_row_of_a_shipped_order() -> None:
-    row = core.row(shipped_order(), {"A": "Чай"})
+    row = core.row(shipped_order(), {"A": "Чай", "delivery:russian-post": "Почтой"})
     assert (row.status, row.fulfilment, row.carrier, row.tracking) == (
         "shipped",
         "shipped",
         "Почта России",
         "RA1RU",
     )
+    assert (row.delivery, row.total) == ("Почтой, 350 ₽", 134000)
     assert (row.shipped_at, row.delivered_at) == ("2026-12-01 12:00:00", "")
     assert core.order_row(row.cells()) == row  # read back from the sheet, the same row
 
@@ -77,6 +82,8 @@ def test_the_row_of_a_shipped_order() -> None:
 def test_which_headers_are_upgraded() -> None:
     assert core.upgrade(OLD) == len(OLD)
     assert core.upgrade([*OLD, "Notes"]) == len(OLD)
+    v2 = list(core.ORDER_COLUMNS_V2)
+    assert core.upgrade([*v2, "Notes"]) == len(v2) == len(core.ORDER_COLUMNS) - 1
     assert core.upgrade(list(core.ORDER_COLUMNS)) is None
     assert core.upgrade([*core.ORDER_COLUMNS, "Notes"]) is None
     assert core.upgrade(["Order", "Created", "Сумма"]) is None  # not ours: refused elsewhere
@@ -92,7 +99,7 @@ async def test_csv_orders_of_an_earlier_version_upgraded_with_the_owners_column(
     await sheet.open()
     header, *rows = list(csv.reader(path.open(encoding="utf-8")))
     assert header == [*OLD, *NEW_COLUMNS, "Notes"]
-    assert rows[0] == [*OLD_ROWS[0][:13], "", "", "", "", "", "позвонить"]
+    assert rows[0] == [*OLD_ROWS[0][:13], *BLANK, "позвонить"]
     assert rows[1][:13] == OLD_ROWS[1][:13] and len(rows) == 2
 
     plan = core.Plan(orders={"o-3": core.row(shipped_order(), {})})
@@ -106,11 +113,30 @@ async def test_csv_orders_of_an_earlier_version_upgraded_with_the_owners_column(
         "RA1RU",
         "2026-12-01 12:00:00",
         "",
+        "russian-post, 350 ₽",  # the method's id: the catalog has no title for it
         "",
     ]
     again = CsvSheet(tmp_path)  # a restart: nothing more to upgrade, nothing lost
     await again.open()
     assert set(again.orders) == {"o-1", "o-2", "o-3"} and again.extra["o-1"] == ["позвонить"]
+
+
+async def test_csv_orders_of_the_version_before_get_the_delivery_column(tmp_path: Path) -> None:
+    """A sheet with the fulfilment columns (the version before) gains Delivery before the
+    owner's own column."""
+    v2 = list(core.ORDER_COLUMNS_V2)
+    shipped = core.row(shipped_order(), {}).values()[: len(v2)]
+    path = tmp_path / "orders.csv"
+    with path.open("w", encoding="utf-8", newline="") as file:
+        csv.writer(file).writerows([[*v2, "Notes"], [*shipped, "позвонить"]])
+    sheet = CsvSheet(tmp_path)
+    await sheet.open()
+    header, row = list(csv.reader(path.open(encoding="utf-8")))
+    assert header == [*v2, "Delivery", "Notes"]
+    assert row == [*shipped, "", "позвонить"]
+    await sheet.apply(core.Plan(orders={"o-3": core.row(shipped_order(), {})}))
+    _, row = list(csv.reader(path.open(encoding="utf-8")))
+    assert row[len(v2) :] == ["russian-post, 350 ₽", "позвонить"]
 
 
 @pytest.fixture
@@ -134,13 +160,13 @@ async def test_google_orders_tab_of_an_earlier_version_upgraded_with_the_owners_
     await sheet.open()
     header, *rows = sheets.rows(book, "Orders")
     assert header == [*OLD, *NEW_COLUMNS, "Notes"]
-    assert rows[0][:13] == OLD_ROWS[0][:13] and rows[0][13:] == ["", "", "", "", "", "позвонить"]
+    assert rows[0][:13] == OLD_ROWS[0][:13] and rows[0][13:] == [*BLANK, "позвонить"]
     assert rows[1][:13] == OLD_ROWS[1][:13]
     await sheet.apply(core.Plan(orders={"o-3": core.row(shipped_order(), {})}))
     header, *rows = sheets.rows(book, "Orders")
     assert [row[0] for row in rows] == ["o-1", "o-2", "o-3"]
     assert rows[2][13:16] == ["shipped", "Почта России", "RA1RU"]
-    assert rows[0][18] == "позвонить"
+    assert rows[2][18] == "russian-post, 350 ₽" and rows[0][19] == "позвонить"
     again = GoogleSheet(key_file, book, sheets.url, timeout=3)
     await again.open()  # opened again: already this version's, nothing moves
     assert sheets.rows(book, "Orders")[0] == [*OLD, *NEW_COLUMNS, "Notes"]

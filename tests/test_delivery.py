@@ -66,6 +66,15 @@ def test_where_a_courier_goes() -> None:
     assert not delivery.needs_address(PICKUP) and delivery.needs_address(POST)
 
 
+def test_a_delivery_is_named_where_a_product_would_be() -> None:
+    """Receipts and the Sales ledger name it `delivery:<method id>`, never a product's SKU."""
+    assert delivery.as_sku("courier-msk") == "delivery:courier-msk"
+    assert delivery.titles([PICKUP, COURIER]) == {
+        "delivery:pickup": "Самовывоз",
+        f"delivery:{COURIER.id}": COURIER.title,
+    }
+
+
 def test_the_demo_shop_offers_pickup_a_courier_and_the_post() -> None:
     *_, last = catalog.load(catalog.DEMO_CATALOG)
     assert isinstance(last, SetDelivery)

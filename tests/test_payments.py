@@ -18,6 +18,7 @@ from libs.contracts import (
     Committed,
     Contact,
     DeadLettered,
+    DeliveryChoice,
     OrderFulfilment,
     OrderLine,
     PaymentEvent,
@@ -26,9 +27,11 @@ from libs.contracts import (
     Reserved,
     ReservedLine,
 )
+from libs.money import kopecks
 from shop.embedded_nats import free_port
 from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import (
+    CATALOG,
     Facts,
     ServiceProcess,
     inventory_ready,
@@ -668,3 +671,82 @@ async def test_the_settlement_receipt_on_delivery_is_made_once_across_a_kill(
 
     await wait_until(handled, what="the fact handled again")
     assert len(fake.receipts) == 1
+
+
+COURIER_CATALOG = (
+    CATALOG
+    + """
+delivery:
+  methods:
+    - {id: courier-msk, title: Курьер по Москве, kind: courier, price: 300, cities: [Москва]}
+"""
+)
+
+
+def _kopecks(items: list[dict[str, Any]]) -> int:
+    return sum(int(float(i["quantity"])) * kopecks(i["amount"]["value"]) for i in items)
+
+
+async def test_a_courier_delivery_is_its_own_line_in_the_receipts_and_goes_back_on_a_cancel(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    tmp_path: Path,
+    fake: FakeYooKassa,
+) -> None:
+    """Two of FEW brought by a courier for 300 ₽: YooKassa takes 2280 ₽ only with receipt items
+    that add up to it, so the delivery is a line of its own (a service), at payment, when the
+    goods are handed over, and in the refund of an order cancelled once paid."""
+    catalog_file = tmp_path / "delivery.yaml"
+    catalog_file.write_text(COURIER_CATALOG)
+    await _start(
+        services, nats_url, catalog_file, js, fake, receipts="true", payments_capture="one_stage"
+    )
+    couriered = msgspec.structs.replace(
+        order("courier", ("FEW", 2, 99000)),
+        contact=Contact(name="Анна", phone="+79001234567", address="Москва, Тверская, 1"),
+        delivery=DeliveryChoice(method_id="courier-msk", price=30000, city="Москва"),
+        total=198000 + 30000,
+    )
+    await place(js, couriered)
+    await wait_until(lambda: "payment_pending" in money.kinds("courier"), what="pending")
+    payment_id = _payment_id(money, "courier")
+    assert fake.payments[payment_id]["amount"] == {"value": "2280.00", "currency": "RUB"}
+    items = fake.payment_receipts[payment_id]["items"]
+    assert [(i["description"], i["payment_subject"], i["payment_mode"]) for i in items] == [
+        ("A few", "commodity", "full_prepayment"),
+        ("Доставка: Курьер по Москве", "service", "full_prepayment"),
+    ]
+    assert (float(items[1]["quantity"]), items[1]["amount"]["value"]) == (1, "300.00")
+    assert _kopecks(items) == 228000
+
+    await fake.pay(payment_id)
+    await wait_until(lambda: "committed" in facts.kinds("courier"), what="committed")
+    state = _lifecycle(facts, money, "courier")
+    assert (state.charge, state.goods, state.delivery) == (228000, 198000, couriered.delivery)
+    await fulfilment.take(js, state, "delivered", 42, datetime.now(UTC))
+    await wait_until(lambda: len(fake.receipts) == 1, what="the settlement receipt")
+    (settled,) = fake.receipts.values()
+    assert [(i["description"], i["payment_mode"]) for i in settled["items"]] == [
+        ("A few", "full_payment"),
+        ("Доставка: Курьер по Москве", "full_payment"),
+    ]
+    assert settled["settlements"] == [
+        {"type": "prepayment", "amount": {"value": "2280.00", "currency": "RUB"}}
+    ]
+
+    # Another one cancelled by the shop once paid: all of it back, the delivery with its line
+    # in the refund's receipt (without it, the fake refuses the refund as YooKassa would).
+    await place(js, msgspec.structs.replace(couriered, order_id="courier-cx"))
+    await wait_until(lambda: "payment_pending" in money.kinds("courier-cx"), what="pending")
+    await fake.pay(_payment_id(money, "courier-cx"))
+    await wait_until(lambda: "committed" in facts.kinds("courier-cx"), what="committed")
+    paid = _lifecycle(facts, money, "courier-cx")
+    await fulfilment.take(js, paid, "cancelled", 42, datetime.now(UTC))
+    await wait_until(lambda: "payment_refunded" in money.kinds("courier-cx"), what="refunded")
+    (refunded,) = money.of("courier-cx", "payment_refunded")
+    assert (refunded.amount, refunded.delivery) == (228000, couriered.delivery)
+    (made,) = fake.refunds.values()
+    assert (made["amount"]["value"], made["receipt_registration"]) == ("2280.00", "succeeded")

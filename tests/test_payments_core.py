@@ -11,8 +11,10 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from libs import money
 from libs.contracts import (
     Contact,
+    DeliveryChoice,
     OrderLine,
     PaymentAuthorized,
     PaymentCanceled,
@@ -43,6 +45,25 @@ def record(**changes: Any) -> PaymentRecord:
         confirmation_url="https://pay/1",
     )
     return msgspec.structs.replace(base, **changes)
+
+
+COURIER = DeliveryChoice(method_id="courier-msk", price=30000, city="Москва")
+TITLES = {"TEA": "Чай", "MUG": "Кружка", "delivery:courier-msk": "Курьер по Москве"}
+PREPAID = core.ReceiptConfig(4, "commodity", "full_prepayment")
+
+
+def couriered(**changes: Any) -> PaymentRecord:
+    """The order of `record()` brought by a courier for 300 ₽."""
+    return record(amount=3 * 99000 + 45050 + 30000, delivery=COURIER, **changes)
+
+
+def items_sum(receipt: dict[str, Any]) -> int:
+    """What a receipt's items add up to, in kopecks (YooKassa refuses one that is not the
+    payment's amount)."""
+    return sum(
+        int(float(item["quantity"])) * money.kopecks(item["amount"]["value"])
+        for item in receipt["items"]
+    )
 
 
 def payment(status: str, **more: Any) -> dict[str, Any]:
@@ -352,3 +373,123 @@ def test_the_settlement_receipt_on_delivery() -> None:
         core.settlement_receipt(core.refunded(order, everything, "re-2"), titles, prepaid) is None
     )
     assert core.settlement_receipt(record(status="canceled"), titles, prepaid) is None
+
+
+# the delivery: its own line in every receipt, and back only with everything --------------------
+
+
+def test_the_reservations_delivery_is_kept_with_the_record() -> None:
+    reserved = Reserved("o1", (TEA, MUG), 372050, EXPIRES, NOW, delivery=COURIER)
+    assert core.new_record(reserved, Contact(), NOW).delivery == COURIER
+    old = msgspec.json.decode(
+        msgspec.json.encode(record()).replace(b',"delivery":null', b""), type=PaymentRecord
+    )
+    assert (old.delivery, old.delivery_back) == (None, False), "a stored record still decodes"
+
+
+def test_the_payments_receipt_has_the_delivery_as_a_service_line() -> None:
+    params = core.create_params(couriered(status="creating"), "https://back", TITLES, True, PREPAID)
+    goods, delivery = params["receipt"]["items"][:2], params["receipt"]["items"][2]
+    assert delivery == {
+        "description": "Доставка: Курьер по Москве",
+        "quantity": "1.00",
+        "amount": {"value": "300.00", "currency": "RUB"},
+        "vat_code": 4,
+        "payment_subject": "service",
+        "payment_mode": "full_prepayment",
+    }
+    assert [i["payment_subject"] for i in goods] == ["commodity", "commodity"]
+    assert items_sum(params["receipt"]) == 372050 == money.kopecks(params["amount"]["value"])
+    gone = core.create_params(couriered(status="creating"), "https://back", {}, True, PREPAID)
+    assert gone["receipt"]["items"][2]["description"] == "Доставка", "the method left the catalog"
+    free = record(delivery=DeliveryChoice(method_id="pickup", price=0))
+    plain = core.create_params(free, "https://back", TITLES, True, PREPAID)
+    assert len(plain["receipt"]["items"]) == 2, "a free delivery is no line of the receipt"
+
+
+def test_a_full_refund_gives_the_delivery_back_with_its_line() -> None:
+    order = couriered()
+    everything = core.refund_for(order, None)
+    assert everything is not None
+    assert (everything.amount, everything.delivery) == (372050, 30000)
+    params = core.refund_params(order, everything, "cancelled", TITLES, PREPAID)
+    assert params["receipt"]["items"][-1]["description"] == "Доставка: Курьер по Москве"
+    assert items_sum(params["receipt"]) == 372050
+    tell = core.refund_fact(order, everything, "re-1", "cancelled", NOW)
+    assert isinstance(tell.fact, PaymentRefunded) and tell.fact.delivery == COURIER
+    done = core.refunded(order, everything, "re-1")
+    assert done.delivery_back and core.refund_for(done, None) is None
+    money_only = core.refund_for(order, ())
+    assert money_only is not None and money_only.delivery == 30000, "the stock was gone"
+    params = core.refund_params(order, money_only, "stock_gone", TITLES, PREPAID)
+    assert items_sum(params["receipt"]) == money_only.amount == 372050
+
+
+def test_a_return_of_some_goods_leaves_the_delivery_paid_until_the_rest_goes_back() -> None:
+    order = couriered()
+    one = core.refund_for(order, (OrderLine("TEA", 1, 99000),))
+    assert one is not None and (one.amount, one.delivery) == (99000, 0)
+    told = core.refund_fact(order, one, "re-1", "returned", NOW).fact
+    assert isinstance(told, PaymentRefunded) and told.delivery is None
+    params = core.refund_params(order, one, "returned", TITLES, PREPAID)
+    assert [i["description"] for i in params["receipt"]["items"]] == ["Чай"]
+    order = core.refunded(order, one, "re-1")
+    assert not order.delivery_back
+    rest = core.refund_for(order, None)
+    assert rest is not None and (rest.amount, rest.delivery) == (273050, 30000)
+    params = core.refund_params(order, rest, "cancelled", TITLES, PREPAID)
+    assert items_sum(params["receipt"]) == 273050
+
+
+def test_the_settlement_receipt_lists_the_delivery() -> None:
+    order = couriered()
+    one = core.refund_for(order, (OrderLine("TEA", 1, 99000),))
+    assert one is not None
+    receipt = core.settlement_receipt(core.refunded(order, one, "re-1"), TITLES, PREPAID)
+    assert receipt is not None
+    assert [(i["description"], i["payment_subject"], i["payment_mode"]) for i in receipt["items"]][
+        -1
+    ] == ("Доставка: Курьер по Москве", "service", "full_payment")
+    settled = receipt["settlements"][0]["amount"]
+    assert items_sum(receipt) == money.kopecks(settled["value"]) == 273050
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(  # one line per product, as the cart makes them
+        st.builds(
+            ReservedLine,
+            st.sampled_from(SKUS),
+            st.integers(min_value=1, max_value=5),
+            st.integers(min_value=1, max_value=200_000),
+        ),
+        min_size=1,
+        max_size=2,
+        unique_by=lambda line: line.sku,
+    ),
+    st.integers(min_value=0, max_value=50_000),
+    st.lists(st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=3), max_size=3),
+)
+def test_every_receipt_adds_up_to_its_money(
+    lines: list[ReservedLine], price: int, returns: list[list[int]]
+) -> None:
+    """Returns of some lines at the price paid, then everything left: each refund's receipt,
+    and the payment's, add up to their money, the delivery's line with them when it is theirs."""
+    chosen = DeliveryChoice(method_id="courier-msk", price=price)
+    goods = sum(ln.qty * ln.unit_price for ln in lines)
+    order = record(lines=tuple(lines), amount=goods + price, delivery=chosen)
+    paid = core.create_params(order, "https://back", TITLES, True, PREPAID)
+    assert items_sum(paid["receipt"]) == order.amount
+    asked: list[tuple[OrderLine, ...] | None] = [
+        tuple(OrderLine(ln.sku, n, ln.unit_price) for ln, n in zip(lines, counts, strict=False))
+        for counts in returns
+    ]
+    for n, request in enumerate([*asked, None]):
+        refund = core.refund_for(order, request)
+        if refund is None:
+            continue
+        params = core.refund_params(order, refund, "returned", TITLES, PREPAID)
+        assert items_sum(params["receipt"]) == refund.amount
+        assert refund.delivery == (price if request is None else 0)
+        order = core.refunded(order, refund, f"re-{n}")
+    assert order.refunded == order.amount

@@ -158,6 +158,9 @@ async def test_receipt_must_add_up(fake: FakeYooKassa) -> None:
     payment = await sdk(Payment.create, params("100.00", receipt=receipt("60.00", "40.00")))
     assert payment.receipt_registration == "pending"
     assert fake.created == 1
+    (kept,) = fake.payment_receipts.values()  # the one it took, as sent, for tests to read
+    assert [item["amount"]["value"] for item in kept["items"]] == ["60.00", "40.00"]
+    assert list(fake.payment_receipts) == [payment.id]
 
 
 async def test_pay_capture_refund(fake: FakeYooKassa) -> None:

@@ -3,9 +3,9 @@
 Orders: one row per order, updated in place (keyed by the order number), derived from the
 order's lifecycle state (`libs.lifecycle`: its status and everything else its facts said); the
 shell keeps that state per order, and a batch's facts are folded into it. Sales: the ledger, one
-row per sold line, keyed by the fact it came from, so a redelivered fact is never a second row;
-a refund adds negative rows and never edits old ones. Daily: sums of the ledger. The shell (the
-Sheets or CSV writer) turns a `Plan` into as few writes as it can.
+row per sold line and one for a paid delivery, keyed by the fact it came from, so a redelivered
+fact is never a second row; a refund adds negative rows and never edits old ones. Daily: sums of
+the ledger. The shell (the Sheets or CSV writer) turns a `Plan` into as few writes as it can.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from datetime import datetime
 
 import msgspec
 
-from libs import fulfilment, lifecycle
+from libs import delivery, fulfilment, lifecycle
 from libs.contracts import Committed, OrderLine, PaymentRefunded, Released, ReservedLine
-from libs.money import cell_kopecks, cell_number, rubles
+from libs.money import cell_kopecks, cell_number, format_rub, rubles
 
 # The Orders tab's columns, and those of the versions before (a sheet made by one of them is
 # upgraded in place: the missing columns inserted after the ones it has, a person's own columns
@@ -38,7 +38,7 @@ ORDER_COLUMNS_V1 = (
     "Paid at",
     "Updated",
 )
-ORDER_COLUMNS = (
+ORDER_COLUMNS_V2 = (
     *ORDER_COLUMNS_V1,
     "Fulfilment",
     "Carrier",
@@ -46,7 +46,9 @@ ORDER_COLUMNS = (
     "Shipped at",
     "Delivered at",
 )
-ORDER_COLUMN_VERSIONS = (ORDER_COLUMNS_V1, ORDER_COLUMNS)
+# Each version adds its columns at the end (the payment method's comes next, as V4).
+ORDER_COLUMNS = (*ORDER_COLUMNS_V2, "Delivery")
+ORDER_COLUMN_VERSIONS = (ORDER_COLUMNS_V1, ORDER_COLUMNS_V2, ORDER_COLUMNS)
 SALES_COLUMNS = ("Fact", "Order", "Time", "SKU", "Title", "Qty", "Unit price", "Amount")
 DAILY_COLUMNS = ("Date", "Orders", "Units", "Revenue")
 STOCK_COLUMNS = ("SKU", "Title", "On hand", "Reserved", "Available", "Changed")
@@ -79,6 +81,7 @@ class OrderRow(msgspec.Struct, kw_only=True):
     tracking: str = ""
     shipped_at: str = ""
     delivered_at: str = ""
+    delivery: str = ""  # the method and its price: "Курьер по Москве, 300 ₽"
 
     def values(self) -> list[str]:
         return [
@@ -206,6 +209,17 @@ def fulfilment_text(order: lifecycle.Order) -> str:
     return words
 
 
+def delivery_text(order: lifecycle.Order, titles: Mapping[str, str]) -> str:
+    """The Delivery column: the method's title (its id once the catalog lost it) and its price,
+    as the customer pays it ("Курьер по Москве, 300 ₽", "Самовывоз, бесплатно")."""
+    if order.delivery is None:
+        return ""
+    method_id = order.delivery.method_id
+    title = titles.get(delivery.as_sku(method_id), method_id)
+    price = format_rub(order.delivery.price) if order.delivery.price else "бесплатно"
+    return f"{title}, {price}"
+
+
 def row(order: lifecycle.Order, titles: Mapping[str, str]) -> OrderRow:
     """The order's row: everything in it is what its lifecycle state says."""
     contact = order.contact
@@ -230,26 +244,30 @@ def row(order: lifecycle.Order, titles: Mapping[str, str]) -> OrderRow:
         tracking=shipped.tracking if shipped else "",
         shipped_at=stamp(shipped.at) if shipped else "",
         delivered_at=stamp(delivered.at) if delivered else "",
+        delivery=delivery_text(order, titles),
     )
 
 
 def sales(
     fact_id: str, fact: Fact, order: lifecycle.Order, titles: Mapping[str, str]
 ) -> list[SaleRow]:
-    """Ledger rows a fact makes: sold lines on commit, negative ones on a refund of goods and
-    when a committed order's hold lapsed before capture (its goods went back unpaid)."""
+    """Ledger rows a fact makes: sold lines and the delivery on commit, negative ones on a
+    refund (the delivery's when the refund gave it back) and when a committed order's hold
+    lapsed before capture (its goods went back unpaid). The delivery on commit is the order's,
+    which its reservation set: told before the commit, on the same stream."""
+    delivered = order.delivery
     match fact:
         case Committed(lines=lines, at=at):
             sign = 1
         case PaymentRefunded(lines=lines, at=at):
-            sign = -1
+            sign, delivered = -1, fact.delivery
         case Released(lines=lines, at=at) if (
             order.committed_at is not None and fact.payment_id == order.payment_id != ""
         ):
             sign = -1
         case _:
             return []
-    return [
+    rows = [
         SaleRow(
             key=f"{fact_id}:{line.sku}",
             order_id=fact.order_id,
@@ -262,6 +280,22 @@ def sales(
         )
         for line in lines
     ]
+    # A free delivery is no money: the Orders tab says it, the ledger has no row of 0 for it.
+    if delivered is not None and delivered.price > 0:
+        sku = delivery.as_sku(delivered.method_id)
+        rows.append(
+            SaleRow(
+                key=f"{fact_id}:{sku}",
+                order_id=fact.order_id,
+                at=stamp(at),
+                sku=sku,
+                title=titles.get(sku, delivered.method_id),
+                qty=sign,
+                unit_price=delivered.price,
+                amount=sign * delivered.price,
+            )
+        )
+    return rows
 
 
 def plan(
@@ -292,14 +326,16 @@ def plan(
 
 
 def daily_totals(ledger: Iterable[SaleRow]) -> list[tuple[str, int, int, int]]:
-    """Per day: orders with a sale, units, revenue in kopecks (refunds count against their day)."""
+    """Per day: orders with a sale, units of goods, revenue in kopecks with the deliveries'
+    (refunds count against their day)."""
     days: dict[str, tuple[set[str], int, int]] = {}
     for sale in ledger:
         day = sale.at[:10]
         order_ids, units, revenue = days.get(day, (set(), 0, 0))
         if sale.qty > 0:
             order_ids.add(sale.order_id)
-        days[day] = (order_ids, units + sale.qty, revenue + sale.amount)
+        goods = 0 if sale.sku.startswith(delivery.SKU_PREFIX) else sale.qty
+        days[day] = (order_ids, units + goods, revenue + sale.amount)
     return [
         (day, len(order_ids), units, revenue)
         for day, (order_ids, units, revenue) in sorted(days.items())

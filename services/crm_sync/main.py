@@ -34,6 +34,7 @@ from nats.js import JetStreamContext
 from libs import bus, health, lifecycle, log, metrics, shutdown, subjects
 from libs.catalog_view import CatalogView
 from libs.contracts import CrmBehind, CrmCaughtUp, CrmStatus
+from libs.delivery import titles as delivery_titles
 from libs.kv import Documents
 from libs.lease import Holder, Lease
 from libs.runner import Consumer, Delivery, Runner, backoff
@@ -106,8 +107,9 @@ def fact_id(delivery: Delivery[Any]) -> str:
 
 
 class Titles:
-    """Product titles from the catalog read model (in memory), for readable rows; a title once
-    seen is kept for a product no longer in the catalog."""
+    """Product titles from the catalog read model (in memory), for readable rows, and the
+    delivery methods' (by `delivery.as_sku`); a title once seen is kept for a product or a
+    method no longer in the catalog."""
 
     def __init__(self, catalog: CatalogView) -> None:
         self._catalog = catalog
@@ -115,6 +117,7 @@ class Titles:
 
     def of(self, skus: Iterable[str]) -> dict[str, str]:
         self._known.update(self._catalog.titles(skus))
+        self._known.update(delivery_titles(self._catalog.delivery().methods))
         return self._known
 
 

@@ -18,6 +18,7 @@ import msgspec
 from libs import lifecycle, money
 from libs.contracts import (
     Contact,
+    DeliveryChoice,
     OrderLine,
     PaymentAuthorized,
     PaymentCanceled,
@@ -29,6 +30,7 @@ from libs.contracts import (
     Reserved,
     ReservedLine,
 )
+from libs.delivery import as_sku
 from libs.subjects import PaymentKind
 
 Status = Literal["creating", "pending", "waiting_for_capture", "succeeded", "canceled", "failed"]
@@ -42,11 +44,13 @@ class PaymentRecord(msgspec.Struct, frozen=True, kw_only=True):
     lines: tuple[ReservedLine, ...]
     expires_at: datetime  # the reservation's
     contact: Contact = Contact()
+    delivery: DeliveryChoice | None = None  # the reservation's, its price part of `amount`
     status: Status = "creating"
     payment_id: str = ""
     confirmation_url: str = ""
     refunded: int = 0  # kopecks
     returned: tuple[OrderLine, ...] = ()  # goods that came back with refunds
+    delivery_back: bool = False  # the delivery's price was given back (with the rest of it all)
     refund_ids: tuple[str, ...] = ()
     told: tuple[str, ...] = ()  # statuses already published as facts
     settled: bool = False  # the settlement receipt on delivery was made (54-FZ)
@@ -93,7 +97,9 @@ def create_params(
         "metadata": {"order_id": record.order_id},
     }
     if receipt is not None:
-        params["receipt"] = receipt_params(record.lines, record.contact, titles, receipt)
+        params["receipt"] = receipt_params(
+            record.lines, record.contact, titles, receipt, record.delivery
+        )
     return params
 
 
@@ -102,8 +108,11 @@ def receipt_params(
     contact: Contact,
     titles: dict[str, str],
     config: ReceiptConfig,
+    delivery: DeliveryChoice | None = None,
 ) -> dict[str, Any]:
-    """A 54-FZ receipt: one item per line; the customer by phone (digits only) or email."""
+    """A 54-FZ receipt: one item per line, and the delivery's own if it costs anything (the
+    items must add up to the money, or YooKassa refuses); the customer by phone (digits only)
+    or email. `titles` has the products' by SKU and the delivery's by `as_sku` (libs.delivery)."""
     customer: dict[str, str] = {}
     if contact.phone:
         customer["phone"] = contact.phone.lstrip("+")
@@ -111,19 +120,35 @@ def receipt_params(
         customer["email"] = contact.email
     if contact.name:
         customer["full_name"] = contact.name[:256]
+    items = [
+        {
+            "description": titles.get(line.sku, line.sku)[:128],
+            "quantity": f"{line.qty}.00",
+            "amount": amount_field(line.unit_price),
+            "vat_code": config.vat_code,
+            "payment_subject": config.payment_subject,
+            "payment_mode": config.payment_mode,
+        }
+        for line in lines
+    ]
+    if delivery is not None and delivery.price > 0:
+        items.append(delivery_item(delivery, titles, config))
+    return {"customer": customer, "items": items}
+
+
+def delivery_item(
+    delivery: DeliveryChoice, titles: dict[str, str], config: ReceiptConfig
+) -> dict[str, Any]:
+    """The delivery as a receipt's item: a service, named by its method ("Доставка: Курьер по
+    Москве"; plain "Доставка" once the method is gone from the catalog)."""
+    title = titles.get(as_sku(delivery.method_id))
     return {
-        "customer": customer,
-        "items": [
-            {
-                "description": titles.get(line.sku, line.sku)[:128],
-                "quantity": f"{line.qty}.00",
-                "amount": amount_field(line.unit_price),
-                "vat_code": config.vat_code,
-                "payment_subject": config.payment_subject,
-                "payment_mode": config.payment_mode,
-            }
-            for line in lines
-        ],
+        "description": (f"Доставка: {title}" if title else "Доставка")[:128],
+        "quantity": "1.00",
+        "amount": amount_field(delivery.price),
+        "vat_code": config.vat_code,
+        "payment_subject": "service",
+        "payment_mode": config.payment_mode,
     }
 
 
@@ -136,15 +161,18 @@ def settlement_receipt(
     record: PaymentRecord, titles: dict[str, str], config: ReceiptConfig
 ) -> dict[str, Any] | None:
     """The receipt that settles the prepayment once the goods are delivered: what was not
-    returned, now `full_payment`, paid by the prepayment (None: nothing to settle)."""
+    returned and the delivery (unless its money went back), now `full_payment`, paid by the
+    prepayment (None: nothing to settle)."""
     if config.payment_mode not in SETTLED_ON_DELIVERY or record.status != "succeeded":
         return None
     lines = not_returned(record)
     if not lines:
         return None
+    delivery = None if record.delivery_back else record.delivery
     handed = msgspec.structs.replace(config, payment_mode="full_payment")
-    receipt = receipt_params(lines, record.contact, titles, handed)
+    receipt = receipt_params(lines, record.contact, titles, handed, delivery)
     total = sum(line.qty * line.unit_price for line in lines)
+    total += delivery.price if delivery is not None else 0
     return {
         **receipt,
         "type": "payment",
@@ -201,6 +229,7 @@ def new_record(reserved: Reserved, contact: Contact, now: datetime) -> PaymentRe
         lines=reserved.lines,
         expires_at=reserved.expires_at,
         contact=contact,
+        delivery=reserved.delivery,
         updated_at=now,
     )
 
@@ -310,7 +339,9 @@ def fact_for(record: PaymentRecord, payment: dict[str, Any], now: datetime) -> P
     return None
 
 
-# Refunds: per line, never more than was paid.
+# Refunds: per line, never more than was paid. The delivery's price goes back only with
+# everything that is left (a cancellation, the stock gone): a return of some of the goods
+# refunds those goods, and the delivery, made, stays paid.
 
 
 class Refund(msgspec.Struct, frozen=True):
@@ -318,7 +349,8 @@ class Refund(msgspec.Struct, frozen=True):
 
     amount: int  # kopecks, more than 0 and at most what is left of the payment
     lines: tuple[OrderLine, ...]  # the goods that come back (empty: the money only)
-    receipt: tuple[OrderLine, ...]  # what the refund's 54-FZ receipt lists
+    receipt: tuple[OrderLine, ...]  # what the refund's 54-FZ receipt lists, the delivery apart
+    delivery: int = 0  # kopecks of `amount` for the delivery (its receipt line when above 0)
 
 
 def refundable(record: PaymentRecord) -> bool:
@@ -359,18 +391,23 @@ def refund_for(record: PaymentRecord, lines: tuple[OrderLine, ...] | None) -> Re
     """What a refund of `lines` gives back (None: everything that is left; (): the money only,
     no goods back), or None if there is nothing to give back."""
     left = record.amount - record.refunded
-    if lines is None:
-        back, amount = not_returned(record), left
-    elif not lines:
-        back, amount = (), left
+    everything = tuple(OrderLine(ln.sku, ln.qty, ln.unit_price) for ln in record.lines)
+    delivery = 0
+    if not lines:  # everything that is left, or the money only: the delivery's price too
+        if record.delivery is not None and not record.delivery_back:
+            delivery = min(record.delivery.price, left)
+        back, amount = not_returned(record) if lines is None else (), left
+        # the money only lists the whole order; everything left lists what is left of it (with
+        # the goods all back already, the delivery alone), the whole order if nothing is
+        receipt = back if lines is None and (back or delivery) else everything
     else:
         back = returnable(record, lines)
         amount = sum(line.qty * line.unit_price for line in back)
+        receipt = back
     amount = min(amount, left)
     if amount <= 0:
         return None
-    everything = tuple(OrderLine(ln.sku, ln.qty, ln.unit_price) for ln in record.lines)
-    return Refund(amount, back, back or everything)
+    return Refund(amount, back, receipt, delivery)
 
 
 def refund_params(
@@ -386,8 +423,18 @@ def refund_params(
         "description": f"Возврат по заказу №{record.order_id}: {reason}"[:250],
     }
     if receipt is not None:
-        params["receipt"] = receipt_params(refund.receipt, record.contact, titles, receipt)
+        delivery = refund_delivery(record, refund)
+        params["receipt"] = receipt_params(
+            refund.receipt, record.contact, titles, receipt, delivery
+        )
     return params
+
+
+def refund_delivery(record: PaymentRecord, refund: Refund) -> DeliveryChoice | None:
+    """The delivery as the refund's receipt lists it (None: the refund leaves it paid)."""
+    if record.delivery is None or refund.delivery <= 0:
+        return None
+    return msgspec.structs.replace(record.delivery, price=refund.delivery)
 
 
 def refund_fact(
@@ -408,6 +455,7 @@ def refund_fact(
         reason,
         now,
         restock=restock,
+        delivery=refund_delivery(record, refund),
     )
     return Tell(PaymentKind.REFUNDED, fact, f"refund:{refund_id}")
 
@@ -420,6 +468,7 @@ def refunded(record: PaymentRecord, refund: Refund, refund_id: str) -> PaymentRe
         record,
         refunded=record.refunded + refund.amount,
         returned=(*record.returned, *refund.lines),
+        delivery_back=record.delivery_back or refund.delivery > 0,
         refund_ids=(*record.refund_ids, refund_id),
     )
 

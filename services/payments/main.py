@@ -18,7 +18,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from libs import bus, log, metrics, shutdown, subjects
+from libs import bus, delivery, log, metrics, shutdown, subjects
 from libs.catalog_view import CatalogView
 from libs.contracts import (
     CommitFailed,
@@ -342,8 +342,12 @@ class Payments:
             return None
 
     def _titles(self, record: PaymentRecord) -> dict[str, str]:
-        """The products' titles for the payment's description and receipt, from memory."""
-        return self._catalog.titles(line.sku for line in record.lines)
+        """The products' titles for the payment's description and receipt, and the delivery
+        methods' (by `delivery.as_sku`), from memory."""
+        titles = self._catalog.titles(line.sku for line in record.lines)
+        if record.delivery is not None:
+            titles |= delivery.titles(self._catalog.delivery().methods)
+        return titles
 
 
 def _refusals_logged(act: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:

@@ -20,6 +20,9 @@ The API logic is services.payments.sandbox's; this adds what tests need around i
 * ``captures``: how many times each payment was actually captured (an idempotent repeat of a
   capture is answered from the stored answer and not counted); YooKassa refuses a second capture,
   so anything above 1 would mean the fake itself is wrong.
+* ``payment_receipts``: the receipt each payment was created with, by payment id (YooKassa
+  registers it and its API never gives it back). Like YooKassa, the sandbox refuses a payment,
+  refund or receipt whose items do not add up to its amount.
 * ``receipts``: the receipts made on their own (``POST /receipts``: a settlement on delivery).
 * ``expire(payment_id)``: what YooKassa does to a payment nobody paid: pending -> canceled
   (``yoo_money``, ``expired_on_confirmation``), notified.
@@ -53,6 +56,12 @@ class _HookedSandbox(SandboxYooKassa):
     async def on_payment_created(self, payment: dict[str, Any]) -> None:
         await self._fake._created(payment)
 
+    def _new_payment(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+        payment = super()._new_payment(request, body)  # raises unless the receipt adds up
+        if body.get("receipt") is not None:
+            self._fake.payment_receipts[payment["id"]] = body["receipt"]
+        return payment
+
     def _capture_now(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
         payment = super()._capture_now(request, body)  # raises unless it was waiting_for_capture
         self._fake.captures[payment["id"]] += 1
@@ -78,6 +87,7 @@ class FakeYooKassa:
         self.requests: list[tuple[str, str, str | None, int]] = []
         self.created = 0
         self.captures: Counter[str] = Counter()
+        self.payment_receipts: dict[str, dict[str, Any]] = {}
         self.after_create: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None
         self.hold_seconds = 60.0
         self._faults = Faults(MODES)
