@@ -319,6 +319,15 @@ class RefundRequested(Fact, frozen=True, tag="refund_requested"):
     restock: bool = True  # the goods come back on hand (False: written off, damaged or lost)
 
 
+class CashReceived(Fact, frozen=True, tag="cash_received"):
+    """A command to payments: the customer paid an order that is paid on receipt (cash, or a
+    card at the counter), as an admin marked it from the order desk."""
+
+    order_id: Token
+    by: int  # the admin's Telegram user id
+    at: datetime
+
+
 PaymentEvent = (
     PaymentPending
     | PaymentAuthorized

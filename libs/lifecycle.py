@@ -35,6 +35,7 @@ from libs.contracts import (
     PaymentAuthorized,
     PaymentCanceled,
     PaymentFailed,
+    PaymentMethod,
     PaymentPending,
     PaymentRefunded,
     PaymentSucceeded,
@@ -51,6 +52,7 @@ class Status(StrEnum):
     PLACED = "placed"  # sent by the bot, the inventory has not answered yet
     REJECTED = "rejected"  # the inventory refused it (out of stock, a stale price...)
     RESERVED = "reserved"  # the stock is held for it, the payment is being made
+    PAY_ON_RECEIPT = "pay_on_receipt"  # held for it, paid in cash (or card) when handed over
     AWAITING_PAYMENT = "awaiting_payment"  # the customer has a Pay button
     CONFIRMING = "confirming"  # money came; the inventory has not answered yet
     PAID = "paid"  # the stock is committed and the money held or taken
@@ -107,6 +109,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     # the delivery the customer chose: as placed until the inventory reserves the order, then the
     # inventory's (at the catalog's price, which `amount` includes); None: none chosen
     delivery: DeliveryChoice | None = None
+    payment: PaymentMethod = "card"  # how the customer pays
     # the inventory
     reserved_at: datetime | None = None
     amount: int = 0  # kopecks, as reserved (the catalog's prices): what the customer pays
@@ -163,7 +166,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
         if self.payment_id:
             return Status.AWAITING_PAYMENT
         if self.reserved_at is not None:
-            return Status.RESERVED
+            return Status.PAY_ON_RECEIPT if self.payment == "cash" else Status.RESERVED
         return Status.PLACED
 
     @property
@@ -262,6 +265,7 @@ def evolve(order: Order | None, fact: OrderFact) -> Order:
                 placed_at=_earliest(current.placed_at, fact.placed_at),
                 # once reserved, the inventory's word on the delivery stands
                 delivery=fact.delivery if current.reserved_at is None else current.delivery,
+                payment=fact.payment,
             )
             return replace(changed, updated_at=_latest(current.updated_at, fact.placed_at))
         case Reserved():

@@ -74,6 +74,7 @@ class PaymentKind(StrEnum):
     FAILED = "failed"
     REFUNDED = "refunded"
     REFUND_REQUESTED = "refund_requested"
+    CASH_RECEIVED = "cash_received"  # a command from the order desk: paid on receipt
 
 
 def payment_fact(kind: PaymentKind, order_id: str) -> str:
@@ -87,6 +88,7 @@ def payment_facts(*kinds: PaymentKind) -> list[str]:
 
 # Payment facts the inventory acts on (commit on money, release on its absence).
 REFUND_REQUESTED_ALL = f"payments.{PaymentKind.REFUND_REQUESTED}.>"
+CASH_RECEIVED_ALL = f"payments.{PaymentKind.CASH_RECEIVED}.>"
 PAYMENTS_RECORDS_BUCKET = "payments"  # keys: order id -> the payments service's record
 
 PAYMENT_FACTS_FOR_INVENTORY = payment_facts(
@@ -139,6 +141,7 @@ PAYMENT_FACTS_FOR_BOT = payment_facts(
     PaymentKind.REFUNDED,
 )
 PAYMENTS_REFUNDS_CONSUMER = "payments-refunds"
+PAYMENTS_CASH_CONSUMER = "payments-cash"  # orders paid on receipt, as the desk marks them
 PAYMENTS_FULFILMENT_CONSUMER = "payments-fulfilment"  # a cancelled order's money goes back
 BOT_INVENTORY_CONSUMER = "bot-inventory"
 BOT_PAYMENTS_CONSUMER = "bot-payments"

@@ -114,12 +114,12 @@ async def serve(settings: Settings) -> None:
     if not actor.state.products and not actor.state.categories:
         await _import_first_catalog(actor, settings, stop)
 
-    ttl = settings.reservation_ttl
-
     async def on_orders(deliveries: list[Delivery[OrderPlaced]]) -> None:
         jobs = []
         for d in deliveries:
             placed = d.value
+            # An order paid on receipt is held until the customer comes (CASH_HOLD).
+            ttl = settings.cash_hold if placed.payment == "cash" else settings.reservation_ttl
             reserve = Reserve(placed.order_id, placed.lines, placed.total, ttl, placed.delivery)
             jobs.append(Job(reserve, d.msg))
         await actor.queue.put(jobs)

@@ -24,6 +24,7 @@ from libs.contracts import (
     PaymentCanceled,
     PaymentEvent,
     PaymentFailed,
+    PaymentMethod,
     PaymentPending,
     PaymentRefunded,
     PaymentSucceeded,
@@ -33,7 +34,10 @@ from libs.contracts import (
 from libs.delivery import as_sku
 from libs.subjects import PaymentKind
 
-Status = Literal["creating", "pending", "waiting_for_capture", "succeeded", "canceled", "failed"]
+# "due": an order paid on receipt (cash), waiting for the desk to say the customer paid.
+Status = Literal[
+    "creating", "pending", "waiting_for_capture", "succeeded", "canceled", "failed", "due"
+]
 OPEN: frozenset[str] = frozenset({"creating", "pending", "waiting_for_capture"})
 CURRENCY = "RUB"
 
@@ -45,6 +49,7 @@ class PaymentRecord(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime  # the reservation's
     contact: Contact = Contact()
     delivery: DeliveryChoice | None = None  # the reservation's, its price part of `amount`
+    method: PaymentMethod = "card"  # the order's: card, SBP, or on receipt (no YooKassa)
     status: Status = "creating"
     payment_id: str = ""
     confirmation_url: str = ""
@@ -96,6 +101,8 @@ def create_params(
         "description": f"Заказ №{record.order_id}"[:128],
         "metadata": {"order_id": record.order_id},
     }
+    if record.method == "sbp":  # the customer pays in their bank's app; YooKassa charges at once
+        params["payment_method_data"] = {"type": "sbp"}
     if receipt is not None:
         params["receipt"] = receipt_params(
             record.lines, record.contact, titles, receipt, record.delivery
@@ -221,8 +228,11 @@ def claimed_mismatch(claimed: dict[str, Any], actual: dict[str, Any]) -> str | N
 # The record's story: what each step of the payment makes it, and which facts it tells.
 
 
-def new_record(reserved: Reserved, contact: Contact, now: datetime) -> PaymentRecord:
-    """A reservation to be paid: amount and lines are the inventory's, the contact the order's."""
+def new_record(
+    reserved: Reserved, contact: Contact, now: datetime, method: PaymentMethod = "card"
+) -> PaymentRecord:
+    """A reservation to be paid: amount and lines are the inventory's, the contact and the way
+    to pay the order's. An order paid on receipt has no payment to create: it is due."""
     return PaymentRecord(
         order_id=reserved.order_id,
         amount=reserved.total,
@@ -230,8 +240,39 @@ def new_record(reserved: Reserved, contact: Contact, now: datetime) -> PaymentRe
         expires_at=reserved.expires_at,
         contact=contact,
         delivery=reserved.delivery,
+        method=method,
+        status="due" if method == "cash" else "creating",
         updated_at=now,
     )
+
+
+def two_stage(record: PaymentRecord, configured: bool) -> bool:
+    """Whether the order's money is held first and captured once the stock is committed: a card
+    payment in a shop that holds (PAYMENTS_CAPTURE=two_stage). YooKassa takes SBP at once, and
+    money paid on receipt is in the till."""
+    return configured and record.method == "card"
+
+
+def cash_paid(record: PaymentRecord, now: datetime) -> Tell | None:
+    """The desk says the customer of an order paid on receipt paid: the money is taken (the
+    inventory commits the stock on this fact, or refuses it and the money goes back over the
+    counter). None: not such an order, or told already."""
+    if record.method != "cash" or record.status != "due":
+        return None
+    fact = PaymentSucceeded(record.order_id, cash_payment_id(record), record.amount, now)
+    return Tell(PaymentKind.SUCCEEDED, fact, f"{cash_payment_id(record)}:succeeded")
+
+
+def in_till(record: PaymentRecord) -> PaymentRecord:
+    """The record once the money paid on receipt was told."""
+    if record.method != "cash" or record.status != "due":
+        return record
+    paid = msgspec.structs.replace(record, status="succeeded", payment_id=cash_payment_id(record))
+    return told(paid, "succeeded")
+
+
+def cash_payment_id(record: PaymentRecord) -> str:
+    return f"cash-{record.order_id}"
 
 
 def created(record: PaymentRecord, payment: dict[str, Any]) -> PaymentRecord:

@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from libs import bus, delivery, log, metrics, shutdown, subjects
 from libs.catalog_view import CatalogView
 from libs.contracts import (
+    CashReceived,
     CommitFailed,
     Committed,
     Contact,
@@ -133,17 +134,21 @@ class Payments:
         if record is None:
             order = await self._order(event.order_id)
             contact = order.contact if order else Contact()
-            record = await self.records.create(core.new_record(event, contact, _now()))
+            method = order.payment if order else "card"
+            record = await self.records.create(core.new_record(event, contact, _now(), method))
         await self.ensure_created(record)
 
     async def ensure_created(self, record: PaymentRecord) -> None:
-        """Create the order's payment (once, whatever happens) and tell that it is pending."""
+        """Create the order's payment (once, whatever happens) and tell that it is pending; an
+        order paid on receipt has none (the desk says when its money came)."""
+        if record.method == "cash":
+            return
         if record.status == "creating":
             params = core.create_params(
                 record,
                 self._settings.payments_return_url or f"{self._settings.payments_base_url}/return",
                 self._titles(record),
-                capture=not self._two_stage,
+                capture=not core.two_stage(record, self._two_stage),
                 receipt=self._receipt,
             )
             try:
@@ -168,13 +173,14 @@ class Payments:
         Only this answer moves money; a released reservation does not (the customer may still
         pay it, and then the inventory decides), so money taken <=> stock committed.
         """
-        if not core.settles(answer, self._two_stage):
-            return
         record = await self._record(order_id)
         if record is None:
             return
-        payment = await self.api.get(record.payment_id)
-        match core.settlement(answer, str(payment.get("status", "")), self._two_stage):
+        two_stage = core.two_stage(record, self._two_stage)
+        if not core.settles(answer, two_stage):
+            return
+        payment = await self._payment(record)
+        match core.settlement(answer, str(payment.get("status", "")), two_stage):
             case "capture":
                 key = core.idempotence_key("capture", record.payment_id)
                 payment = await self.api.capture(record.payment_id, key)
@@ -228,8 +234,9 @@ class Payments:
         record = await self._record(fact.order_id)
         if record is None:
             return
-        payment = await self.api.get(record.payment_id)
-        match core.settlement("cancelled", str(payment.get("status", "")), self._two_stage):
+        payment = await self._payment(record)
+        two_stage = core.two_stage(record, self._two_stage)
+        match core.settlement("cancelled", str(payment.get("status", "")), two_stage):
             case "cancel":
                 key = core.idempotence_key("cancel", record.payment_id)
                 payment = await self.api.cancel(record.payment_id, key)
@@ -252,19 +259,50 @@ class Payments:
         if refund is None:
             _log.warning("refund.nothing_left", order_id=record.order_id, request_id=request_id)
             return
-        titles = self._titles(record) if self._receipt is not None else {}
-        params = core.refund_params(record, refund, reason, titles, self._receipt)
-        made = await self.api.refund(params, core.idempotence_key("refund", request_id))
-        refund_id = str(made["id"])
+        if record.method == "cash":
+            # Paid over the counter, given back over the counter: the desk hears it.
+            refund_id = f"cash-{request_id}"
+        else:
+            titles = self._titles(record) if self._receipt is not None else {}
+            params = core.refund_params(record, refund, reason, titles, self._receipt)
+            made = await self.api.refund(params, core.idempotence_key("refund", request_id))
+            refund_id = str(made["id"])
         await self._tell(core.refund_fact(record, refund, refund_id, reason, _now(), restock))
         await self.records.update(record.order_id, lambda r: core.refunded(r, refund, refund_id))
         _log.info(
             "payment.refunded", order_id=record.order_id, refund_id=refund_id, amount=refund.amount
         )
 
+    async def on_cash_received(self, command: CashReceived) -> None:
+        """The desk marked an order paid on receipt: its money is taken, told once (the
+        inventory commits the stock on that)."""
+        record = await self._record(command.order_id)
+        if record is None or record.method != "cash" or record.status not in ("due", "succeeded"):
+            _log.warning(
+                "cash.refused",
+                order_id=command.order_id,
+                reason="not an order paid on receipt, or not due",
+                method=record.method if record else None,
+                status=record.status if record else None,
+            )
+            return
+        tell = core.cash_paid(record, command.at)
+        if tell is not None:
+            await self._tell(tell)
+            await self.records.update(command.order_id, core.in_till)
+            _log.info("cash.received", order_id=command.order_id, by=command.by)
+
+    async def _payment(self, record: PaymentRecord) -> dict[str, Any]:
+        """The order's payment as YooKassa has it now; one paid on receipt, as the record has it."""
+        if record.method == "cash":
+            return {"id": record.payment_id, "status": record.status}
+        return await self.api.get(record.payment_id)
+
     # what YooKassa says ---------------------------------------------------------------------------
     async def observe(self, record: PaymentRecord, payment: dict[str, Any]) -> None:
         """YooKassa's payment, as read from its API: tell the fact its status makes true, once."""
+        if record.method == "cash":
+            return  # no YooKassa payment: the desk's word was told when it came
         status = str(payment.get("status", ""))
         tell = core.observed(record, payment, _now())
         if tell is not None:
@@ -421,6 +459,15 @@ async def serve(settings: Settings) -> None:
             handle=_refusals_logged(payments.on_refund_requested),
             ack_wait=ACK_WAIT_S,
             retry_on=(ProviderUnavailable, nats.errors.Error),
+        ),
+        Consumer[CashReceived](
+            stream=subjects.PAYMENTS,
+            durable=subjects.PAYMENTS_CASH_CONSUMER,
+            subjects=[subjects.CASH_RECEIVED_ALL],
+            kind=CashReceived,
+            handle=payments.on_cash_received,
+            ack_wait=ACK_WAIT_S,
+            retry_on=(nats.errors.Error,),
         ),
     ]
     try:

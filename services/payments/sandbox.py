@@ -35,6 +35,11 @@ _log = log.get(__name__)
 
 JSON = dict[str, Any]
 IDEMPOTENCE_TTL = timedelta(hours=24)  # how long YooKassa remembers a key
+PAYMENT_METHOD_TYPES = ("bank_card", "sbp")  # what the shop asks for (payment_method_data)
+METHOD_WORDS = {
+    "bank_card": "Bank card · Банковская карта",
+    "sbp": "SBP, the Faster Payments System · СБП, Система быстрых платежей",
+}
 WAIT_FOR_CAPTURE = timedelta(days=7)  # bank cards: a waiting_for_capture payment expires then
 EVENTS = {
     "waiting_for_capture": "payment.waiting_for_capture",
@@ -295,6 +300,15 @@ class SandboxYooKassa:
         capture = body.get("capture", False)
         if not isinstance(capture, bool):
             raise _invalid("capture must be a boolean", "capture")
+        method = body.get("payment_method_data") or {"type": "bank_card"}
+        if not isinstance(method, dict) or method.get("type") not in PAYMENT_METHOD_TYPES:
+            raise _invalid(
+                "payment_method_data.type must be one of " + ", ".join(PAYMENT_METHOD_TYPES),
+                "payment_method_data",
+            )
+        if method["type"] == "sbp" and not capture:
+            # YooKassa holds no SBP payment: it is charged at once.
+            raise _invalid("SBP payments do not support two-stage capture", "capture")
         if body.get("receipt") is not None:
             _check_receipt(body["receipt"], value, currency)
         payment_id = str(uuid.uuid4())
@@ -310,6 +324,7 @@ class SandboxYooKassa:
             "refundable": False,
             "refunded_amount": _amount(0, currency),
             "metadata": metadata,
+            "payment_method": {"type": method["type"], "id": payment_id, "saved": False},
         }
         if description is not None:
             payment["description"] = description
@@ -514,9 +529,11 @@ class SandboxYooKassa:
         if payment is None:
             return _page("<h2>No such payment</h2>", status=404)
         amount = payment["amount"]
+        method = (payment.get("payment_method") or {}).get("type", "bank_card")
         lines = [
             f"<p>{html.escape(payment.get('description') or '')}</p>",
             f"<p class=sum>{html.escape(amount['value'])} {html.escape(amount['currency'])}</p>",
+            f"<p>{METHOD_WORDS.get(method, '')}</p>",
         ]
         if payment["status"] == "pending":
             here = quote(payment["id"])
