@@ -511,12 +511,15 @@ async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
     replicas = settings.stream_replicas
-    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas)
-    view = await CatalogView.open(nc, js, replicas=replicas)
-    documents = await Documents.open(js, subjects.CRM_BUCKET, CrmStatus, replicas=replicas)
+    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas, stop=stop)
+    # Every step waits out a bus outage (a NATS election, JetStream not up yet); SIGTERM ends it.
+    view = await CatalogView.open(nc, js, replicas=replicas, stop=stop)
+    documents = await Documents.open(
+        js, subjects.CRM_BUCKET, CrmStatus, replicas=replicas, stop=stop
+    )
     me = f"{socket.gethostname()}:{settings.data_dir.resolve()}"
     writership = Holder(
-        await Documents.open(js, subjects.CRM_WRITER_BUCKET, Lease, replicas=replicas),
+        await Documents.open(js, subjects.CRM_WRITER_BUCKET, Lease, replicas=replicas, stop=stop),
         "crm writer",
         me,
         LEASE_S,
@@ -525,7 +528,9 @@ async def serve(settings: Settings) -> None:
     sink = sink_for(settings)
     titles = Titles(view)
     states = OrderStates(
-        await Documents.open(js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order, replicas=replicas)
+        await Documents.open(
+            js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order, replicas=replicas, stop=stop
+        )
     )
     writer = Writer(sink, titles, states, settings.sheets_pacing)
     reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)
