@@ -125,7 +125,8 @@ async def outlasting(
             return await call()
         except TRANSIENT as exc:
             attempt += 1
-            wait = random.uniform(0.5, 1.0) * min(START_RETRY_MAX_S, 0.1 * 2**attempt)
+            # The exponent capped: 2.0**attempt overflows a float after ~1,000 tries (an hour).
+            wait = random.uniform(0.5, 1.0) * min(START_RETRY_MAX_S, 0.1 * 2.0 ** min(attempt, 16))
             _log.warning(
                 "start.waiting_for_bus",
                 step=step,
