@@ -399,7 +399,14 @@ class Reporter:
         self.status = CrmStatus(sink=sink.where, at=datetime.now(UTC))
 
     async def run(self, stop: asyncio.Event) -> None:
-        previous = await self._documents.get(subjects.CRM_STATUS_KEY)
+        # Read right after the writer's lease is taken, maybe during an election (a NATS node
+        # just died): a timeout here ended crm_sync in cluster chaos runs; it waits instead.
+        try:
+            previous = await bus.outlasting(
+                lambda: self._documents.get(subjects.CRM_STATUS_KEY), "the last crm status", stop
+            )
+        except shutdown.Stopped:
+            return
         behind_since = previous.behind_since if previous else None
         while not stop.is_set():
             try:
