@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -15,7 +16,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from libs import log, subjects
+from libs import log, shutdown, subjects
 from libs.settings import redact_url
 
 T = TypeVar("T")
@@ -39,7 +40,8 @@ TRANSIENT = (
 )
 
 
-DECLARE_GIVE_UP_S = 60.0
+# A start-up step waiting for the bus tries again after at most this long.
+START_RETRY_MAX_S = 5.0
 
 
 class BusUnreachable(Exception):
@@ -90,14 +92,17 @@ async def connect(url: str, name: str, give_up_after: float = 10.0) -> Client:
 
 
 async def attach(
-    url: str, service: str, *, replicas: int | None = None
+    url: str, service: str, *, replicas: int | None = None, stop: asyncio.Event | None = None
 ) -> tuple[Client, JetStreamContext]:
     """A service's start: connected, its JetStream context, the streams declared (with
-    `replicas` copies each, STREAM_REPLICAS: libs.subjects.declare_streams)."""
+    `replicas` copies each, STREAM_REPLICAS: libs.subjects.declare_streams), waiting for
+    JetStream for as long as it is away (`outlasting`)."""
     nc = await connect(url, name=service)
     js = nc.jetstream(timeout=10)
     try:
-        await outlasting(lambda: subjects.declare_streams(js, replicas=replicas))
+        await outlasting(
+            lambda: subjects.declare_streams(js, replicas=replicas), "declare streams", stop
+        )
     except BaseException:
         await nc.close()
         raise
@@ -105,21 +110,43 @@ async def attach(
 
 
 async def outlasting(
-    call: Callable[[], Awaitable[T]], give_up_after: float = DECLARE_GIVE_UP_S
+    call: Callable[[], Awaitable[T]], step: str, stop: asyncio.Event | None = None
 ) -> T:
-    """`call()`, made again through bus hiccups for up to `give_up_after` s: a start-up step
-    (declaring, loading) while a NATS cluster elects a leader (a node just died) gets no answer
-    for a few seconds, and that must not end the service."""
-    retrying = tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception_type(TRANSIENT),
-        wait=tenacity.wait_random_exponential(multiplier=0.2, max=3.0),
-        stop=tenacity.stop_after_delay(give_up_after),
-        reraise=True,
-    )
-    async for attempt in retrying:
-        with attempt:
+    """`call()`, made again through bus outages until it is done: a start-up step (declaring,
+    taking a bucket, loading) while a NATS cluster elects a leader (a node just died), or while
+    JetStream is not up yet, gets no answer for a while, and that must not end the service.
+
+    Each retry is logged once, naming the `step`; the waits grow, jittered, to at most
+    START_RETRY_MAX_S. `stop` set (SIGTERM) while waiting raises shutdown.Stopped.
+    """
+    attempt = 0
+    while True:
+        try:
             return await call()
-    raise AssertionError("unreachable")  # pragma: no cover
+        except TRANSIENT as exc:
+            attempt += 1
+            # The exponent capped: 2.0**attempt overflows a float after ~1,000 tries (an hour).
+            wait = random.uniform(0.5, 1.0) * min(START_RETRY_MAX_S, 0.1 * 2.0 ** min(attempt, 16))
+            _log.warning(
+                "start.waiting_for_bus",
+                step=step,
+                attempt=attempt,
+                retry_in_s=round(wait, 2),
+                error=_why(exc),
+            )
+        if stop is None:
+            await asyncio.sleep(wait)
+        else:
+            await shutdown.sleep_or_stop(stop, wait)
+            if stop.is_set():
+                raise shutdown.Stopped(step)
+
+
+def _why(exc: BaseException) -> str:
+    """An error in a few words: nats-py's str() of a JetStream error is its empty fields."""
+    if isinstance(exc, nats.js.errors.APIError):
+        return f"{type(exc).__name__}: {exc.description}" if exc.description else type(exc).__name__
+    return str(exc) or type(exc).__name__
 
 
 def encode(fact: msgspec.Struct) -> bytes:

@@ -3,14 +3,16 @@ titles payments and crm_sync write, read with no request to NATS."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Iterable
 from datetime import datetime
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from libs import subjects
+from libs import bus, subjects
 from libs.contracts import CatalogCategory, CatalogDelivery, CatalogProduct, StockLevel
 from libs.kv import HEARTBEAT_S, Mirror, decoder
 
@@ -52,9 +54,19 @@ class CatalogView:
         *,
         heartbeat: float = HEARTBEAT_S,
         replicas: int | None = None,
+        stop: asyncio.Event | None = None,
     ) -> CatalogView:
-        """Both buckets (declared if new) loaded whole, then kept current until `close`."""
-        await subjects.declare_buckets(js, replicas=replicas)
+        """Both buckets (declared if new) loaded whole, then kept current until `close`.
+
+        With `stop` (a service starting), the buckets are waited for through bus outages until
+        stopped (bus.outlasting; the mirrors wait on their own); without, the first error is
+        raised.
+        """
+
+        def declare() -> Awaitable[Any]:
+            return subjects.declare_buckets(js, replicas=replicas)
+
+        await (declare() if stop is None else bus.outlasting(declare, "catalog buckets", stop))
         catalog: Mirror[CatalogEntry] = await Mirror.open(
             nc, js, subjects.CATALOG_BUCKET, _catalog_entry, heartbeat=heartbeat
         )

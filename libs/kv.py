@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -28,7 +28,7 @@ from nats.js.api import (
 )
 from nats.nuid import NUID
 
-from libs import log, subjects
+from libs import bus, log, subjects
 
 T = TypeVar("T")
 _GONE = ("DEL", "PURGE")  # KV-Operation of a deleted key's marker
@@ -110,10 +110,21 @@ class Documents(Generic[T]):
         ttl: float | None = None,
         *,
         replicas: int | None = None,
+        stop: asyncio.Event | None = None,
     ) -> Documents[T]:
-        """The bucket, created if new; `replicas` (STREAM_REPLICAS) as libs.subjects.key_value."""
+        """The bucket, created if new; `replicas` (STREAM_REPLICAS) as libs.subjects.key_value.
+
+        With `stop` (a service starting), waited for through bus outages until stopped
+        (bus.outlasting); without (tools, tests), the first error is raised.
+        """
         config = KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, ttl=ttl)
-        return cls(js, bucket, await subjects.key_value(js, config, replicas=replicas), kind)
+
+        def declare() -> Awaitable[Any]:
+            return subjects.key_value(js, config, replicas=replicas)
+
+        step = f"bucket {bucket}"
+        kv = await (declare() if stop is None else bus.outlasting(declare, step, stop))
+        return cls(js, bucket, kv, kind)
 
     async def get(self, key: str) -> T | None:
         found = await self.get_with_revision(key)

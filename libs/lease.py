@@ -48,10 +48,12 @@ class Holder:
                 if await self._renew():
                     return True
             except (*bus.TRANSIENT, nats.errors.Error) as exc:
+                # The bus is away (an election): asked again; this says so, not "standby".
                 _log.warning("lease.not_taken", role=self._role, error=repr(exc))
-            if not said:
-                _log.info("lease.standby", role=self._role, why="another instance holds it")
-                said = True
+            else:
+                if not said:
+                    _log.info("lease.standby", role=self._role, why="another instance holds it")
+                    said = True
             await shutdown.sleep_or_stop(stop, self._ttl.total_seconds() / 4)
         return False
 

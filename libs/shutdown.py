@@ -7,6 +7,11 @@ import contextlib
 import signal
 
 
+class Stopped(Exception):
+    """SIGTERM or Ctrl-C came while the service was still starting (waiting for the bus, say):
+    it ends there, cleanly (`shop run` exits 0)."""
+
+
 def on_signals() -> asyncio.Event:
     """An event set by SIGTERM or SIGINT; call it first thing, so a stop while starting is clean."""
     stop = asyncio.Event()

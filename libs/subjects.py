@@ -231,6 +231,8 @@ async def _declare_stream(js: JetStreamContext, config: StreamConfig, replicas: 
     try:
         await js.add_stream(config)
         return
+    except nats.js.errors.ServiceUnavailableError:
+        raise  # no JetStream leader (an election): not a refusal; the caller waits and asks again
     except nats.js.errors.APIError as exc:
         refused: nats.js.errors.APIError = exc
     # Exists with another configuration (an older release, another replica count): converge.
@@ -264,6 +266,8 @@ async def key_value(
     config = dataclasses.replace(config, replicas=replicas or 1)
     try:
         return await js.create_key_value(config)
+    except nats.js.errors.ServiceUnavailableError:
+        raise  # no JetStream leader (an election): not a refusal; the caller waits and asks again
     except nats.js.errors.APIError as exc:
         # Exists with another configuration. nats-py's create does not update: set the copies
         # on the bucket's own stream, then create again (the same call, now a no-op).
@@ -278,6 +282,8 @@ async def object_store(
     config = dataclasses.replace(config, replicas=replicas or 1)
     try:
         return await js.create_object_store(bucket, config)
+    except nats.js.errors.ServiceUnavailableError:
+        raise  # no JetStream leader (an election): not a refusal; the caller waits and asks again
     except nats.js.errors.APIError as exc:
         have = await _rescale(js, f"OBJ_{bucket}", replicas, exc)
         return await js.create_object_store(bucket, dataclasses.replace(config, replicas=have))

@@ -16,7 +16,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from libs import bus, kv, log, settings, subjects
+from libs import bus, kv, log, settings, shutdown, subjects
 from libs.contracts import AdminReply, AdminRequest, CatalogProduct, CrmStatus, StockLevel
 from libs.money import format_rub
 from shop.supervisor import SERVICES, running_bus
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(status(url))
     except (bus.BusUnreachable, subjects.ReplicasRefused) as exc:
         fail(str(exc))
+    except shutdown.Stopped as exc:  # stopped while it waited for the bus to start
+        log.get(__name__).info("service.stopped_starting", step=str(exc))
+        raise SystemExit(0) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

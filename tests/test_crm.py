@@ -37,7 +37,8 @@ from libs.kv import Documents
 from services.crm_sync import core
 from services.crm_sync import main as crm
 from services.crm_sync.csv_sheet import CsvSheet
-from shop.embedded_nats import free_port
+from shop.embedded_nats import EmbeddedNats, free_port
+from shop.embedded_nats import binary as nats_binary
 from tests import crm_journeys
 from tests.fakes.sheets import FakeSheets
 from tests.harness import ServiceProcess, http_get, metric, shop, wait_until
@@ -200,6 +201,65 @@ async def test_csv_a_couriered_order_shows_its_delivery_and_sells_it_once(
     ]
     (day,) = _csv(crm / "daily.csv")
     assert day[1:] == ["1", "3", "2370.00"], "one order, three units, the delivery in the revenue"
+
+
+class _WithoutJetStream(EmbeddedNats):
+    """A nats-server that takes clients but has no JetStream: what a service starting during an
+    election sees (its JetStream requests go unanswered), for as long as a test wants."""
+
+    def _command(self, log_file: Path) -> tuple[list[str], dict[str, str] | None]:
+        argv = [str(nats_binary()), "--addr", self.host, "--port", str(self.port)]
+        return [*argv, "--log", str(log_file)], None
+
+
+def _waits_for_bus(service: ServiceProcess) -> list[dict[str, Any]]:
+    lines = service.log().splitlines()
+    return [json.loads(line) for line in lines if '"start.waiting_for_bus"' in line]
+
+
+async def test_started_before_jetstream_it_waits_then_writes_the_rows(
+    services: Start, tmp_path: Path
+) -> None:
+    """crm_sync started while NATS has no JetStream (a cluster electing its leaders) waits,
+    saying so, and never exits; once JetStream is there it declares, takes the writer's lease,
+    and writes every row."""
+    bare = _WithoutJetStream(tmp_path / "bare-nats")
+    bare.start()
+    server = EmbeddedNats(tmp_path / "nats", port=bare.port)
+    try:
+        service = services("crm_sync", bare.url, crm_http_port=free_port())
+        await wait_until(lambda: len(_waits_for_bus(service)) >= 2, what="two retries logged")
+        assert service.alive()
+        first = _waits_for_bus(service)[0]
+        assert first["step"] == "declare streams" and first["attempt"] == 1, first
+        bare.stop()
+        server.start()  # the same port: crm_sync's connection comes back to a JetStream
+        nc = await bus.connect(server.url, name="test")
+        js = nc.jetstream(timeout=10)
+        await subjects.declare_streams(js)
+        await crm_journeys.publish(js, "j", range(30))
+        crm = tmp_path / "data" / "crm"
+        await wait_until(lambda: not csv_problems(crm, "j", 30), 60, "all 30 orders, once each")
+        assert service.alive() and '"crm.writing"' in service.log()
+        await nc.close()
+    finally:
+        bare.stop()
+        server.stop()
+
+
+async def test_stopped_while_waiting_for_the_bus_it_ends_cleanly(
+    services: Start, tmp_path: Path
+) -> None:
+    """SIGTERM while a start waits for JetStream ends the process at once, with 0."""
+    bare = _WithoutJetStream(tmp_path / "bare-nats")
+    bare.start()
+    try:
+        service = services("crm_sync", bare.url, crm_http_port=free_port())
+        await wait_until(lambda: bool(_waits_for_bus(service)), what="a retry logged")
+        assert service.terminate(timeout=10) == 0, service.log()[-2000:]
+        assert '"service.stopped_starting"' in service.log()
+    finally:
+        bare.stop()
 
 
 class _Killed(Exception):

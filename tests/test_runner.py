@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
+import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from libs import subjects
+from libs import bus, shutdown, subjects
 from libs.contracts import DeadLettered, OrderPlaced
 from libs.runner import Consumer, Delivery, Runner, backoff
 from tests.harness import order, place, wait_until
@@ -186,3 +187,29 @@ async def test_a_consumer_deleted_under_the_runner_is_declared_again(
     await place(js, order("second", ("A", 1, 100)))
     # Declared again from the start of the stream: the first comes again, and the second.
     await wait_until(lambda: "second" in handled, timeout=20, what="the second order")
+
+
+async def test_a_start_step_waits_out_any_number_of_bus_errors_until_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bus.outlasting: no deadline (an hour's worth of tries must not overflow its backoff),
+    and a stop while it waits ends it with shutdown.Stopped, naming the step."""
+    monkeypatch.setattr(bus, "START_RETRY_MAX_S", 0.0)
+    calls = 0
+
+    async def unanswered() -> str:
+        nonlocal calls
+        calls += 1
+        if calls <= 1_500:
+            raise nats.errors.NoRespondersError
+        return "declared"
+
+    assert await bus.outlasting(unanswered, "declare streams") == "declared"
+    stop = asyncio.Event()
+
+    async def stopped_meanwhile() -> None:
+        stop.set()
+        raise nats.errors.TimeoutError
+
+    with pytest.raises(shutdown.Stopped, match="a bucket"):
+        await bus.outlasting(stopped_meanwhile, "a bucket", stop)

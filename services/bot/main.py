@@ -83,10 +83,13 @@ async def serve(settings: Settings) -> None:
         raise SystemExit(2)
     stop = shutdown.on_signals()
     replicas = settings.stream_replicas
-    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas)
-    store = await Store.open(nc, js, replicas=replicas)
+    # Every step waits out a bus outage (a NATS election, JetStream not up yet); SIGTERM ends it.
+    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas, stop=stop)
+    store = await Store.open(nc, js, replicas=replicas, stop=stop)
     storage = NatsStorage(
-        await Documents.open(js, subjects.BOT_CONVERSATIONS_BUCKET, Conversation, replicas=replicas)
+        await Documents.open(
+            js, subjects.BOT_CONVERSATIONS_BUCKET, Conversation, replicas=replicas, stop=stop
+        )
     )
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     bot = Bot(settings.bot_token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
@@ -99,7 +102,7 @@ async def serve(settings: Settings) -> None:
     # Telegram serves getUpdates to one poller per token (a second gets 409 Conflict): the
     # replicas share a lease, and a standby takes over within POLLER_LEASE_S of a holder's end.
     poller = Holder(
-        await Documents.open(js, subjects.BOT_POLLER_BUCKET, Lease, replicas=replicas),
+        await Documents.open(js, subjects.BOT_POLLER_BUCKET, Lease, replicas=replicas, stop=stop),
         "bot poller",
         f"{socket.gethostname()}:{os.getpid()}",
         POLLER_LEASE_S,

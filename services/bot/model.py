@@ -3,6 +3,7 @@ NATS KV), and the inventory's catalog and stock read models (mirrored in memory)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -127,21 +128,33 @@ class Store:
         self.people = people
 
     @classmethod
-    async def open(cls, nc: Client, js: JetStreamContext, *, replicas: int | None = None) -> Store:
+    async def open(
+        cls,
+        nc: Client,
+        js: JetStreamContext,
+        *,
+        replicas: int | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> Store:
         """The buckets (`replicas` copies each, STREAM_REPLICAS), and the catalog and stock
-        loaded whole (no page is shown before)."""
-        r = replicas
+        loaded whole (no page is shown before); with `stop`, each waited for through a bus
+        outage (libs.kv.Documents.open)."""
+        r, s = replicas, stop
         return cls(
-            await Documents.open(js, subjects.BOT_CARTS_BUCKET, Cart, replicas=r),
-            await Documents.open(js, subjects.BOT_CUSTOMERS_BUCKET, Contact, replicas=r),
-            await Documents.open(js, subjects.BOT_ORDERS_BUCKET, OrderView, replicas=r),
-            await Documents.open(js, subjects.BOT_USER_ORDERS_BUCKET, RecentOrders, replicas=r),
+            await Documents.open(js, subjects.BOT_CARTS_BUCKET, Cart, replicas=r, stop=s),
+            await Documents.open(js, subjects.BOT_CUSTOMERS_BUCKET, Contact, replicas=r, stop=s),
+            await Documents.open(js, subjects.BOT_ORDERS_BUCKET, OrderView, replicas=r, stop=s),
             await Documents.open(
-                js, subjects.BOT_AWAITING_BUCKET, Awaiting, ttl=AWAITING_TTL, replicas=r
+                js, subjects.BOT_USER_ORDERS_BUCKET, RecentOrders, replicas=r, stop=s
             ),
-            await CatalogView.open(nc, js, replicas=r),
-            await Documents.open(js, subjects.BOT_OPEN_ORDERS_BUCKET, OpenOrder, replicas=r),
-            await Documents.open(js, subjects.BOT_PEOPLE_BUCKET, Person, replicas=r),
+            await Documents.open(
+                js, subjects.BOT_AWAITING_BUCKET, Awaiting, ttl=AWAITING_TTL, replicas=r, stop=s
+            ),
+            await CatalogView.open(nc, js, replicas=r, stop=s),
+            await Documents.open(
+                js, subjects.BOT_OPEN_ORDERS_BUCKET, OpenOrder, replicas=r, stop=s
+            ),
+            await Documents.open(js, subjects.BOT_PEOPLE_BUCKET, Person, replicas=r, stop=s),
         )
 
     async def close(self) -> None:

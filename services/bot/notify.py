@@ -17,12 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import InlineKeyboardMarkup
 
-from libs import lifecycle, log, shutdown
+from libs import bus, lifecycle, log, shutdown
 from libs.contracts import AlertEvent, Committed, CrmBehind, CrmCaughtUp, DeadLettered, Rejected
 from libs.lifecycle import Status
 from libs.settings import Settings
@@ -172,19 +173,26 @@ class Notifier:
         before = timedelta(seconds=self._settings.reminder_before)
         every = min(5.0, max(0.5, self._settings.reminder_before / 4))
         while not stop.is_set():
-            now = datetime.now(UTC)
-            for due in await self._store.awaiting.values():
-                if not due.expires_at - before <= now < due.expires_at:
-                    continue
-                view = await self._store.orders.get(due.order_id)
-                if view is None or not _reminder_due(view):
-                    continue  # moved on meanwhile: its entry goes with its update
-                t = for_language(view.language)
-                message = messages.reminder(view.state, due.expires_at, now)
-                text, markup = messages.render(t, message.text), kb.inline(t, message.buttons)
-                await self._say(view, text, markup)
-                await self._reminded(view.order_id)
+            try:
+                await self._remind_due(before)
+            except (*bus.TRANSIENT, nats.errors.Error) as exc:
+                # The bus is away (a NATS election): the next turn reminds; the bot goes on.
+                _log.warning("reminders.failed", error=repr(exc))
             await shutdown.sleep_or_stop(stop, every)
+
+    async def _remind_due(self, before: timedelta) -> None:
+        now = datetime.now(UTC)
+        for due in await self._store.awaiting.values():
+            if not due.expires_at - before <= now < due.expires_at:
+                continue
+            view = await self._store.orders.get(due.order_id)
+            if view is None or not _reminder_due(view):
+                continue  # moved on meanwhile: its entry goes with its update
+            t = for_language(view.language)
+            message = messages.reminder(view.state, due.expires_at, now)
+            text, markup = messages.render(t, message.text), kb.inline(t, message.buttons)
+            await self._say(view, text, markup)
+            await self._reminded(view.order_id)
 
     # helpers --------------------------------------------------------------------------------------
     async def _say(

@@ -402,7 +402,14 @@ class Reporter:
         self.status = CrmStatus(sink=sink.where, at=datetime.now(UTC))
 
     async def run(self, stop: asyncio.Event) -> None:
-        previous = await self._documents.get(subjects.CRM_STATUS_KEY)
+        # Read right after the writer's lease is taken, maybe during an election (a NATS node
+        # just died): a timeout here ended crm_sync in cluster chaos runs; it waits instead.
+        try:
+            previous = await bus.outlasting(
+                lambda: self._documents.get(subjects.CRM_STATUS_KEY), "the last crm status", stop
+            )
+        except shutdown.Stopped:
+            return
         behind_since = previous.behind_since if previous else None
         while not stop.is_set():
             try:
@@ -514,12 +521,15 @@ async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
     replicas = settings.stream_replicas
-    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas)
-    view = await CatalogView.open(nc, js, replicas=replicas)
-    documents = await Documents.open(js, subjects.CRM_BUCKET, CrmStatus, replicas=replicas)
+    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas, stop=stop)
+    # Every step waits out a bus outage (a NATS election, JetStream not up yet); SIGTERM ends it.
+    view = await CatalogView.open(nc, js, replicas=replicas, stop=stop)
+    documents = await Documents.open(
+        js, subjects.CRM_BUCKET, CrmStatus, replicas=replicas, stop=stop
+    )
     me = f"{socket.gethostname()}:{settings.data_dir.resolve()}"
     writership = Holder(
-        await Documents.open(js, subjects.CRM_WRITER_BUCKET, Lease, replicas=replicas),
+        await Documents.open(js, subjects.CRM_WRITER_BUCKET, Lease, replicas=replicas, stop=stop),
         "crm writer",
         me,
         LEASE_S,
@@ -528,7 +538,9 @@ async def serve(settings: Settings) -> None:
     sink = sink_for(settings)
     titles = Titles(view)
     states = OrderStates(
-        await Documents.open(js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order, replicas=replicas)
+        await Documents.open(
+            js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order, replicas=replicas, stop=stop
+        )
     )
     writer = Writer(sink, titles, states, settings.sheets_pacing)
     reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)

@@ -100,9 +100,13 @@ def health_check(nc: Client, js: JetStreamContext, runner: Runner, actor: Actor)
 async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
-    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=settings.stream_replicas)
+    nc, js = await bus.attach(
+        settings.nats_url, SERVICE, replicas=settings.stream_replicas, stop=stop
+    )
     _, _, snapshots = await bus.outlasting(
-        lambda: subjects.declare_buckets(js, replicas=settings.stream_replicas)
+        lambda: subjects.declare_buckets(js, replicas=settings.stream_replicas),
+        "declare buckets",
+        stop,
     )
     actor = Actor(
         EventLog(nc, js, snapshots),
@@ -110,7 +114,7 @@ async def serve(settings: Settings) -> None:
         settings.snapshot_every,
         payment_on_bus=payment_on_bus(js),
     )
-    await bus.outlasting(actor.load)
+    await bus.outlasting(actor.load, "load the event log", stop)
     if not actor.state.products and not actor.state.categories:
         await _import_first_catalog(actor, settings, stop)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -38,6 +39,12 @@ from libs.contracts import (
 from services.inventory.core import EMPTY, State, decode_snapshot, encode_snapshot, evolve
 
 _log = log.get(__name__)
+# The catch-up's consumer sends a heartbeat this often when it has nothing to send; nothing new
+# for STALL_HEARTBEATS of them while behind, and a fresh consumer takes over, at most
+# CATCH_UP_RESUMES times per catch-up.
+CATCH_UP_HEARTBEAT_S = 1.0
+STALL_HEARTBEATS = 3
+CATCH_UP_RESUMES = 10
 _decode_event = msgspec.json.Decoder(InventoryEvent).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -103,49 +110,86 @@ class EventLog:
         return state, new_seq
 
     async def catch_up(self, state: State, seq: int) -> tuple[State, int]:
-        """Fold every event after `seq` into `state`, up to the stream's last sequence now."""
+        """Fold every event after `seq` into `state`, up to the stream's last sequence now.
+
+        Read with an ordered push consumer, folded in its delivery callback (awaiting each
+        message would cost more than folding it). nats-py resets an ordered consumer by itself
+        on a gap or missed heartbeats, but not always to good effect: a reset before the first
+        message starts again at sequence 1 (it knows no sequence yet), and a consumer it
+        recreates while the stream has no leader (an election) is not asked for again until
+        the next missed heartbeats, if ever: in a cluster chaos run both inventories stalled
+        here ~100 s after repeated leader changes. So what is folded is kept, an event at or
+        before it is skipped, and when nothing new comes for STALL_HEARTBEATS heartbeats while
+        still behind, the subscription is dropped and a fresh one resumes right after the last
+        event folded: at most CATCH_UP_RESUMES times, then TimeoutError (the caller backs off
+        and catches up again).
+        """
         info = await self._js.stream_info(subjects.INVENTORY)
         last = info.state.last_seq
         if last <= seq:
             return state, seq
-        # Folded in the delivery callback: awaiting each message would cost more than folding it.
-        folded = asyncio.Event()
-        progress = [seq]
+        done = [seq]  # the last event folded
 
-        async def fold_one(msg: Msg) -> None:
+        def fold_one(msg: Msg) -> None:
             nonlocal state
-            progress[0] = msg.metadata.sequence.stream
+            at = msg.metadata.sequence.stream
+            if at <= done[0]:
+                return  # folded already: a reset consumer sends it again
+            done[0] = at
             try:
                 event = _decode_event(msg.data)
                 if isinstance(event, WriterClaimed):
-                    self.lease = (event.writer_id, progress[0])
+                    self.lease = (event.writer_id, at)
                 state = evolve(state, event)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 # Only the actor writes here; a stranger's message is logged and skipped.
-                _log.error(
-                    "event.undecodable", seq=progress[0], subject=msg.subject, error=str(exc)
-                )
-            if progress[0] >= last:
-                folded.set()
+                _log.error("event.undecodable", seq=at, subject=msg.subject, error=str(exc))
+
+        why = ""
+        for resume in range(CATCH_UP_RESUMES + 1):
+            if resume:
+                _log.warning("catch_up.resumed", seq=done[0], last=last, why=why, resume=resume)
+            try:
+                why = await self._follow(fold_one, done, last)
+            except TRANSIENT as exc:  # the consumer not made: no leader yet, say
+                why = repr(exc)
+                await asyncio.sleep(CATCH_UP_HEARTBEAT_S)
+            if done[0] >= last:
+                return state, done[0]
+        raise TimeoutError(f"catch-up stalled at {done[0]} of {last}: {why}")
+
+    async def _follow(self, fold_one: Callable[[Msg], None], done: list[int], last: int) -> str:
+        """One ordered consumer from the event after `done[0]` until `last` is folded (returns
+        "") or nothing new has come for STALL_HEARTBEATS heartbeats (returns why)."""
+        caught_up = asyncio.Event()
+
+        async def on_event(msg: Msg) -> None:
+            fold_one(msg)
+            if done[0] >= last:
+                caught_up.set()
 
         sub = await self._js.subscribe(
             subjects.INVENTORY_ALL,
             ordered_consumer=True,
-            cb=fold_one,
+            cb=on_event,
+            idle_heartbeat=CATCH_UP_HEARTBEAT_S,
             config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=done[0] + 1
             ),
         )
+        quiet = CATCH_UP_HEARTBEAT_S * STALL_HEARTBEATS
         try:
-            while not folded.is_set():
-                before = progress[0]
+            while not caught_up.is_set():
+                before = done[0]
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(folded.wait(), timeout=10)
-                if progress[0] == before and not folded.is_set():
-                    raise TimeoutError(f"replay stalled at {before} of {last}")
+                    await asyncio.wait_for(caught_up.wait(), timeout=quiet)
+                if done[0] == before and not caught_up.is_set():
+                    return f"nothing new for {quiet:g} s"
+            return ""
         finally:
-            await sub.unsubscribe()
-        return state, progress[0]
+            # Bounded: a subscription dropped while the bus is away must not hold the actor.
+            with contextlib.suppress(*TRANSIENT, nats.errors.Error):
+                await asyncio.wait_for(sub.unsubscribe(), timeout=quiet)
 
     async def append(
         self,

@@ -405,10 +405,13 @@ async def serve(settings: Settings) -> None:
     assert settings.nats_url, "shop run/up sets NATS_URL"
     stop = shutdown.on_signals()
     replicas = settings.stream_replicas
-    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas)
-    catalog = await CatalogView.open(nc, js, replicas=replicas)
+    # Every step waits out a bus outage (a NATS election, JetStream not up yet); SIGTERM ends it.
+    nc, js = await bus.attach(settings.nats_url, SERVICE, replicas=replicas, stop=stop)
+    catalog = await CatalogView.open(nc, js, replicas=replicas, stop=stop)
     records = Records(
-        await Documents.open(js, subjects.PAYMENTS_RECORDS_BUCKET, PaymentRecord, replicas=replicas)
+        await Documents.open(
+            js, subjects.PAYMENTS_RECORDS_BUCKET, PaymentRecord, replicas=replicas, stop=stop
+        )
     )
     if settings.sandbox:
         shop_id, secret = SANDBOX_CREDENTIALS
