@@ -23,6 +23,7 @@ from libs.contracts import (
     PaymentCanceled,
     PaymentRefunded,
     PaymentSucceeded,
+    Reserved,
     ReservedLine,
 )
 from libs.lifecycle import Order, Status
@@ -415,3 +416,28 @@ def test_the_customers_cancellation_is_asked_with_the_amount() -> None:
     partly = refund(paid(), "r-1", 50_000, OrderLine("TEA", 1, 50_000))
     assert "Вернём 1\u00a0980 ₽" in text(messages.cancel_question(partly))
     assert msgspec.json.encode(question.buttons[0][0].data)  # packs
+
+
+def test_an_order_paid_on_receipt_has_the_cash_and_release_buttons_until_paid() -> None:
+    t0 = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    placed = OrderPlaced("o-cash", 7, (OrderLine("FEW", 1, 99_000),), 99_000, t0, payment="cash")
+    held = lifecycle.evolve(
+        lifecycle.evolve(None, placed),
+        Reserved("o-cash", (ReservedLine("FEW", 1, 99_000),), 99_000, t0 + timedelta(days=3), t0),
+    )
+    card = desk.card(held, {"FEW": "A few"}, {})
+    pressed = [b.data for row in card.buttons for b in row]
+    assert pressed == ["d:o-cash:cash_paid", "d:o-cash:release"]
+    said = render(for_language("ru"), card.text)
+    assert "отложен, оплата при получении" in said
+    assert [render(for_language("ru"), b.text) for row in card.buttons for b in row] == [
+        "💵 Оплачено при получении",
+        "↩️ Не забрали: вернуть в продажу",
+    ]
+    assert desk.is_open(held), "/orders lists it: the desk has a step to take"
+    paid = lifecycle.evolve(
+        lifecycle.evolve(held, PaymentSucceeded("o-cash", "cash-o-cash", 99_000, t0)),
+        Committed("o-cash", (ReservedLine("FEW", 1, 99_000),), "cash-o-cash", t0),
+    )
+    assert paid.status is Status.PAID
+    assert "cash_paid" not in str(desk.card(paid, {}, {}).buttons), "then the steps after paid"

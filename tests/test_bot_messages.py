@@ -225,6 +225,7 @@ def test_a_payment_that_could_not_be_made_tells_the_admin_why() -> None:
 CUSTOMER_KINDS = set(Kind) - {Kind.PAID_CANCELLED, Kind.CUSTOMER_CANCELLED}
 ADMIN_KINDS = {
     Kind.PAID,
+    Kind.ON_RECEIPT,
     Kind.PAYMENT_FAILED,
     Kind.STOCK_GONE,
     Kind.PAID_CANCELLED,

@@ -277,3 +277,35 @@ def test_a_view_stored_before_the_lifecycle_still_reads() -> None:
     assert view.order is None and view.status == Status.PAID  # My orders still says paid
     later = view.with_fact(refunded("r1", 99_000))
     assert later.order is not None and later.order.refunds and later.order.total == 198_000
+
+
+# Paid on receipt ----------------------------------------------------------------------------------
+CASH_PLACED = msgspec.structs.replace(PLACED, payment="cash")
+CASH = PaymentSucceeded(ID, f"cash-{ID}", 198_000, T0 + timedelta(hours=5))
+CASH_COMMITTED = Committed(ID, LINES, f"cash-{ID}", T0 + timedelta(hours=5, seconds=1))
+
+
+def told_cash(facts: Iterable[lifecycle.OrderFact]) -> list[Notice]:
+    order = lifecycle.evolve(None, CASH_PLACED)
+    said: set[str] = set()
+    out: list[Notice] = []
+    for fact in facts:
+        after = lifecycle.evolve(order, fact)
+        new = notices(order, after, said)
+        said |= {n.key for n in new if n.key}
+        out += new
+        order = after
+    return out
+
+
+def test_an_order_paid_on_receipt_is_held_told_and_carded_then_paid_on_the_same_card() -> None:
+    held = lifecycle.evolve(lifecycle.evolve(None, CASH_PLACED), RESERVED)
+    assert held.status is Status.PAY_ON_RECEIPT
+    assert kinds(told_cash([RESERVED])) == [
+        ("customer", Kind.ON_RECEIPT),
+        ("admin", Kind.ON_RECEIPT),  # the card with "paid on receipt"
+    ]
+    # Paid at the counter: the customer hears it, the admin card is edited, not sent again.
+    assert kinds(told_cash([RESERVED, CASH, CASH_COMMITTED]))[2:] == [("customer", Kind.PAID)]
+    # Not collected: the hold ends, as any reservation's.
+    assert kinds(told_cash([RESERVED, EXPIRED]))[2:] == [("customer", Kind.EXPIRED)]

@@ -82,6 +82,8 @@ class Desk(CallbackData, prefix="d"):
         "open",
         "no_tracking",
         "drop",
+        "cash_paid",
+        "release",
     ]
 
 

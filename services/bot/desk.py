@@ -28,6 +28,7 @@ from services.bot.model import OpenOrder
 
 # The statuses /orders lists, in the order a day's work goes through them.
 OPEN: tuple[Status, ...] = (
+    Status.PAY_ON_RECEIPT,
     Status.PAID,
     Status.PARTLY_REFUNDED,
     Status.PACKED,
@@ -77,6 +78,10 @@ def card(
 
 
 def buttons(order: Order) -> tuple[tuple[Button, ...], ...]:
+    if order.status is Status.PAY_ON_RECEIPT:
+        # Paid when handed over: the desk says so (the inventory commits the stock then), or
+        # lets the goods go back on sale.
+        return ((_button(order, "cash_paid"),), (_button(order, "release"),))
     steps = [s for s in fulfilment.next_steps(order) if s != fulfilment.CANCELLED]
     forward = [_button(order, s) for s in steps]
     rows = [tuple(forward[i : i + 2]) for i in range(0, len(forward), 2)]

@@ -95,7 +95,7 @@ async def serve(settings: Settings) -> None:
     bot = Bot(settings.bot_token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
     bot.session.middleware(Throttle(settings.telegram_max_rate))
     notifier = Notifier(bot, store, settings)
-    dp = dispatcher(storage, settings, store=store, js=js)
+    dp = dispatcher(storage, settings, store=store, js=js, nc=nc)
     await _commands(bot, settings)
 
     consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)

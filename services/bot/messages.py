@@ -103,7 +103,7 @@ CART_BUTTON = Button(Text("menu.button.cart"), data=cb.Menu(to="cart").pack())
 
 # The customer and the admin chat about an order ---------------------------------------------------
 # The notices that name the order's products: the Notifier looks their titles up for these only.
-NAMING = frozenset({Kind.PAID, Kind.REJECTED})
+NAMING = frozenset({Kind.PAID, Kind.REJECTED, Kind.ON_RECEIPT})
 _STEP_TEXTS = {Kind.READY_FOR_PICKUP, Kind.DELIVERED}
 
 
@@ -143,6 +143,10 @@ def _for_customer(
             return Message(text, ((pay_button(order.pay_url, order.charge),),), edit=True)
         case Kind.REJECTED:
             return _rejected(rejected, titles)
+        case Kind.ON_RECEIPT:
+            until = (order.expires_at or now).strftime("%d.%m")
+            held = {"number": number, "total": format_rub(order.charge), "until": until}
+            return Message(Text("order.on_receipt", held), edit=True)
         case Kind.PAYMENT_CANCELED:
             reason = cancel_reason(order.payment_canceled)
             return Message(Text("order.payment_canceled", {"number": number, "reason": reason}))
@@ -224,7 +228,7 @@ def _for_admin(notice: Notice, order: Order, titles: Mapping[str, str]) -> Messa
 
     number = order.order_id
     match notice.kind:
-        case Kind.PAID:
+        case Kind.PAID | Kind.ON_RECEIPT:
             # The order's card, with the buttons for its next steps; edited in place later.
             return desk.card(order, titles, {}, late=notice.late)
         case Kind.CUSTOMER_CANCELLED:

@@ -38,6 +38,7 @@ class Kind(StrEnum):
     """What a notice says (how it is worded is the Notifier's and the locales')."""
 
     PAY = "pay"  # the order's message becomes the Pay button
+    ON_RECEIPT = "on_receipt"  # held for a customer who pays when the goods are handed over
     REJECTED = "rejected"  # the inventory refused it: what to fix, with one-tap fixes
     EXPIRED = "expired"  # the reservation ended unpaid
     PAYMENT_CANCELED = "payment_canceled"  # YooKassa cancelled the payment: no money taken
@@ -78,12 +79,17 @@ class Notice:
         return "" if self.refund else f"{self.to}.{self.kind}"
 
 
+ON_RECEIPT_CARD = Notice("admin", Kind.ON_RECEIPT)
+
+
 def notices(before: Order, after: Order, said: Collection[str] = ()) -> list[Notice]:
     """What to tell the customer and the admin chat about `before` becoming `after`, but for
     what was `said` already (the keys of the notices told for this order)."""
     told: list[Notice] = []
     if _where(after) != _where(before):
         told += [n for n in _entered(before, after) if n.key not in said]
+    if ON_RECEIPT_CARD.key in said:  # its card is in the admin chat: edited in place, not again
+        told = [n for n in told if n != Notice("admin", Kind.PAID, late=n.late)]
     told += [
         notice
         for refund in _refunds_told(after)
@@ -107,6 +113,9 @@ def _entered(before: Order, after: Order) -> list[Notice]:
     match after.status:
         case Status.AWAITING_PAYMENT:
             return [Notice("customer", Kind.PAY)]
+        case Status.PAY_ON_RECEIPT:
+            # The admin chat gets the order's card now, with "paid on receipt" on it.
+            return [Notice("customer", Kind.ON_RECEIPT), Notice("admin", Kind.ON_RECEIPT)]
         case Status.REJECTED:
             return [Notice("customer", Kind.REJECTED)]
         case Status.EXPIRED:

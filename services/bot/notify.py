@@ -34,6 +34,8 @@ from services.bot.notices import Kind, Notice, notices
 from services.bot.texts import for_language
 
 _log = log.get(__name__)
+# The notices that put the order's card in the admin chat (and empty the customer's cart).
+CARDS = frozenset({Kind.PAID, Kind.ON_RECEIPT})
 # Failed for good: telling again would not help (the sender already waited out 429s and retried
 # network errors), so the fact is acked.
 UNDELIVERABLE = (TelegramForbiddenError, TelegramBadRequest)
@@ -83,7 +85,7 @@ class Notifier:
             for notice in notices(before.state, after.state, before.said):
                 if notice not in told:  # told before a replica changed the view under us
                     sent = await self._tell(after, notice, fact)
-                    if notice.to == "admin" and notice.kind is Kind.PAID and sent:
+                    if notice.to == "admin" and notice.kind in CARDS and sent:
                         card_id = sent
                     told.append(notice)
             if not card_id and after.admin_message_id:
@@ -147,7 +149,7 @@ class Notifier:
             await self._edit_or_say(view, text, markup)
         else:
             await self._say(view, text, markup)
-        if notice.kind is Kind.PAID:
+        if notice.kind in CARDS:  # the order is the customer's: the cart is done with
             await self._store.carts.delete(str(view.user_id))
         return None
 

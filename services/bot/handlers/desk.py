@@ -16,10 +16,11 @@ from aiogram.filters import Command, CommandObject, or_f
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, User
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from libs import bus, fulfilment, lifecycle, log, subjects
-from libs.contracts import RefundRequested
+from libs.contracts import AdminRequest, CashReceived, RefundRequested, ReleaseOrder
 from libs.fulfilment import BadTracking, Refused
 from services.bot import callbacks as cb
 from services.bot import desk, messages
@@ -94,6 +95,7 @@ async def pressed(
     t: Texts,
     store: Store,
     js: JetStreamContext,
+    nc: Client,
     state: FSMContext,
 ) -> None:
     view = await store.orders.get(callback_data.order_id)
@@ -118,17 +120,7 @@ async def pressed(
             await _edit(query, t, desk.cancel_confirm(order))
             await query.answer()
         case "shipped":
-            early = fulfilment.decide(order, fulfilment.SHIPPED, 0, datetime.now(UTC))
-            if isinstance(early, Refused):  # asked again when taken: the view may be behind
-                await query.answer(messages.render(t, desk.refused(early.reason)), show_alert=True)
-                return
-            await _remember(store, query.from_user)
-            card = query.message.message_id if query.message else 0
-            await state.set_state(Shipping.tracking)
-            await state.update_data(ship=order.order_id, card=card, tracking="")
-            await query.answer()
-            if isinstance(query.message, Message):
-                await _send(query.message, t, desk.ask_tracking(order))
+            await _ask_shipment(query, t, store, state, order)
         case "no_tracking":
             data = await state.get_data()
             if data.get("ship") != order.order_id:
@@ -145,10 +137,58 @@ async def pressed(
             await query.answer()
         case "cancel_yes":
             await _step(query, t, store, js, view, fulfilment.CANCELLED)
+        case "cash_paid" | "release":
+            await _on_receipt(query, t, store, js, nc, order, action)
         case step if step in STEPS:
             await _step(query, t, store, js, view, step)
         case _:
             await query.answer(t.t("input.toast.stale_button"))
+
+
+async def _ask_shipment(
+    query: CallbackQuery, t: Texts, store: Store, state: FSMContext, order: lifecycle.Order
+) -> None:
+    """ "Отправлен": the tracking dialog starts (the step is taken once it is answered)."""
+    early = fulfilment.decide(order, fulfilment.SHIPPED, 0, datetime.now(UTC))
+    if isinstance(early, Refused):  # asked again when taken: the view may be behind
+        await query.answer(messages.render(t, desk.refused(early.reason)), show_alert=True)
+        return
+    await _remember(store, query.from_user)
+    card = query.message.message_id if query.message else 0
+    await state.set_state(Shipping.tracking)
+    await state.update_data(ship=order.order_id, card=card, tracking="")
+    await query.answer()
+    if isinstance(query.message, Message):
+        await _send(query.message, t, desk.ask_tracking(order))
+
+
+async def _on_receipt(
+    query: CallbackQuery,
+    t: Texts,
+    store: Store,
+    js: JetStreamContext,
+    nc: Client,
+    order: lifecycle.Order,
+    action: str,
+) -> None:
+    """An order paid on receipt: the money is in the till (payments tells it once, a double tap
+    being one message on the stream, and the inventory commits the stock on that), or the
+    customer did not come and the goods go back on sale (the inventory's release)."""
+    if order.status is not lifecycle.Status.PAY_ON_RECEIPT:
+        await query.answer(t.t("desk.toast.not_on_receipt"), show_alert=True)
+        return
+    await _remember(store, query.from_user)
+    if action == "cash_paid":
+        received = CashReceived(order.order_id, query.from_user.id, datetime.now(UTC))
+        subject = subjects.payment_fact(subjects.PaymentKind.CASH_RECEIVED, order.order_id)
+        await bus.publish(js, subject, received, msg_id=f"cash:{order.order_id}")
+        _log.info("desk.cash_paid", order_id=order.order_id, by=query.from_user.id)
+        await query.answer(t.t("desk.toast.cash_paid"))
+    else:
+        release = AdminRequest((ReleaseOrder(order.order_id),))
+        await nc.request(subjects.INVENTORY_ADMIN, bus.encode(release), timeout=10)
+        _log.info("desk.released", order_id=order.order_id, by=query.from_user.id)
+        await query.answer(t.t("desk.toast.released"))
 
 
 async def _step(
