@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -19,7 +20,7 @@ from libs.catalog_view import CatalogView
 from libs.contracts import AdminRequest, SetDelivery
 from tests.fakes.telegram import FakeTelegram, User, message_text
 from tests.fakes.yookassa import FakeYooKassa
-from tests.harness import ServiceProcess, wait_until
+from tests.harness import ServiceProcess, stock_level, wait_until
 from tests.test_bot import STEP, _shop, _shows
 
 Start = Callable[..., ServiceProcess]
@@ -216,3 +217,77 @@ async def test_delivery_choices_priced_for_the_cart_end_to_end(
     assert "Курьер" not in str(telegram.buttons(max_.id)), "only the methods there are now"
     assert len(yookassa.payments) == payments
     assert told
+
+
+async def test_cash_at_pickup_committed_by_the_desk_or_released_when_not_collected(
+    nats_url: str,
+    js: JetStreamContext,
+    services: Start,
+    tmp_path: Path,
+    telegram: FakeTelegram,
+    yookassa: FakeYooKassa,
+) -> None:
+    """PAYMENT_METHODS=card,sbp,cash: Olga picks pickup and pays on receipt; no payment is made
+    at YooKassa, the admin chat gets her order's card and marks it paid (twice: once), and the
+    stock is committed. Ivan's order is not collected: the desk puts it back on sale."""
+    catalog_file = tmp_path / "catalog.yaml"
+    catalog_file.write_text(CATALOG)
+    admin = telegram.user("Админ")
+    await telegram.send_command(admin, "/start")
+    await _shop(
+        services,
+        nats_url,
+        catalog_file,
+        js,
+        telegram,
+        yookassa,
+        admin,
+        payment_methods="card,sbp,cash",
+    )
+    olga, ivan = telegram.user("Ольга"), telegram.user("Иван")
+
+    async def on_receipt(user: User) -> dict[str, Any]:
+        """Pickup, paid on receipt, confirmed: the admin card of the order."""
+        asked = await _to_delivery(telegram, user, "A few", 1)
+        await telegram.tap(user, "Самовывоз", asked)
+        pay = await telegram.wait_message(user.id, "Как вам удобнее оплатить", STEP, after=asked)
+        assert _labels(telegram, user, pay["message_id"])[:3] == [
+            "💳 Картой онлайн",
+            "⚡ СБП",
+            "💵 При получении",
+        ]
+        await telegram.tap(user, "При получении", pay["message_id"])
+        last = await telegram.wait_message(user.id, "комментарий", STEP, after=pay["message_id"])
+        await telegram.send_text(user, "-")
+        summary = await telegram.wait_message(
+            user.id, "Проверьте заказ", STEP, after=last["message_id"]
+        )
+        assert "Оплата: наличными или картой при получении" in message_text(summary)
+        await telegram.tap(user, "Подтвердить", summary["message_id"])
+        held = await telegram.wait_message(user.id, "Оплата при получении", STEP)
+        number = message_text(held).split("№")[1].split()[0]
+        return await telegram.wait_message(
+            admin.id, lambda m: number in message_text(m) and "Оплачено" in str(m), STEP
+        )
+
+    olgas, ivans = await asyncio.gather(on_receipt(olga), on_receipt(ivan))
+    assert not yookassa.payments, "nothing to pay online"
+    before = await stock_level(js, "FEW")
+    assert before is not None and before.reserved == 2
+
+    first = await telegram.tap(admin, "Оплачено при получении", olgas["message_id"])
+    await telegram.tap(admin, "Оплачено при получении", olgas["message_id"])  # a double tap
+    assert "оплачено" in (await telegram.wait_answer(first["id"]))["text"]
+    await telegram.wait_message(olga.id, "Оплата получена", STEP)
+    await telegram.wait_message(
+        admin.id, lambda m: "cash_paid" not in str(m) and "Собран" in str(m), STEP
+    )
+
+    await telegram.tap(admin, "Не забрали", ivans["message_id"])
+    await telegram.wait_message(ivan.id, "отмен", STEP)
+
+    async def settled() -> bool:
+        level = await stock_level(js, "FEW")
+        return level is not None and (level.on_hand, level.reserved) == (49, 0)
+
+    await wait_until(settled, what="Olga's unit sold, Ivan's back on sale")
