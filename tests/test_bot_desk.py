@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from libs import fulfilment, lifecycle
+from libs import delivery, fulfilment, lifecycle
 from libs.contracts import (
     Committed,
     Contact,
+    DeliveryChoice,
     FulfilmentEntry,
     OrderFulfilment,
     OrderLine,
@@ -441,3 +442,29 @@ def test_an_order_paid_on_receipt_has_the_cash_and_release_buttons_until_paid() 
     )
     assert paid.status is Status.PAID
     assert "cash_paid" not in str(desk.card(paid, {}, {}).buttons), "then the steps after paid"
+
+
+def test_the_card_and_my_orders_say_the_delivery_and_how_it_is_paid() -> None:
+    t0 = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    courier = DeliveryChoice(method_id="courier-msk", price=30_000, city="Москва")
+    placed = OrderPlaced(
+        "o-dlv", 7, (OrderLine("FEW", 1, 99_000),), 129_000, t0, delivery=courier, payment="sbp"
+    )
+    order = lifecycle.evolve(None, placed)
+    titles = {"FEW": "A few", delivery.as_sku("courier-msk"): "Курьер по Москве"}
+    ru = for_language("ru")
+    for said in (
+        render(ru, desk.card(order, titles, {}).text),
+        render(
+            ru, messages.order_card(order, order.status, t0, 129_000, titles, may_cancel=False).text
+        ),
+    ):
+        assert "🚚 Курьер по Москве — 300 ₽" in said and "💳 Оплата через СБП" in said
+    free = lifecycle.evolve(
+        None, msgspec.structs.replace(placed, delivery=DeliveryChoice(method_id="pickup", price=0))
+    )
+    assert "🚚 pickup — бесплатно" in render(ru, desk.card(free, {}, {}).text), "a method gone"
+    plain = lifecycle.evolve(None, msgspec.structs.replace(placed, delivery=None, payment="card"))
+    assert "🚚" not in render(ru, desk.card(plain, {}, {}).text), "as before delivery existed"
+    held = msgspec.structs.replace(order, payment="cash")
+    assert "оплата при получении" in render(ru, desk.card(held, titles, {}).text)

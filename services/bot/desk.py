@@ -21,6 +21,7 @@ from services.bot.messages import (
     Param,
     Text,
     carrier_name,
+    delivered,
     lines,
     shipment,
 )
@@ -53,14 +54,17 @@ def card(
     c = order.contact
     comment = (Text("admin.order_comment", {"comment": c.comment}),) if c.comment else ()
     paid_late = (Text("admin.paid_late"),) if late or order.late else ()
+    on_receipt = order.payment == "cash" and order.paid_at is None
     head = Text(
-        "admin.new_order",
+        "admin.new_order_on_receipt" if on_receipt else "admin.new_order",
         {
             "number": order.order_id,
             "customer": c.name,
             "phone": c.phone,
-            "address": c.address,
-            "lines": Joined((lines(order.lines, titles), *comment, *paid_late)),
+            "address": c.address or "—",
+            "lines": Joined(
+                (lines(order.lines, titles), *delivered(order, titles), *comment, *paid_late)
+            ),
             "total": format_rub(order.charge),
             "payment_id": order.payment_id,
         },

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Union
 
+from libs import delivery
 from libs.contracts import (
     AlertEvent,
     CrmBehind,
@@ -308,6 +309,23 @@ def _rejected(fact: Rejected | None, titles: Mapping[str, str]) -> Message:
     return Message(Joined((Text("order.rejected"), *problems, "", Text(hint))), buttons, edit=True)
 
 
+def delivered(order: Order, titles: Mapping[str, str]) -> tuple[Text, ...]:
+    """The order's delivery and its price, and how it is paid, under its lines (nothing for an
+    order without a delivery paid by card, as before the shop had either). `titles` has the
+    methods' titles under `libs.delivery.as_sku`."""
+    said: tuple[Text, ...] = ()
+    if order.delivery is not None:
+        chosen = order.delivery
+        title = titles.get(delivery.as_sku(chosen.method_id), chosen.method_id)
+        price: Param = format_rub(chosen.price) if chosen.price else Text("checkout.delivery_free")
+        said += (Text("order.delivery_line", {"title": title, "price": price}),)
+    if order.delivery is not None or order.payment != "card":
+        said += (
+            Text("order.payment_line", {"payment": Text(f"checkout.paying_by.{order.payment}")}),
+        )
+    return said
+
+
 def lines(order_lines: tuple[OrderLine, ...], titles: Mapping[str, str]) -> Joined:
     """An order's lines, one per row: title × qty = amount (a product gone: its sku)."""
     return Joined(
@@ -393,7 +411,7 @@ def order_card(
             "number": order.order_id,
             "date": placed.strftime("%d.%m.%Y"),
             "status": Text(f"status.{status.value}"),
-            "lines": lines(order.lines, titles),
+            "lines": Joined((lines(order.lines, titles), *delivered(order, titles))),
             "total": format_rub(total),
         },
     )

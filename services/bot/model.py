@@ -11,7 +11,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from libs import lifecycle, subjects
+from libs import delivery, lifecycle, subjects
 from libs.catalog_view import CatalogView
 from libs.contracts import CatalogCategory, CatalogProduct, Contact, OrderLine, StockLevel
 from libs.kv import Documents
@@ -197,7 +197,7 @@ class Store:
 
     async def titles(self, skus: Iterable[str]) -> dict[str, str]:
         """The products' titles (a product gone: left out, named by its sku)."""
-        found = {}
+        found = delivery.titles(self.catalog.delivery().methods)  # and the delivery methods'
         for sku in dict.fromkeys(skus):
             item = self.catalog.product(sku)
             if item is not None:

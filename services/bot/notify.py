@@ -158,12 +158,7 @@ class Notifier:
         skus = [line.sku for line in view.lines]
         if isinstance(fact, Rejected):
             skus += [problem.sku for problem in fact.problems]
-        titles = {}
-        for sku in dict.fromkeys(skus):
-            item = await self._store.product(sku)
-            if item is not None:
-                titles[sku] = item.title
-        return titles
+        return await self._store.titles(skus)
 
     # the shop's own alerts ------------------------------------------------------------------------
     async def on_alert(self, alert: AlertEvent) -> None:
