@@ -98,12 +98,14 @@ class CatalogView:
         found = self.catalog.get(f"category.{category_id}")
         return found if isinstance(found, CatalogCategory) else None
 
-    def products(self, category_id: str | None = None) -> list[CatalogProduct]:
-        """The category's products (every product if None), in the shop's order."""
+    def products(
+        self, category_id: str | None = None, *, hidden: bool = False
+    ) -> list[CatalogProduct]:
+        """The category's products (every product if None), in the shop's order; those hidden
+        from customers only with `hidden` (the admins' lists)."""
         self._index()
-        if category_id is None:
-            return list(self._products)
-        return list(self._by_category.get(category_id, ()))
+        found = self._products if category_id is None else self._by_category.get(category_id, ())
+        return [p for p in found if hidden or p.visible]
 
     def product(self, sku: str) -> CatalogProduct | None:
         found = self.catalog.get(f"product.{sku}")

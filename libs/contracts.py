@@ -101,6 +101,7 @@ class ProductUpserted(Fact, frozen=True, tag="product_upserted"):
     position: int
     at: datetime
     weight: int = 0  # grams
+    visible: bool = True  # False: hidden from customers, its history and stock kept
 
 
 class PriceSet(Fact, frozen=True, tag="price_set"):
@@ -354,6 +355,14 @@ class UpsertProduct(Fact, frozen=True, tag="upsert_product"):
     photo_url: str = ""
     position: int = 0
     weight: int = 0  # grams (0: not given), for delivery priced by weight
+    visible: bool = True  # False: hidden from customers (not sold), its history and stock kept
+
+
+class SetVisible(Fact, frozen=True, tag="set_visible"):
+    """Hide a product from customers (it is no longer sold) or show it again."""
+
+    sku: Token
+    visible: bool
 
 
 class SetPrice(Fact, frozen=True, tag="set_price"):
@@ -394,6 +403,7 @@ AdminCommand = (
     | SetPrice
     | AdjustStock
     | CountStock
+    | SetVisible
     | ReleaseOrder
     | SetDelivery
 )
@@ -468,6 +478,7 @@ class CatalogProduct(msgspec.Struct, frozen=True):
     category_id: Token
     position: int
     weight: int = 0  # grams
+    visible: bool = True  # False: hidden from customers (the admins still see it)
 
 
 class CatalogDelivery(msgspec.Struct, frozen=True):

@@ -23,12 +23,14 @@ from libs.contracts import (
     InventoryEvent,
     LineProblem,
     OrderLine,
+    ProductUpserted,
     Rejected,
     Released,
     ReleaseReason,
     Reserved,
     ReservedLine,
     SetPrice,
+    SetVisible,
     StockAdjusted,
     UpsertCategory,
     UpsertProduct,
@@ -694,3 +696,21 @@ def test_admin_commands_on_an_unknown_sku_are_refused() -> None:
     ):
         with pytest.raises(CommandRefused, match="unknown SKU"):
             decide(run.state, command, T0)
+
+
+def test_a_hidden_product_is_not_sold_and_keeps_its_stock_and_shows_again() -> None:
+    now = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    state = fold(EMPTY, decide(EMPTY, UpsertCategory("tea", "Tea"), now))
+    for command in (UpsertProduct("A", "Tea A", 1000_00, "tea"), CountStock("A", 5)):
+        state = fold(state, decide(state, command, now))
+    hidden = fold(state, decide(state, SetVisible("A", False), now))
+    assert not hidden.products["A"].visible and hidden.products["A"].on_hand == 5
+    assert decide(hidden, SetVisible("A", False), now) == [], "hidden once"
+    (refused,) = decide(hidden, Reserve("o1", (OrderLine("A", 1, 1000_00),), 1000_00, 600), now)
+    assert isinstance(refused, Rejected) and refused.reason == "unknown_sku"
+    shown = fold(hidden, decide(hidden, SetVisible("A", True), now))
+    (reserved,) = decide(shown, Reserve("o1", (OrderLine("A", 1, 1000_00),), 1000_00, 600), now)
+    assert isinstance(reserved, Reserved)
+    # A catalog import that says nothing of it shows it again (the file is the shop's word).
+    (again,) = decide(hidden, UpsertProduct("A", "Tea A", 1000_00, "tea"), now)
+    assert isinstance(again, ProductUpserted) and again.visible

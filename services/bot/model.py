@@ -164,11 +164,16 @@ class Store:
     async def categories(self) -> list[CatalogCategory]:
         return self.catalog.categories()
 
-    async def products(self, category_id: str | None = None) -> list[CatalogProduct]:
-        return self.catalog.products(category_id)
+    async def products(
+        self, category_id: str | None = None, *, hidden: bool = False
+    ) -> list[CatalogProduct]:
+        """What customers see (and, with `hidden`, what the shop hid from them too)."""
+        return self.catalog.products(category_id, hidden=hidden)
 
     async def product(self, sku: str) -> CatalogProduct | None:
-        return self.catalog.product(sku)
+        """A product on sale: one the shop hid is gone for customers (a cart keeps its line)."""
+        found = self.catalog.product(sku)
+        return found if found is not None and found.visible else None
 
     async def level(self, sku: str) -> StockLevel | None:
         return self.catalog.level(sku)

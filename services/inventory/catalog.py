@@ -35,6 +35,7 @@ class _Product(msgspec.Struct, forbid_unknown_fields=True):
     photo: str = ""
     stock: int | None = None  # counted on hand; omitted leaves stock as it is
     weight: int = 0  # grams, for delivery priced by weight
+    visible: bool = True  # false: hidden from customers, its stock and history kept
 
 
 class _Category(msgspec.Struct, forbid_unknown_fields=True):
@@ -111,6 +112,7 @@ def load(path: Path) -> Commands:
                     photo_url=product.photo,
                     position=p_pos,
                     weight=product.weight,
+                    visible=product.visible,
                 )
             )
             if product.stock is not None:

@@ -37,6 +37,7 @@ from libs.contracts import (
     ReservedLine,
     SetDelivery,
     SetPrice,
+    SetVisible,
     StockAdjusted,
     UpsertCategory,
     UpsertProduct,
@@ -91,6 +92,7 @@ Command = (
     | SetPrice
     | AdjustStock
     | CountStock
+    | SetVisible
     | SetDelivery
 )
 
@@ -117,6 +119,7 @@ class Product(msgspec.Struct, frozen=True):
     on_hand: int = 0
     reserved: int = 0
     weight: int = 0  # grams
+    visible: bool = True  # False: not sold (customers do not see it), history and stock kept
 
     @property
     def available(self) -> int:
@@ -182,6 +185,24 @@ def decide(state: State, command: Command, now: datetime) -> list[InventoryEvent
             ]
         case UpsertProduct():
             return _upsert_product(state, command, now)
+        case SetVisible(sku=sku, visible=visible):
+            product = _product(state, sku)
+            if product.visible == visible:
+                return []
+            return [
+                ProductUpserted(
+                    sku=sku,
+                    title=product.title,
+                    description=product.description,
+                    price=product.price,
+                    photo_url=product.photo_url,
+                    category_id=product.category_id,
+                    position=product.position,
+                    at=now,
+                    weight=product.weight,
+                    visible=visible,
+                )
+            ]
         case SetPrice(sku=sku, price=price):
             product = _product(state, sku)
             _check_price(sku, price)
@@ -283,6 +304,7 @@ def _upsert_product(state: State, command: UpsertProduct, now: datetime) -> list
         command.category_id,
         command.position,
         command.weight,
+        command.visible,
     )
     if command.weight < 0:
         raise CommandRefused(f"{command.sku}: a negative weight")
@@ -294,6 +316,7 @@ def _upsert_product(state: State, command: UpsertProduct, now: datetime) -> list
         current.category_id,
         current.position,
         current.weight,
+        current.visible,
     ):
         return []
     return [
@@ -307,6 +330,7 @@ def _upsert_product(state: State, command: UpsertProduct, now: datetime) -> list
             position=command.position,
             at=now,
             weight=command.weight,
+            visible=command.visible,
         )
     ]
 
@@ -331,7 +355,7 @@ def _reserve(state: State, command: Reserve, now: datetime) -> list[InventoryEve
     total = 0
     for line in lines:
         product = products.get(line.sku)
-        if product is None:
+        if product is None or not product.visible:  # a hidden product is not sold
             unknown.append(LineProblem(line.sku, line.qty, 0))
             continue
         if not 1 <= line.qty <= MAX_LINE_QTY:
@@ -577,6 +601,7 @@ def evolve(state: State, event: InventoryEvent) -> State:
                 on_hand=current.on_hand if current else 0,
                 reserved=current.reserved if current else 0,
                 weight=event.weight,
+                visible=event.visible,
             )
             return replace(state, products=state.products.set(event.sku, product))
         case CategoryUpserted(category_id=category_id, title=title, position=position):

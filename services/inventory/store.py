@@ -355,6 +355,7 @@ class ReadModels:
                     p.category_id,
                     p.position,
                     p.weight,
+                    p.visible,
                 )
             elif key == subjects.CATALOG_DELIVERY_KEY:
                 value = CatalogDelivery(state.delivery, state.min_order)

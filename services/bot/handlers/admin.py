@@ -19,7 +19,7 @@ def router_for(admins: frozenset[int]) -> Router:
     @router.message(Command("stock"))
     async def stock(message: Message, t: Texts, store: Store) -> None:
         rows = []
-        for item in await store.products():
+        for item in await store.products(hidden=True):
             level = await store.level(item.sku)
             if level is not None:
                 rows.append(
