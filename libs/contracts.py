@@ -417,6 +417,9 @@ class AdminReply(msgspec.Struct, frozen=True):
     changed: int
     unchanged: int
     errors: tuple[str, ...] = ()
+    # One per command, in the request's order: "" done (or already done before), else why it
+    # was refused; for a caller that answers per command (the sheet's Catalog tab, row by row).
+    outcomes: tuple[str, ...] = ()
 
 
 # alerts.* (crm_sync, the consumer runner; told by the bot to the admin chat) ----------------------

@@ -91,6 +91,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper"):
     sheets_pacing: bool = True  # gather more facts per write as the write quota fills
     crm_alert_after: Seconds = 300  # alert the admins when a fact waits longer for the sheet
     crm_stock_every: Seconds = 10  # the Stock tab is refreshed at most this often
+    catalog_sync_every: Seconds = 30  # the sheet's Catalog tab is read (and applied) this often
     crm_http_host: str = "127.0.0.1"
     crm_http_port: Port = 8083  # GET /healthz and /metrics
 

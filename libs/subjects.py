@@ -176,6 +176,8 @@ SNAPSHOT_NAME = "state"
 CRM_BUCKET = "crm"  # key `status`: crm_sync's report (backlog, last write, error)
 CRM_STATUS_KEY = "status"
 CRM_ORDERS_BUCKET = "crm-orders"  # keys: order id -> the order's lifecycle state (libs.lifecycle)
+# keys: sku -> what the Catalog tab and the catalog last agreed on (crm_sync.catalog_tab.Synced)
+CRM_CATALOG_BUCKET = "crm-catalog"
 CRM_WRITER_BUCKET = "crm-writer"  # key `writer`: which crm_sync replica writes the sheet (a lease)
 # The bot's own documents (services.bot.model), one type per bucket.
 BOT_CARTS_BUCKET = "bot-carts"  # user id -> Cart

@@ -377,7 +377,7 @@ async def test_sheet_made_then_1000_orders_through_a_30_s_outage(
     assert sheet.header("Orders") == list(core.ORDER_COLUMNS)
     assert sheet.header("Sales") == list(core.SALES_COLUMNS)
     added = [r["addSheet"]["properties"] for r in sheets.batch_updates if "addSheet" in r]
-    assert all(p["gridProperties"]["frozenRowCount"] == 1 for p in added) and len(added) == 4
+    assert all(p["gridProperties"]["frozenRowCount"] == 1 for p in added) and len(added) == 5
 
     await crm_journeys.publish(js, "s", range(0, 500))
     await wait_until(lambda: not sheet.problems("s", 500), 30, "the first 500 orders")

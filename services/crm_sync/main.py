@@ -39,7 +39,8 @@ from libs.kv import Documents
 from libs.lease import Holder, Lease
 from libs.runner import Consumer, Delivery, Runner, backoff
 from libs.settings import Settings
-from services.crm_sync import core, pace
+from services.crm_sync import catalog_tab, core, pace
+from services.crm_sync.catalog_sync import CatalogSync
 from services.crm_sync.csv_sheet import CsvSheet
 from services.crm_sync.sheets import GoogleSheet
 from services.crm_sync.sink import Misconfigured, Sink, Unavailable
@@ -542,6 +543,12 @@ async def serve(settings: Settings) -> None:
             js, subjects.CRM_ORDERS_BUCKET, lifecycle.Order, replicas=replicas, stop=stop
         )
     )
+    catalog = None
+    if isinstance(sink, GoogleSheet):  # the CSV files have no Catalog tab: `shop catalog` does it
+        kept = await Documents.open(
+            js, subjects.CRM_CATALOG_BUCKET, catalog_tab.Synced, replicas=replicas, stop=stop
+        )
+        catalog = CatalogSync(nc, js, view, sink, kept)
     writer = Writer(sink, titles, states, settings.sheets_pacing)
     reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)
     consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)
@@ -561,6 +568,8 @@ async def serve(settings: Settings) -> None:
             tasks.create_task(reporter.run(stop))
             tasks.create_task(stock_tab(view, titles, sink, settings.crm_stock_every, stop))
             tasks.create_task(consuming.run(consumers(writer)))
+            if catalog is not None:
+                tasks.create_task(catalog.run(settings.catalog_sync_every, stop))
     finally:
         await health.close(runner)
         await view.close()

@@ -4,7 +4,9 @@ Every batch is one read and at most three writes: the keys in column A of Orders
 read first (so rows a person deleted, moved or sorted are found where they are now, and a write
 that landed without an answer is not made twice), then the new ledger rows are appended, the new
 order rows appended, and the changed order rows and the Daily tab written in one values batch
-update. A client-side quota keeps requests under Google's per-minute limit.
+update. The Catalog tab the owner edits is read whole (one request) and written back cell by
+cell in one values batch update (catalog_sync). A client-side quota keeps requests under
+Google's per-minute limit.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import requests
 from google.oauth2 import service_account
 
 from libs import log
-from services.crm_sync import core, pace
+from services.crm_sync import catalog_tab, core, pace
 from services.crm_sync.sink import Misconfigured, Refused, Unavailable
 
 T = TypeVar("T")
@@ -31,15 +33,22 @@ _log = log.get(__name__)
 GOOGLE = "https://sheets.googleapis.com"
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
 ORDERS, SALES, DAILY, STOCK = "Orders", "Sales", "Daily", "Stock"
+CATALOG = "Catalog"
 TABS: dict[str, tuple[str, ...]] = {
     ORDERS: core.ORDER_COLUMNS,
     SALES: core.SALES_COLUMNS,
     DAILY: core.DAILY_COLUMNS,
     STOCK: core.STOCK_COLUMNS,
+    CATALOG: catalog_tab.CATALOG_COLUMNS,
 }
 # Columns shown as money, as whole numbers (0-based), per tab.
-MONEY = {ORDERS: (9,), SALES: (6, 7), DAILY: (3,)}
-WHOLE = {SALES: (5,), DAILY: (1, 2), STOCK: (2, 3, 4)}
+MONEY = {ORDERS: (9,), SALES: (6, 7), DAILY: (3,), CATALOG: (catalog_tab.PRICE,)}
+WHOLE = {
+    SALES: (5,),
+    DAILY: (1, 2),
+    STOCK: (2, 3, 4),
+    CATALOG: (catalog_tab.WEIGHT, catalog_tab.ON_HAND, catalog_tab.AVAILABLE),
+}
 UNFORMATTED = {"valueRenderOption": "UNFORMATTED_VALUE"}
 RAW = {"valueInputOption": "RAW"}
 APPEND = {"valueInputOption": "RAW", "insertDataOption": "INSERT_ROWS"}
@@ -215,6 +224,19 @@ class GoogleSheet:
     async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
         await self._opened(self._write_stock, rows)
 
+    async def read_catalog(self) -> list[list[catalog_tab.Cell]]:
+        """The Catalog tab's rows below its header (one read request)."""
+        return await self._opened(self._read_catalog)
+
+    async def write_catalog(
+        self,
+        cells: Mapping[tuple[int, int], catalog_tab.Cell],
+        appended: Sequence[Sequence[catalog_tab.Cell]],
+    ) -> None:
+        """Cells by (row number, 0-based column) in one values batch update, and new rows
+        appended after the last (one more request, only when there are some)."""
+        await self._opened(self._write_catalog, cells, appended)
+
     async def _opened(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         """`call` on the opened spreadsheet, one request at a time."""
         try:
@@ -244,6 +266,31 @@ class GoogleSheet:
         data = [{"range": f"{STOCK}!A2", "values": values + blank}]
         await self._write(http.values_batch_update, self._id, {**RAW, "data": data})
         self._stock_rows = len(values)
+
+    async def _read_catalog(self) -> list[list[catalog_tab.Cell]]:
+        http = self._client()
+        found = await self._read(
+            http.values_batch_get, self._id, [f"{CATALOG}!A1:{_last(CATALOG)}"], dict(UNFORMATTED)
+        )
+        rows: list[list[catalog_tab.Cell]] = found["valueRanges"][0].get("values", [])
+        _check_header(CATALOG, rows[0] if rows else [])
+        return rows[1:]
+
+    async def _write_catalog(
+        self,
+        cells: Mapping[tuple[int, int], catalog_tab.Cell],
+        appended: Sequence[Sequence[catalog_tab.Cell]],
+    ) -> None:
+        http = self._client()
+        if cells:
+            data = [
+                {"range": f"{CATALOG}!{column(col)}{number}", "values": [[value]]}
+                for (number, col), value in sorted(cells.items())
+            ]
+            await self._write(http.values_batch_update, self._id, {**RAW, "data": data})
+        if appended:
+            body = {"values": [list(row) for row in appended]}
+            await self._write(http.values_append, self._id, f"{CATALOG}!A1", dict(APPEND), body)
 
     async def _apply(self, planned: core.Plan) -> int:
         http = self._client()
@@ -434,7 +481,7 @@ def _new_tabs(tabs: list[str]) -> list[dict[str, Any]]:
                         "sheetId": sheet_id,
                         "title": tab,
                         "gridProperties": {
-                            "rowCount": 5000 if tab in (DAILY, STOCK) else 1000,
+                            "rowCount": 5000 if tab in (DAILY, STOCK, CATALOG) else 1000,
                             "columnCount": len(TABS[tab]),
                             "frozenRowCount": 1,
                         },

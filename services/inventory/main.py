@@ -155,6 +155,7 @@ async def serve(settings: Settings) -> None:
             changed=sum(1 for o in outcomes if isinstance(o, list) and o),
             unchanged=sum(1 for o in outcomes if isinstance(o, list) and not o),
             errors=tuple(o for o in outcomes if isinstance(o, str)),
+            outcomes=tuple(o if isinstance(o, str) else "" for o in outcomes),
         )
         await msg.respond(bus.encode(reply))
         _log.info("admin.applied", changed=reply.changed, errors=len(reply.errors))
