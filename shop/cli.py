@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
     importing = catalog_commands.add_parser("import", help="upsert categories, products, stock")
     importing.add_argument("file", type=Path)
+    exporting = catalog_commands.add_parser(
+        "export", help="write the current catalog, stock and delivery as a file import takes"
+    )
+    exporting.add_argument("file", type=Path)
     commands.add_parser("status", help="streams, consumer backlogs and stock")
     args = parser.parse_args(argv)
 
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             module = importlib.import_module(SERVICES[args.service])
             asyncio.run(module.serve(config))
+        elif args.command == "catalog" and args.catalog_command == "export":
+            asyncio.run(export_catalog(url, args.file))
         elif args.command == "catalog":
             asyncio.run(import_catalog(url, args.file))
         elif args.command == "status":
@@ -106,6 +112,29 @@ async def import_catalog(url: str, path: Path) -> None:
         print(f"  refused: {error}", file=sys.stderr)
     if reply.errors:
         raise SystemExit(1)
+
+
+async def export_catalog(url: str, path: Path) -> None:
+    """The catalog read model (categories, products, stock on hand, delivery) as a catalog
+    file: edit it and `shop catalog import` it back."""
+    from libs.catalog_view import CatalogView
+    from services.inventory import catalog
+
+    nc = await bus.connect(url, name="shop-cli")
+    try:
+        view = await CatalogView.open(nc, nc.jetstream())
+        try:
+            levels = {level.sku: level for level, _ in view.levels()}
+            text = catalog.dump(
+                view.categories(), view.products(hidden=True), levels, view.delivery()
+            )
+            count = len(view.products(hidden=True))
+        finally:
+            await view.close()
+    finally:
+        await nc.close()
+    await asyncio.to_thread(path.write_text, text, encoding="utf-8")
+    print(f"{path}: {count} products written")
 
 
 async def status(url: str) -> None:

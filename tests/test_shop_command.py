@@ -252,3 +252,19 @@ def test_catalog_import_without_inventory_says_so(nats_url: str, catalog_file: P
     result = shop("catalog", "import", str(catalog_file), env=_env(NATS_URL=nats_url))
     assert result.returncode == 1
     assert "inventory service is not running" in result.stderr
+
+
+async def test_catalog_export_is_a_file_import_takes_back_unchanged(
+    nats_url: str, js: JetStreamContext, services: Start, catalog_file: Path, tmp_path: Path
+) -> None:
+    services("inventory", nats_url, catalog_file=catalog_file)
+    await wait_until(lambda: inventory_ready(js), what="inventory ready")
+    env = _env(NATS_URL=nats_url)
+    exported = tmp_path / "exported.yaml"
+    result = shop("catalog", "export", str(exported), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "3 products written" in result.stdout
+    text = exported.read_text(encoding="utf-8")
+    assert "sku: FEW" in text and "stock: 50" in text and "price: 25.5" in text
+    again = shop("catalog", "import", str(exported), env=env)
+    assert again.returncode == 0 and "0 changed" in again.stdout, again.stdout + again.stderr

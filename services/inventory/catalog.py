@@ -10,15 +10,19 @@ import msgspec
 import yaml
 
 from libs.contracts import (
+    CatalogCategory,
+    CatalogDelivery,
+    CatalogProduct,
     CountStock,
     DeliveryKind,
     DeliveryMethod,
     SetDelivery,
+    StockLevel,
     Token,
     UpsertCategory,
     UpsertProduct,
 )
-from libs.money import rubles_to_kopecks
+from libs.money import cell_number, rubles_to_kopecks
 
 DEMO_CATALOG = Path(__file__).with_name("demo_catalog.yaml")
 
@@ -187,3 +191,79 @@ def _line(path: Path, where: str) -> str:
         if node is None:
             return ""
     return f":{node.start_mark.line + 1}" if node is not None else ""
+
+
+def dump(
+    categories: list[CatalogCategory],
+    products: list[CatalogProduct],
+    levels: dict[str, StockLevel],
+    delivery: CatalogDelivery,
+) -> str:
+    """The catalog as a file `load` takes back: categories in the shop's order with their
+    products, each product's counted stock (on hand), and the delivery section if there is one.
+    Defaults are left out, so the file reads as one written by hand."""
+    by_category: dict[str, list[CatalogProduct]] = {}
+    for product in products:
+        by_category.setdefault(product.category_id, []).append(product)
+    listed = [*categories]
+    listed += [  # products of a category the read model lacks: kept, under their id
+        CatalogCategory(cid, cid, 0)
+        for cid in by_category
+        if cid not in {c.category_id for c in categories}
+    ]
+    out: dict[str, object] = {
+        "categories": [
+            {
+                "id": category.category_id,
+                "title": category.title,
+                "products": [
+                    _product(p, levels.get(p.sku))
+                    for p in by_category.get(category.category_id, [])
+                ],
+            }
+            for category in listed
+        ]
+    }
+    if delivery.methods:
+        section: dict[str, object] = {"methods": [_method(m) for m in delivery.methods]}
+        if delivery.min_order:
+            section["min_order"] = cell_number(delivery.min_order)
+        out["delivery"] = section
+    return yaml.safe_dump(out, allow_unicode=True, sort_keys=False, width=100)
+
+
+def _product(product: CatalogProduct, level: StockLevel | None) -> dict[str, object]:
+    found: dict[str, object] = {
+        "sku": product.sku,
+        "title": product.title,
+        "price": cell_number(product.price),
+    }
+    optional = {
+        "description": product.description,
+        "photo": product.photo_url,
+        "weight": product.weight,
+    }
+    found.update({key: value for key, value in optional.items() if value})
+    if not product.visible:
+        found["visible"] = False
+    found["stock"] = level.on_hand if level else 0
+    return found
+
+
+def _method(method: DeliveryMethod) -> dict[str, object]:
+    found: dict[str, object] = {
+        "id": method.id,
+        "title": method.title,
+        "kind": method.kind,
+        "price": cell_number(method.price),
+    }
+    optional: dict[str, object] = {
+        "free_from": cell_number(method.free_from) if method.free_from else 0,
+        "cities": list(method.cities),
+        "base_weight": method.base_weight,
+        "per_kg": cell_number(method.per_kg) if method.per_kg else 0,
+        "address": method.address,
+        "hours": method.hours,
+    }
+    found.update({key: value for key, value in optional.items() if value})
+    return found
