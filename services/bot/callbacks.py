@@ -26,6 +26,21 @@ class ProductCard(CallbackData, prefix="p"):
     page: int = 0  # the category page to go back to
 
 
+class SearchPage(CallbackData, prefix="s"):
+    """A page of the customer's last search's results (the words are in their conversation's
+    data: too long for a button)."""
+
+    page: int = 0
+
+
+class FoundCard(CallbackData, prefix="pf"):
+    """A product's card opened from search results: Back goes to the results' page."""
+
+    sku: str
+    qty: int = 1
+    page: int = 0
+
+
 class AddToCart(CallbackData, prefix="a"):
     sku: str
     qty: int

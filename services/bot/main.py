@@ -30,7 +30,7 @@ from libs.kv import Documents
 from libs.lease import Holder, Lease
 from libs.runner import Consumer, Runner
 from libs.settings import Settings
-from services.bot.handlers import admin, checkout, desk, fallback, orders, shop
+from services.bot.handlers import admin, checkout, desk, fallback, orders, search, shop
 from services.bot.model import Store
 from services.bot.notify import Notifier
 from services.bot.sender import Throttle
@@ -70,6 +70,7 @@ def dispatcher(storage: NatsStorage, settings: Settings, **deps: Any) -> Dispatc
         checkout.router,
         shop.router,
         orders.router,
+        search.router,
         fallback.router,
     )
     return dp

@@ -111,8 +111,9 @@ def card(t: Texts, item: CatalogProduct, available: int) -> str:
 
 
 @router.callback_query(cb.ProductCard.filter())
+@router.callback_query(cb.FoundCard.filter())
 async def product(
-    query: CallbackQuery, callback_data: cb.ProductCard, t: Texts, store: Store
+    query: CallbackQuery, callback_data: cb.ProductCard | cb.FoundCard, t: Texts, store: Store
 ) -> None:
     item = await store.product(callback_data.sku)
     if item is None:
@@ -128,7 +129,14 @@ async def product(
     await show(
         query,
         card(t, item, available),
-        kb.product(t, item, qty, available, callback_data.page),
+        kb.product(
+            t,
+            item,
+            qty,
+            available,
+            callback_data.page,
+            from_search=isinstance(callback_data, cb.FoundCard),
+        ),
         preview,
     )
 
