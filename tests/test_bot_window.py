@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from tests.fakes.telegram import FakeTelegram, message_text
+from libs import bus, kv, subjects
+from libs.contracts import AdjustStock, AdminRequest
+from tests.fakes.telegram import FakeTelegram, User, message_text
 from tests.harness import ServiceProcess, inventory_ready, wait_until
 
 Start = Callable[..., ServiceProcess]
@@ -104,3 +107,74 @@ async def test_search_by_typing_outside_a_form(
     await telegram.send_text(vera, "Чай")
     asked = await telegram.wait_message(vera.id, after=last)
     assert "телефон" in message_text(asked) and "Нашлось" not in message_text(asked)
+
+
+SOLD_OUT = """
+categories:
+  - id: tea
+    title: Чай
+    products:
+      - {sku: SOLD, title: Пуэр, description: выдержанный, price: 900, stock: 0}
+      - {sku: LATE, title: Улун, description: молочный, price: 800, stock: 0}
+"""
+
+
+async def _restock(nc: Client, sku: str, qty: int, adjustment_id: str) -> None:
+    request = AdminRequest((AdjustStock(adjustment_id, sku, qty, "restock"),))
+    await nc.request(subjects.INVENTORY_ADMIN, bus.encode(request), timeout=30)
+
+
+async def _ask_to_be_told(telegram: FakeTelegram, user: User, words: str, title: str) -> None:
+    last = (await telegram.send_text(user, words))["message_id"]
+    await telegram.wait_message(user.id, _shows(title), after=last)
+    await telegram.tap(user, title)
+    card = await telegram.wait_message(user.id, "нет в наличии", after=last)
+    tap = await telegram.tap(user, "о поступлении", card["message_id"])
+    assert "Сообщим" in (await telegram.wait_answer(tap["id"]))["text"]
+    await telegram.wait_message(user.id, _shows("✅ Сообщим"), after=last)
+
+
+def _told(telegram: FakeTelegram, user: User, title: str) -> int:
+    return sum(f"«{title}» снова в наличии" in message_text(m) for m in telegram.sent(user.id))
+
+
+async def test_back_in_stock_told_once_by_two_replicas_and_across_a_restart(
+    nats_url: str,
+    nc: Client,
+    js: JetStreamContext,
+    services: Start,
+    telegram: FakeTelegram,
+    tmp_path: Path,
+) -> None:
+    bots = await _window(services, nats_url, js, telegram, tmp_path, SOLD_OUT, replicas=2)
+    anna, boris = telegram.user("Анна"), telegram.user("Борис")
+    await _ask_to_be_told(telegram, anna, "пуэр", "Пуэр")
+    await _ask_to_be_told(telegram, boris, "ПУЭР выдержанный", "Пуэр")
+    await _ask_to_be_told(telegram, boris, "пуэр", "Пуэр")  # asking twice is asking once
+
+    await _restock(nc, "SOLD", 3, "restock-sold-1")
+    for user in (anna, boris):
+        await telegram.wait_message(user.id, "«Пуэр» снова в наличии")
+    # Both replicas looked; each waiting customer's key was claimed by one of them: no key is
+    # left, so no second notice can come.
+    await wait_until(lambda: _none_waiting(js), what="every waiting customer claimed and told")
+    assert _told(telegram, anna, "Пуэр") == 1 and _told(telegram, boris, "Пуэр") == 1
+    last = telegram.last(anna.id)["message_id"]
+    await telegram.tap(anna, "Открыть товар")
+    await telegram.wait_message(
+        anna.id, lambda m: "осталось 3" in message_text(m) and "В корзину" in str(m), after=last - 1
+    )
+
+    # Told across a restart: asked, every bot killed, restocked meanwhile, one bot back.
+    await _ask_to_be_told(telegram, anna, "улун", "Улун")
+    for bot in bots:
+        bot.kill()
+    await _restock(nc, "LATE", 1, "restock-late-1")
+    bots[0].start()
+    await telegram.wait_message(anna.id, "«Улун» снова в наличии", timeout=30)
+    await wait_until(lambda: _none_waiting(js), what="Anna's ask claimed")
+    assert _told(telegram, anna, "Улун") == 1
+
+
+async def _none_waiting(js: JetStreamContext) -> bool:
+    return not await kv.keys(js, subjects.BOT_BACK_IN_STOCK_BUCKET)

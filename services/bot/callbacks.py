@@ -41,6 +41,15 @@ class FoundCard(CallbackData, prefix="pf"):
     page: int = 0
 
 
+class BackInStock(CallbackData, prefix="b"):
+    """A sold-out product's "tell me when it is back" (the card's page and whether it was opened
+    from search, to show the card again as it was)."""
+
+    sku: str
+    page: int = 0
+    found: bool = False
+
+
 class AddToCart(CallbackData, prefix="a"):
     sku: str
     qty: int

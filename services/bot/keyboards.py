@@ -118,9 +118,11 @@ def product(
     page: int,
     *,
     from_search: bool = False,
+    watching: bool = False,
 ) -> InlineKeyboardMarkup:
     """A product's card: the quantity and Add while it is in stock, "tell me when it is back"
-    while not; Back to the category's page (or the search results' it was opened from)."""
+    while not (`watching`: asked already); Back to the category's page (or the search results'
+    it was opened from)."""
 
     def card(n: int) -> str:
         if from_search:
@@ -140,6 +142,10 @@ def product(
         rows.append(
             [_button(t.t("catalog.button.add"), cb.AddToCart(sku=item.sku, qty=qty).pack())]
         )
+    else:
+        notify = cb.BackInStock(sku=item.sku, page=page, found=from_search).pack()
+        label = t.t("catalog.button.notifying" if watching else "catalog.button.notify")
+        rows.append([_button(label, notify)])
     back = (
         cb.SearchPage(page=page)
         if from_search
@@ -152,6 +158,11 @@ def product(
         ]
     )
     return _markup(rows)
+
+
+def back_in_stock(t: Texts, item: CatalogProduct) -> InlineKeyboardMarkup:
+    """The notice's button: the product's card."""
+    return _markup([[_button(t.t("catalog.button.open"), cb.ProductCard(sku=item.sku).pack())]])
 
 
 def cart(t: Texts, lines: list[tuple[CatalogProduct, int]]) -> InlineKeyboardMarkup:

@@ -119,7 +119,7 @@ async def serve(settings: Settings) -> None:
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(consuming.run(consumers(notifier)))
-            tasks.create_task(notifier.remind(stop))
+            tasks.create_task(notifier.run(stop))
             _log.info("bot.started", mode=settings.bot_mode, shop=settings.shop_name)
             if settings.bot_mode != "webhook":
                 # Health and metrics alone on the webhook's port, which polling leaves free: one

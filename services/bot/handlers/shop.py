@@ -12,6 +12,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, LinkPreviewOption
 from libs.contracts import CatalogProduct
 from libs.money import format_rub
 from libs.settings import Settings
+from services.bot import back_in_stock
 from services.bot import callbacks as cb
 from services.bot import keyboards as kb
 from services.bot.cart import Priced, added, card_qty, priced
@@ -28,13 +29,15 @@ async def show(
     text: str,
     markup: InlineKeyboardMarkup,
     preview: LinkPreviewOptions | None = None,
+    toast: str | None = None,
 ) -> None:
-    """Edit the message a button was on, or answer a typed message with a new one."""
+    """Edit the message a button was on (its query answered with `toast`), or answer a typed
+    message with a new one."""
     options = preview or LinkPreviewOptions(is_disabled=True)
     if isinstance(where, CallbackQuery) and isinstance(where.message, Message):
         with contextlib.suppress(TelegramBadRequest):  # "not modified": already shown
             await where.message.edit_text(text, reply_markup=markup, link_preview_options=options)
-        await where.answer()
+        await where.answer(toast)
         return
     target = where.message if isinstance(where, CallbackQuery) else where
     if isinstance(target, Message):
@@ -119,25 +122,64 @@ async def product(
     if item is None:
         await query.answer(t.t("input.toast.stale_button"))
         return
+    found = isinstance(callback_data, cb.FoundCard)
+    await show_card(query, t, store, item, callback_data.qty, callback_data.page, found)
+
+
+async def show_card(
+    query: CallbackQuery,
+    t: Texts,
+    store: Store,
+    item: CatalogProduct,
+    qty: int,
+    page: int,
+    from_search: bool,
+    toast: str | None = None,
+    *,
+    watching: bool | None = None,
+) -> None:
+    """The product's card in place of the message tapped on (`watching`: whether the customer
+    waits for it, if known better than the mirror, which is a moment behind a write)."""
     available = await _available(store, item.sku)
-    qty = card_qty(callback_data.qty, available)
+    if watching is None:
+        watch = back_in_stock.key(item.sku, query.from_user.id)
+        watching = store.watching.get(watch) is not None
     preview = (
         LinkPreviewOptions(url=item.photo_url, prefer_large_media=True, show_above_text=True)
         if item.photo_url
         else None
     )
-    await show(
-        query,
-        card(t, item, available),
-        kb.product(
-            t,
-            item,
-            qty,
-            available,
-            callback_data.page,
-            from_search=isinstance(callback_data, cb.FoundCard),
-        ),
-        preview,
+    markup = kb.product(
+        t,
+        item,
+        card_qty(qty, available),
+        available,
+        page,
+        from_search=from_search,
+        watching=watching,
+    )
+    await show(query, card(t, item, available), markup, preview, toast)
+
+
+@router.callback_query(cb.BackInStock.filter())
+async def tell_when_back(
+    query: CallbackQuery, callback_data: cb.BackInStock, t: Texts, store: Store
+) -> None:
+    """A sold-out product's "tell me when it is back": the customer waits for it (asking twice
+    is asking once); back meanwhile, the card shows it can be bought."""
+    item = await store.product(callback_data.sku)
+    if item is None or not isinstance(query.message, Message):
+        await query.answer(t.t("input.toast.stale_button"))
+        return
+    watch = back_in_stock.key(item.sku, query.from_user.id)
+    if await _available(store, item.sku) > 0:
+        toast = t.t("catalog.toast.back_already")
+    else:
+        language = query.from_user.language_code or ""
+        await store.watchers.put(watch, back_in_stock.Watcher(query.message.chat.id, language))
+        toast = t.t("catalog.toast.will_notify", title=item.title)
+    await show_card(
+        query, t, store, item, 1, callback_data.page, callback_data.found, toast, watching=True
     )
 
 
