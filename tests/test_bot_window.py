@@ -178,3 +178,55 @@ async def test_back_in_stock_told_once_by_two_replicas_and_across_a_restart(
 
 async def _none_waiting(js: JetStreamContext) -> bool:
     return not await kv.keys(js, subjects.BOT_BACK_IN_STOCK_BUCKET)
+
+
+async def test_photo_cards_browsed_in_place(
+    nats_url: str, js: JetStreamContext, services: Start, telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    """A product with a photo (a URL, or a file_id of the admin's upload) is a photo message with
+    the card as its caption: a list becomes it in place (editMessageMedia), the quantity edits
+    the caption only, a photo card becomes another in place, and a list after a photo card is a
+    new message (the photo deleted: Telegram cannot turn a photo back into text)."""
+    owner = telegram.user("Владелец")
+    await telegram.send_photo(owner)  # the admin's upload: Telegram knows this file_id
+    file_id = telegram.updates[-1]["message"]["photo"][-1]["file_id"]
+    url = "https://shop.example/puer.jpg"
+    catalog = f"""
+categories:
+  - id: tea
+    title: Чай
+    products:
+      - {{sku: GREEN, title: Пуэр, description: выдержанный, price: 900, stock: 9, photo: "{url}"}}
+      - {{sku: FILE, title: Улун, description: молочный, price: 800, stock: 9, photo: "{file_id}"}}
+      - {{sku: PLAIN, title: Сенча, description: японский, price: 700, stock: 9}}
+"""
+    await _window(services, nats_url, js, telegram, tmp_path, catalog)
+    gleb = telegram.user("Глеб")
+    await telegram.send_command(gleb, "/catalog")
+    await telegram.wait_message(gleb.id, _shows("Чай"))
+    await telegram.tap(gleb, "Чай")
+    listing = await telegram.wait_message(gleb.id, _shows("Пуэр"))
+    at = listing["message_id"]
+
+    await telegram.tap(gleb, "Пуэр")
+    card = await telegram.wait_message(gleb.id, lambda m: "photo" in m and "Пуэр" in str(m))
+    assert card["message_id"] == at and "выдержанный" in card["caption"], "the list became it"
+    shown = card["photo"][-1]["file_id"]
+    assert telegram.photo_sources[shown] == url
+    captions = len(telegram.calls_to("editMessageCaption"))
+    await telegram.tap(gleb, "➕", at)
+    await telegram.wait_message(gleb.id, _shows("'2'"))
+    assert telegram.message(gleb.id, at)["photo"][-1]["file_id"] == shown, "not fetched again"
+    assert len(telegram.calls_to("editMessageCaption")) == captions + 1
+
+    # Another photo card from this one (a button of an older message): a photo for a photo.
+    await telegram.tap_data(gleb, "p:FILE:1:0", at)
+    await telegram.wait_message(gleb.id, lambda m: m["message_id"] == at and "Улун" in str(m))
+    assert telegram.message(gleb.id, at)["photo"][-1]["file_id"] == file_id
+
+    await telegram.tap(gleb, "Назад", at)
+    again = await telegram.wait_message(gleb.id, _shows("Сенча"), after=at)
+    assert telegram.is_deleted(gleb.id, at) and "photo" not in again
+    await telegram.tap(gleb, "Сенча")
+    plain = await telegram.wait_message(gleb.id, "японский", after=at)
+    assert plain["message_id"] == again["message_id"] and "photo" not in plain, "text stays text"

@@ -7,8 +7,15 @@ import contextlib
 from aiogram import F, Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandStart
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, LinkPreviewOptions, Message
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    LinkPreviewOptions,
+    Message,
+)
 
+from libs import log
 from libs.contracts import CatalogProduct
 from libs.money import format_rub
 from libs.settings import Settings
@@ -22,6 +29,7 @@ from services.bot.model import Cart, Store
 from services.bot.texts import Texts
 
 router = Router(name=__name__)
+_log = log.get(__name__)
 
 
 async def show(
@@ -30,18 +38,67 @@ async def show(
     markup: InlineKeyboardMarkup,
     preview: LinkPreviewOptions | None = None,
     toast: str | None = None,
+    photo: str = "",
+    *,
+    same_photo: bool = False,
 ) -> None:
     """Edit the message a button was on (its query answered with `toast`), or answer a typed
-    message with a new one."""
+    message with a new one. With `photo` (a URL or a Telegram file_id) a photo message with the
+    text as its caption (`same_photo`: the message shows that photo already, only the caption and
+    buttons change)."""
     options = preview or LinkPreviewOptions(is_disabled=True)
     if isinstance(where, CallbackQuery) and isinstance(where.message, Message):
-        with contextlib.suppress(TelegramBadRequest):  # "not modified": already shown
-            await where.message.edit_text(text, reply_markup=markup, link_preview_options=options)
+        await _replace(where.message, text, markup, options, photo, same_photo)
         await where.answer(toast)
         return
     target = where.message if isinstance(where, CallbackQuery) else where
     if isinstance(target, Message):
-        await target.answer(text, reply_markup=markup, link_preview_options=options)
+        await _send(target, text, markup, options, photo)
+
+
+async def _send(
+    to: Message, text: str, markup: InlineKeyboardMarkup, options: LinkPreviewOptions, photo: str
+) -> None:
+    if photo:
+        try:
+            await to.answer_photo(photo, caption=text, reply_markup=markup)
+            return
+        except TelegramBadRequest as exc:  # a URL Telegram cannot fetch, a caption too long
+            _log.info("card.photo_refused", reason=exc.message)
+    await to.answer(text, reply_markup=markup, link_preview_options=options)
+
+
+async def _replace(
+    message: Message,
+    text: str,
+    markup: InlineKeyboardMarkup,
+    options: LinkPreviewOptions,
+    photo: str,
+    same_photo: bool,
+) -> None:
+    """In place where Telegram can: the caption of the same photo, a photo for a photo or for a
+    text (editMessageMedia), a text for a text. A photo message never becomes text again
+    (editMessageText: "there is no text in the message to edit"): it is deleted and the text
+    sent anew."""
+    if photo:
+        try:
+            if same_photo and message.photo:
+                await message.edit_caption(caption=text, reply_markup=markup)
+            else:
+                media = InputMediaPhoto(media=photo, caption=text)
+                await message.edit_media(media, reply_markup=markup)
+            return
+        except TelegramBadRequest as exc:
+            if "not modified" in exc.message:
+                return  # already shown
+            _log.info("card.photo_refused", reason=exc.message)  # shown as text instead
+    if not message.photo:
+        with contextlib.suppress(TelegramBadRequest):  # "not modified": already shown
+            await message.edit_text(text, reply_markup=markup, link_preview_options=options)
+        return
+    with contextlib.suppress(TelegramBadRequest):  # too old to delete (48 h): it stays
+        await message.delete()
+    await message.answer(text, reply_markup=markup, link_preview_options=options)
 
 
 @router.message(CommandStart())
@@ -144,9 +201,10 @@ async def show_card(
     if watching is None:
         watch = back_in_stock.key(item.sku, query.from_user.id)
         watching = store.watching.get(watch) is not None
+    # Shown as text (a photo Telegram refused): a URL's preview above it, as before photo cards.
     preview = (
         LinkPreviewOptions(url=item.photo_url, prefer_large_media=True, show_above_text=True)
-        if item.photo_url
+        if item.photo_url.startswith(("http://", "https://"))
         else None
     )
     markup = kb.product(
@@ -158,7 +216,26 @@ async def show_card(
         from_search=from_search,
         watching=watching,
     )
-    await show(query, card(t, item, available), markup, preview, toast)
+    same = isinstance(query.message, Message) and _card_of(query.message, item.sku)
+    text = card(t, item, available)
+    await show(query, text, markup, preview, toast, item.photo_url, same_photo=same)
+
+
+_CARD_BUTTONS = frozenset(
+    {cb.ProductCard.__prefix__, cb.FoundCard.__prefix__, cb.BackInStock.__prefix__}
+)
+
+
+def _card_of(message: Message, sku: str) -> bool:
+    """Whether the message is this product's card already (its buttons name the product): its
+    photo stays, only the caption changes (a URL would otherwise be fetched again)."""
+    rows = message.reply_markup.inline_keyboard if message.reply_markup else []
+    for row in rows:
+        for button in row:
+            prefix, _, rest = (button.callback_data or "").partition(":")
+            if prefix in _CARD_BUTTONS and rest.split(":", 1)[0] == sku:
+                return True
+    return False
 
 
 @router.callback_query(cb.BackInStock.filter())
