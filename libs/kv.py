@@ -183,6 +183,19 @@ class Documents(Generic[T]):
         except nats.js.errors.KeyNotFoundError:
             pass
 
+    async def claim(self, key: str, revision: int) -> bool:
+        """Delete the key if it is still at `revision`; False if it changed or went meanwhile
+        (another replica claimed it first)."""
+        try:
+            await self._kv.delete(key, last=revision)
+        except nats.js.errors.APIError as exc:
+            # nats-py's delete does not turn "wrong last sequence" into its KeyValue error (its
+            # update does): 10071 and 10164 are the server's codes for it.
+            if exc.err_code in (10071, 10164):
+                return False
+            raise
+        return True
+
     async def values(self) -> list[T]:
         """Every readable document, in one pass over the bucket (not a get per key)."""
         found = []

@@ -187,6 +187,8 @@ BOT_USER_ORDERS_BUCKET = "bot-user-orders"  # user id -> RecentOrders
 BOT_AWAITING_BUCKET = "bot-awaiting"  # order id -> Awaiting: a reminder may still be due
 BOT_PEOPLE_BUCKET = "bot-people"  # user id -> Person: the names of the admins who took steps
 BOT_OPEN_ORDERS_BUCKET = "bot-open-orders"  # order id -> OpenOrder: sold, not yet delivered
+# <sku>.<user id> -> Watcher: told once when the product is back (services.bot.back_in_stock)
+BOT_BACK_IN_STOCK_BUCKET = "bot-back-in-stock"
 BOT_CONVERSATIONS_BUCKET = "bot-fsm"  # aiogram's FSM: chat -> Conversation
 BOT_POLLER_BUCKET = "bot-poller"  # key `holder`: which bot replica polls Telegram (a lease)
 

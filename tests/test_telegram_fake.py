@@ -25,6 +25,7 @@ from aiogram.types import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaPhoto,
     KeyboardButton,
     Message,
     ReplyKeyboardMarkup,
@@ -295,6 +296,40 @@ async def test_formatting_photos_and_files(fake: FakeTelegram, bot: Bot) -> None
     assert fake.message(user.id, photo.message_id)["caption"] == "Зелёный"
     with pytest.raises(TelegramBadRequest, match="no text in the message"):
         await bot.edit_message_text("x", chat_id=user.id, message_id=photo.message_id)
+    # editMessageMedia: a photo for a photo (the same one: not modified), a photo added to a
+    # text message; never text back (that is a delete and a new message)
+    other = "https://shop.example/green.jpg"
+    edited = await bot.edit_message_media(
+        InputMediaPhoto(media=other, caption="<b>Зелёный</b>", parse_mode="HTML"),
+        chat_id=user.id,
+        message_id=photo.message_id,
+    )
+    assert isinstance(edited, Message) and edited.caption == "Зелёный" and edited.photo
+    assert fake.photo_sources[edited.photo[-1].file_id] == other
+    with pytest.raises(TelegramBadRequest, match="message is not modified"):
+        same = InputMediaPhoto(media=edited.photo[-1].file_id, caption="<b>Зелёный</b>")
+        await bot.edit_message_media(
+            same.model_copy(update={"parse_mode": "HTML"}),
+            chat_id=user.id,
+            message_id=photo.message_id,
+        )
+    text = await bot.send_message(user.id, "Каталог")
+    added = await bot.edit_message_media(
+        InputMediaPhoto(media=file_id, caption="Чай"), chat_id=user.id, message_id=text.message_id
+    )
+    assert isinstance(added, Message) and added.photo and added.text is None
+    with pytest.raises(TelegramBadRequest, match="no text in the message"):
+        await bot.edit_message_text("Каталог", chat_id=user.id, message_id=text.message_id)
+    with pytest.raises(TelegramBadRequest, match="wrong file identifier"):
+        await bot.edit_message_media(
+            InputMediaPhoto(media="no-such-file"), chat_id=user.id, message_id=text.message_id
+        )
+    with pytest.raises(TelegramBadRequest, match="message caption is too long"):
+        await bot.edit_message_media(
+            InputMediaPhoto(media=file_id, caption="я" * 1025),
+            chat_id=user.id,
+            message_id=text.message_id,
+        )
     downloaded = await bot.download(file_id)
     assert downloaded is not None and downloaded.read()
 

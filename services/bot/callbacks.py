@@ -26,6 +26,30 @@ class ProductCard(CallbackData, prefix="p"):
     page: int = 0  # the category page to go back to
 
 
+class SearchPage(CallbackData, prefix="s"):
+    """A page of the customer's last search's results (the words are in their conversation's
+    data: too long for a button)."""
+
+    page: int = 0
+
+
+class FoundCard(CallbackData, prefix="pf"):
+    """A product's card opened from search results: Back goes to the results' page."""
+
+    sku: str
+    qty: int = 1
+    page: int = 0
+
+
+class BackInStock(CallbackData, prefix="b"):
+    """A sold-out product's "tell me when it is back" (the card's page and whether it was opened
+    from search, to show the card again as it was)."""
+
+    sku: str
+    page: int = 0
+    found: bool = False
+
+
 class AddToCart(CallbackData, prefix="a"):
     sku: str
     qty: int

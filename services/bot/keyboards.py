@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiogram.types import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -53,60 +55,114 @@ def categories(t: Texts, found: list[CatalogCategory]) -> InlineKeyboardMarkup:
 def products(
     t: Texts, category_id: str, found: list[CatalogProduct], page: int
 ) -> InlineKeyboardMarkup:
-    pages = max(1, -(-len(found) // PAGE))
+    """A category's page of products, with Back to the categories."""
+    return _listing(
+        t,
+        found,
+        page,
+        lambda sku, at: cb.ProductCard(sku=sku, page=at).pack(),
+        lambda at: cb.CategoryPage(category_id=category_id, page=at).pack(),
+    )
+
+
+def found(t: Texts, items: list[CatalogProduct], page: int) -> InlineKeyboardMarkup:
+    """A page of search results, like a category's, with Back to the catalog."""
+    return _listing(
+        t,
+        items,
+        page,
+        lambda sku, at: cb.FoundCard(sku=sku, page=at).pack(),
+        lambda at: cb.SearchPage(page=at).pack(),
+    )
+
+
+def nothing_found(t: Texts) -> InlineKeyboardMarkup:
+    return _markup([[_button(t.t("menu.button.catalog"), cb.Menu(to="catalog").pack())]])
+
+
+def _listing(
+    t: Texts,
+    items: list[CatalogProduct],
+    page: int,
+    card: Callable[[str, int], str],
+    page_data: Callable[[int], str],
+) -> InlineKeyboardMarkup:
+    pages = max(1, -(-len(items) // PAGE))
     page = min(max(page, 0), pages - 1)
     rows = [
         [
             _button(
                 t.t("catalog.button.product", title=p.title, price=format_rub(p.price)),
-                cb.ProductCard(sku=p.sku, page=page).pack(),
+                card(p.sku, page),
             )
         ]
-        for p in found[page * PAGE : (page + 1) * PAGE]
+        for p in items[page * PAGE : (page + 1) * PAGE]
     ]
     if pages > 1:
         nav = []
         if page > 0:
-            nav.append(_button("◀︎", cb.CategoryPage(category_id=category_id, page=page - 1).pack()))
-        nav.append(
-            _button(
-                t.t("catalog.button.page", page=page + 1, pages=pages),
-                cb.CategoryPage(category_id=category_id, page=page).pack(),
-            )
-        )
+            nav.append(_button("◀︎", page_data(page - 1)))
+        nav.append(_button(t.t("catalog.button.page", page=page + 1, pages=pages), page_data(page)))
         if page < pages - 1:
-            nav.append(_button("▶︎", cb.CategoryPage(category_id=category_id, page=page + 1).pack()))
+            nav.append(_button("▶︎", page_data(page + 1)))
         rows.append(nav)
     rows.append([_button(t.t("common.button.back"), cb.Menu(to="catalog").pack())])
     return _markup(rows)
 
 
 def product(
-    t: Texts, item: CatalogProduct, qty: int, available: int, page: int
+    t: Texts,
+    item: CatalogProduct,
+    qty: int,
+    available: int,
+    page: int,
+    *,
+    from_search: bool = False,
+    watching: bool = False,
 ) -> InlineKeyboardMarkup:
+    """A product's card: the quantity and Add while it is in stock, "tell me when it is back"
+    while not (`watching`: asked already); Back to the category's page (or the search results'
+    it was opened from)."""
+
+    def card(n: int) -> str:
+        if from_search:
+            return cb.FoundCard(sku=item.sku, qty=n, page=page).pack()
+        return cb.ProductCard(sku=item.sku, qty=n, page=page).pack()
+
     rows: list[list[InlineKeyboardButton]] = []
     more = card_more(qty, available)
     if available > 0:
         rows.append(
             [
-                _button("➖", cb.ProductCard(sku=item.sku, qty=card_less(qty), page=page).pack()),
-                _button(str(qty), cb.ProductCard(sku=item.sku, qty=qty, page=page).pack()),
-                _button("➕", cb.ProductCard(sku=item.sku, qty=more, page=page).pack()),
+                _button("➖", card(card_less(qty))),
+                _button(str(qty), card(qty)),
+                _button("➕", card(more)),
             ]
         )
         rows.append(
             [_button(t.t("catalog.button.add"), cb.AddToCart(sku=item.sku, qty=qty).pack())]
         )
+    else:
+        notify = cb.BackInStock(sku=item.sku, page=page, found=from_search).pack()
+        label = t.t("catalog.button.notifying" if watching else "catalog.button.notify")
+        rows.append([_button(label, notify)])
+    back = (
+        cb.SearchPage(page=page)
+        if from_search
+        else cb.CategoryPage(category_id=item.category_id, page=page)
+    )
     rows.append(
         [
-            _button(
-                t.t("common.button.back"),
-                cb.CategoryPage(category_id=item.category_id, page=page).pack(),
-            ),
+            _button(t.t("common.button.back"), back.pack()),
             _button(t.t("menu.button.cart"), cb.Menu(to="cart").pack()),
         ]
     )
     return _markup(rows)
+
+
+def back_in_stock(t: Texts, item: CatalogProduct) -> InlineKeyboardMarkup:
+    """The notice's button: the product's card."""
+    return _markup([[_button(t.t("catalog.button.open"), cb.ProductCard(sku=item.sku).pack())]])
 
 
 def cart(t: Texts, lines: list[tuple[CatalogProduct, int]]) -> InlineKeyboardMarkup:

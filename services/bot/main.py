@@ -30,7 +30,7 @@ from libs.kv import Documents
 from libs.lease import Holder, Lease
 from libs.runner import Consumer, Runner
 from libs.settings import Settings
-from services.bot.handlers import admin, checkout, desk, fallback, orders, shop
+from services.bot.handlers import admin, checkout, desk, fallback, orders, search, shop
 from services.bot.model import Store
 from services.bot.notify import Notifier
 from services.bot.sender import Throttle
@@ -70,6 +70,7 @@ def dispatcher(storage: NatsStorage, settings: Settings, **deps: Any) -> Dispatc
         checkout.router,
         shop.router,
         orders.router,
+        search.router,
         fallback.router,
     )
     return dp
@@ -118,7 +119,7 @@ async def serve(settings: Settings) -> None:
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(consuming.run(consumers(notifier)))
-            tasks.create_task(notifier.remind(stop))
+            tasks.create_task(notifier.run(stop))
             _log.info("bot.started", mode=settings.bot_mode, shop=settings.shop_name)
             if settings.bot_mode != "webhook":
                 # Health and metrics alone on the webhook's port, which polling leaves free: one

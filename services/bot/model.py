@@ -14,7 +14,8 @@ from nats.js import JetStreamContext
 from libs import delivery, lifecycle, subjects
 from libs.catalog_view import CatalogView
 from libs.contracts import CatalogCategory, CatalogProduct, Contact, OrderLine, StockLevel
-from libs.kv import Documents
+from libs.kv import Documents, Mirror, decoder
+from services.bot.back_in_stock import Watcher
 
 AWAITING_TTL = 86_400.0  # entries (and the markers of removed ones) go after a day
 RECENT = 20
@@ -117,6 +118,8 @@ class Store:
         catalog: CatalogView,
         open_orders: Documents[OpenOrder],
         people: Documents[Person],
+        watchers: Documents[Watcher],
+        watching: Mirror[Watcher],
     ) -> None:
         self.carts = carts
         self.customers = customers
@@ -126,6 +129,9 @@ class Store:
         self.catalog = catalog
         self.open_orders = open_orders
         self.people = people
+        # Who waits for a product to be back: written through `watchers`, read from memory.
+        self.watchers = watchers
+        self.watching = watching
 
     @classmethod
     async def open(
@@ -140,6 +146,10 @@ class Store:
         loaded whole (no page is shown before); with `stop`, each waited for through a bus
         outage (libs.kv.Documents.open)."""
         r, s = replicas, stop
+        watchers = await Documents.open(
+            js, subjects.BOT_BACK_IN_STOCK_BUCKET, Watcher, replicas=r, stop=s
+        )
+        watching = await Mirror.open(nc, js, subjects.BOT_BACK_IN_STOCK_BUCKET, decoder(Watcher))
         return cls(
             await Documents.open(js, subjects.BOT_CARTS_BUCKET, Cart, replicas=r, stop=s),
             await Documents.open(js, subjects.BOT_CUSTOMERS_BUCKET, Contact, replicas=r, stop=s),
@@ -155,10 +165,13 @@ class Store:
                 js, subjects.BOT_OPEN_ORDERS_BUCKET, OpenOrder, replicas=r, stop=s
             ),
             await Documents.open(js, subjects.BOT_PEOPLE_BUCKET, Person, replicas=r, stop=s),
+            watchers,
+            watching,
         )
 
     async def close(self) -> None:
         await self.catalog.close()
+        await self.watching.close()
 
     # catalog --------------------------------------------------------------------------------------
     async def categories(self) -> list[CatalogCategory]:

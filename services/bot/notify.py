@@ -20,14 +20,21 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from aiogram import Bot
-from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
 from aiogram.types import InlineKeyboardMarkup
 
 from libs import bus, lifecycle, log, shutdown
 from libs.contracts import AlertEvent, Committed, CrmBehind, CrmCaughtUp, DeadLettered, Rejected
+from libs.kv import Mirror
 from libs.lifecycle import Status
 from libs.settings import Settings
-from services.bot import desk, messages
+from services.bot import back_in_stock, desk, messages
 from services.bot import keyboards as kb
 from services.bot.model import Awaiting, OrderView, Store
 from services.bot.notices import Kind, Notice, notices
@@ -39,6 +46,9 @@ CARDS = frozenset({Kind.PAID, Kind.ON_RECEIPT})
 # Failed for good: telling again would not help (the sender already waited out 429s and retried
 # network errors), so the fact is acked.
 UNDELIVERABLE = (TelegramForbiddenError, TelegramBadRequest)
+# What the sender already retried (a bounded number of times) before giving up.
+OUTAGES = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter)
+RECHECK_S = 30.0  # a look at the waiting customers at least this often, changes or not
 
 
 class Notifier:
@@ -164,6 +174,12 @@ class Notifier:
     async def on_alert(self, alert: AlertEvent) -> None:
         await self._admin(messages.alert(alert))
 
+    async def run(self, stop: asyncio.Event) -> None:
+        """The notifier's own rounds, until stopped: payment reminders, back-in-stock notices."""
+        async with asyncio.TaskGroup() as rounds:
+            rounds.create_task(self.remind(stop))
+            rounds.create_task(self.tell_back_in_stock(stop))
+
     # reminders ------------------------------------------------------------------------------------
     async def remind(self, stop: asyncio.Event) -> None:
         """Shortly before a reservation ends, remind the customer with the Pay button again."""
@@ -190,6 +206,66 @@ class Notifier:
             text, markup = messages.render(t, message.text), kb.inline(t, message.buttons)
             await self._say(view, text, markup)
             await self._reminded(view.order_id)
+
+    # back in stock -------------------------------------------------------------------------------
+    async def tell_back_in_stock(self, stop: asyncio.Event) -> None:
+        """Tell the customers waiting for a product once it can be bought again, whatever made
+        it so (a restock, a count, a reservation released, the shop showing it again): the stock
+        and catalog read models are watched, not one kind of fact. Each look is in memory; a
+        look runs on every change of the stock, the catalog or the waiting list, and every
+        RECHECK_S anyway."""
+        store = self._store
+        mirrors: tuple[Mirror[Any], ...] = (
+            store.catalog.stock,
+            store.catalog.catalog,
+            store.watching,
+        )
+        while not stop.is_set():
+            seen = [mirror.version for mirror in mirrors]
+            try:
+                await self._back_in_stock()
+            except (*bus.TRANSIENT, nats.errors.Error) as exc:
+                _log.warning("back_in_stock.failed", error=repr(exc))  # the next look tells
+            pairs = zip(mirrors, seen, strict=True)
+            waits = [asyncio.ensure_future(mirror.changed(v)) for mirror, v in pairs]
+            waits.append(asyncio.ensure_future(stop.wait()))
+            try:
+                await asyncio.wait(waits, timeout=RECHECK_S, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+
+    async def _back_in_stock(self) -> None:
+        """Claim, then tell: the waiting customer's key is deleted at the revision seen, and
+        only the replica whose delete succeeded sends. So two replicas looking at once, or a bot
+        restarted after telling (its next look finds no key), tell each customer once. The price
+        is at most once: a send that fails after the claim (Telegram out past the sender's
+        retries, the bot killed in between) is not made again; a second "back in stock" would be
+        worse than none, and the customer still sees the card's stock. A customer who asked
+        again since the look (a new revision) keeps their key and is told by the next look."""
+        store, catalog = self._store, self._store.catalog
+        watching = [(key, held.value, held.revision) for key, held in store.watching.items()]
+
+        def on_sale(sku: str) -> bool:
+            item = catalog.product(sku)
+            return item is not None and item.visible
+
+        for due in back_in_stock.due(watching, catalog.available, on_sale):
+            if not await store.watchers.claim(due.key, due.revision):
+                continue  # told by another replica, or asked again meanwhile (the next look)
+            item = catalog.product(due.sku)
+            if item is None:
+                continue
+            t = for_language(due.watcher.language or None)
+            text = t.t("catalog.back_in_stock", title=item.title)
+            try:
+                await self._bot.send_message(
+                    due.watcher.chat_id, text, reply_markup=kb.back_in_stock(t, item)
+                )
+            except (*UNDELIVERABLE, *OUTAGES) as exc:
+                _log.warning("back_in_stock.not_told", sku=due.sku, reason=repr(exc))
+                continue
+            _log.info("back_in_stock.told", sku=due.sku, chat_id=due.watcher.chat_id)
 
     # helpers --------------------------------------------------------------------------------------
     async def _say(

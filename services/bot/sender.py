@@ -33,6 +33,7 @@ PACED = frozenset(
         "SendPhoto",
         "EditMessageText",
         "EditMessageCaption",
+        "EditMessageMedia",
         "EditMessageReplyMarkup",
         "DeleteMessage",
     }

@@ -59,6 +59,7 @@ SENDING = (
     "sendPhoto",
     "editMessageText",
     "editMessageCaption",
+    "editMessageMedia",
     "editMessageReplyMarkup",
 )
 TEXT_LIMIT = 4096
@@ -1174,19 +1175,22 @@ class FakeTelegram:
             content["entities"] = entities
         return self._send(chat_id, params, content)
 
+    def _photo(self, photo: Any) -> list[JSON]:
+        """A photo given as an upload, an http(s) URL (a new photo each time, as Telegram
+        downloads it again) or a known file_id: its sizes."""
+        if isinstance(photo, Upload):
+            return self._new_photo(photo.data, photo.filename)
+        if not photo:
+            raise _bad("there is no photo in the request")
+        if re.match(r"^https?://", str(photo)):
+            return self._new_photo(None, str(photo))
+        if str(photo) in self._photos:
+            return copy.deepcopy(self._photos[str(photo)])
+        raise _bad("wrong file identifier/HTTP URL specified")
+
     async def _m_sendPhoto(self, params: JSON) -> JSON:
         chat_id = self._writable(params)
-        photo = params.get("photo")
-        if isinstance(photo, Upload):
-            sizes = self._new_photo(photo.data, photo.filename)
-        elif not photo:
-            raise _bad("there is no photo in the request")
-        elif re.match(r"^https?://", str(photo)):
-            sizes = self._new_photo(None, str(photo))
-        elif str(photo) in self._photos:
-            sizes = copy.deepcopy(self._photos[str(photo)])
-        else:
-            raise _bad("wrong file identifier/HTTP URL specified")
+        sizes = self._photo(params.get("photo"))
         caption, entities = self._text(
             params, "caption", "caption_entities", CAPTION_LIMIT, "message caption is too long"
         )
@@ -1219,6 +1223,43 @@ class FakeTelegram:
         )
         inline, _, _ = self._markup(params, inline_only=True)
         changes = {
+            "caption": caption or None,
+            "caption_entities": entities or None,
+            "reply_markup": inline,
+        }
+        return self._edit(message, changes)
+
+    async def _m_editMessageMedia(self, params: JSON) -> JSON:
+        """A photo in place of the message's (or added to a text message, which then becomes a
+        photo with the media's caption, as Telegram does since Bot API 7.x); a photo message
+        cannot become text again (editMessageText: "there is no text in the message to edit").
+        Only photos: the shop sends nothing else."""
+        message = self._editable(params)
+        media = params.get("media")
+        if not isinstance(media, dict) or not media.get("media"):
+            raise _bad("can't parse InputMedia: Media is not specified")
+        if media.get("type") != "photo":
+            raise _bad("can't parse InputMedia: unsupported media type")
+        source = media["media"]
+        if isinstance(source, str) and source.startswith("attach://"):
+            source = params.get(source[len("attach://") :])
+            if not isinstance(source, Upload):
+                raise _bad("can't parse InputMedia: attached file not found")
+        caption, entities = self._text(
+            media, "caption", "caption_entities", CAPTION_LIMIT, "message caption is too long"
+        )
+        inline, _, _ = self._markup(params, inline_only=True)
+        same = (
+            isinstance(source, str)
+            and "photo" in message
+            and source in {size["file_id"] for size in message["photo"]}
+        )
+        sizes = message["photo"] if same else self._photo(source)
+        changes = {
+            "text": None,
+            "entities": None,
+            "link_preview_options": None,
+            "photo": sizes,
             "caption": caption or None,
             "caption_entities": entities or None,
             "reply_markup": inline,

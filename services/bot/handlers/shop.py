@@ -7,11 +7,19 @@ import contextlib
 from aiogram import F, Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandStart
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, LinkPreviewOptions, Message
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    LinkPreviewOptions,
+    Message,
+)
 
+from libs import log
 from libs.contracts import CatalogProduct
 from libs.money import format_rub
 from libs.settings import Settings
+from services.bot import back_in_stock
 from services.bot import callbacks as cb
 from services.bot import keyboards as kb
 from services.bot.cart import Priced, added, card_qty, priced
@@ -21,6 +29,7 @@ from services.bot.model import Cart, Store
 from services.bot.texts import Texts
 
 router = Router(name=__name__)
+_log = log.get(__name__)
 
 
 async def show(
@@ -28,17 +37,68 @@ async def show(
     text: str,
     markup: InlineKeyboardMarkup,
     preview: LinkPreviewOptions | None = None,
+    toast: str | None = None,
+    photo: str = "",
+    *,
+    same_photo: bool = False,
 ) -> None:
-    """Edit the message a button was on, or answer a typed message with a new one."""
+    """Edit the message a button was on (its query answered with `toast`), or answer a typed
+    message with a new one. With `photo` (a URL or a Telegram file_id) a photo message with the
+    text as its caption (`same_photo`: the message shows that photo already, only the caption and
+    buttons change)."""
     options = preview or LinkPreviewOptions(is_disabled=True)
     if isinstance(where, CallbackQuery) and isinstance(where.message, Message):
-        with contextlib.suppress(TelegramBadRequest):  # "not modified": already shown
-            await where.message.edit_text(text, reply_markup=markup, link_preview_options=options)
-        await where.answer()
+        await _replace(where.message, text, markup, options, photo, same_photo)
+        await where.answer(toast)
         return
     target = where.message if isinstance(where, CallbackQuery) else where
     if isinstance(target, Message):
-        await target.answer(text, reply_markup=markup, link_preview_options=options)
+        await _send(target, text, markup, options, photo)
+
+
+async def _send(
+    to: Message, text: str, markup: InlineKeyboardMarkup, options: LinkPreviewOptions, photo: str
+) -> None:
+    if photo:
+        try:
+            await to.answer_photo(photo, caption=text, reply_markup=markup)
+            return
+        except TelegramBadRequest as exc:  # a URL Telegram cannot fetch, a caption too long
+            _log.info("card.photo_refused", reason=exc.message)
+    await to.answer(text, reply_markup=markup, link_preview_options=options)
+
+
+async def _replace(
+    message: Message,
+    text: str,
+    markup: InlineKeyboardMarkup,
+    options: LinkPreviewOptions,
+    photo: str,
+    same_photo: bool,
+) -> None:
+    """In place where Telegram can: the caption of the same photo, a photo for a photo or for a
+    text (editMessageMedia), a text for a text. A photo message never becomes text again
+    (editMessageText: "there is no text in the message to edit"): it is deleted and the text
+    sent anew."""
+    if photo:
+        try:
+            if same_photo and message.photo:
+                await message.edit_caption(caption=text, reply_markup=markup)
+            else:
+                media = InputMediaPhoto(media=photo, caption=text)
+                await message.edit_media(media, reply_markup=markup)
+            return
+        except TelegramBadRequest as exc:
+            if "not modified" in exc.message:
+                return  # already shown
+            _log.info("card.photo_refused", reason=exc.message)  # shown as text instead
+    if not message.photo:
+        with contextlib.suppress(TelegramBadRequest):  # "not modified": already shown
+            await message.edit_text(text, reply_markup=markup, link_preview_options=options)
+        return
+    with contextlib.suppress(TelegramBadRequest):  # too old to delete (48 h): it stays
+        await message.delete()
+    await message.answer(text, reply_markup=markup, link_preview_options=options)
 
 
 @router.message(CommandStart())
@@ -111,25 +171,92 @@ def card(t: Texts, item: CatalogProduct, available: int) -> str:
 
 
 @router.callback_query(cb.ProductCard.filter())
+@router.callback_query(cb.FoundCard.filter())
 async def product(
-    query: CallbackQuery, callback_data: cb.ProductCard, t: Texts, store: Store
+    query: CallbackQuery, callback_data: cb.ProductCard | cb.FoundCard, t: Texts, store: Store
 ) -> None:
     item = await store.product(callback_data.sku)
     if item is None:
         await query.answer(t.t("input.toast.stale_button"))
         return
+    found = isinstance(callback_data, cb.FoundCard)
+    await show_card(query, t, store, item, callback_data.qty, callback_data.page, found)
+
+
+async def show_card(
+    query: CallbackQuery,
+    t: Texts,
+    store: Store,
+    item: CatalogProduct,
+    qty: int,
+    page: int,
+    from_search: bool,
+    toast: str | None = None,
+    *,
+    watching: bool | None = None,
+) -> None:
+    """The product's card in place of the message tapped on (`watching`: whether the customer
+    waits for it, if known better than the mirror, which is a moment behind a write)."""
     available = await _available(store, item.sku)
-    qty = card_qty(callback_data.qty, available)
+    if watching is None:
+        watch = back_in_stock.key(item.sku, query.from_user.id)
+        watching = store.watching.get(watch) is not None
+    # Shown as text (a photo Telegram refused): a URL's preview above it, as before photo cards.
     preview = (
         LinkPreviewOptions(url=item.photo_url, prefer_large_media=True, show_above_text=True)
-        if item.photo_url
+        if item.photo_url.startswith(("http://", "https://"))
         else None
     )
-    await show(
-        query,
-        card(t, item, available),
-        kb.product(t, item, qty, available, callback_data.page),
-        preview,
+    markup = kb.product(
+        t,
+        item,
+        card_qty(qty, available),
+        available,
+        page,
+        from_search=from_search,
+        watching=watching,
+    )
+    same = isinstance(query.message, Message) and _card_of(query.message, item.sku)
+    text = card(t, item, available)
+    await show(query, text, markup, preview, toast, item.photo_url, same_photo=same)
+
+
+_CARD_BUTTONS = frozenset(
+    {cb.ProductCard.__prefix__, cb.FoundCard.__prefix__, cb.BackInStock.__prefix__}
+)
+
+
+def _card_of(message: Message, sku: str) -> bool:
+    """Whether the message is this product's card already (its buttons name the product): its
+    photo stays, only the caption changes (a URL would otherwise be fetched again)."""
+    rows = message.reply_markup.inline_keyboard if message.reply_markup else []
+    for row in rows:
+        for button in row:
+            prefix, _, rest = (button.callback_data or "").partition(":")
+            if prefix in _CARD_BUTTONS and rest.split(":", 1)[0] == sku:
+                return True
+    return False
+
+
+@router.callback_query(cb.BackInStock.filter())
+async def tell_when_back(
+    query: CallbackQuery, callback_data: cb.BackInStock, t: Texts, store: Store
+) -> None:
+    """A sold-out product's "tell me when it is back": the customer waits for it (asking twice
+    is asking once); back meanwhile, the card shows it can be bought."""
+    item = await store.product(callback_data.sku)
+    if item is None or not isinstance(query.message, Message):
+        await query.answer(t.t("input.toast.stale_button"))
+        return
+    watch = back_in_stock.key(item.sku, query.from_user.id)
+    if await _available(store, item.sku) > 0:
+        toast = t.t("catalog.toast.back_already")
+    else:
+        language = query.from_user.language_code or ""
+        await store.watchers.put(watch, back_in_stock.Watcher(query.message.chat.id, language))
+        toast = t.t("catalog.toast.will_notify", title=item.title)
+    await show_card(
+        query, t, store, item, 1, callback_data.page, callback_data.found, toast, watching=True
     )
 
 
