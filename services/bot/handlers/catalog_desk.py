@@ -441,7 +441,7 @@ async def _settled(store: Store, sku: str, before: tuple[Any, ...]) -> None:
     """Wait (a little, bounded) for the read model to show what the inventory just did: the
     inventory answers once its events are stored, and writes the read model right after."""
     mirrors: tuple[Mirror[Any], ...] = (store.catalog.catalog, store.catalog.stock)
-    with contextlib.suppress(TimeoutError):
+    try:
         async with asyncio.timeout(SETTLE_S):
             while True:
                 versions = [mirror.version for mirror in mirrors]
@@ -456,6 +456,8 @@ async def _settled(store: Store, sku: str, before: tuple[Any, ...]) -> None:
                 finally:
                     for wait in waits:
                         wait.cancel()
+    except TimeoutError:  # the card shows what the read model has; the change was made
+        _log.warning("catalog_desk.read_model_behind", sku=sku, waited=SETTLE_S)
 
 
 async def _listing(store: Store, page: int) -> messages.Message:
