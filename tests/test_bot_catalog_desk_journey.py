@@ -12,6 +12,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from libs.catalog_view import CatalogView
+from services.bot import callbacks as cb
 from tests.fakes.telegram import FakeTelegram, User, message_text
 from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import ServiceProcess, stock_level, wait_until
@@ -113,6 +114,9 @@ async def test_the_catalog_desk_end_to_end(
         await wait_until(lambda: getattr(catalog.product("FEW"), "visible", True) is False, STEP)
         seen = await _category_list(telegram, customer)
         assert not any("A few" in label for label in seen)
+        # A customer forging the desk's button: a toast, and the product stays hidden.
+        forged = await telegram.tap_data(customer, cb.CatalogShown(sku="FEW", visible=True).pack())
+        assert "администраторы" in (await telegram.wait_answer(forged["id"]))["text"]
         await telegram.send_command(admin, "/catalog")
         await telegram.wait_message(admin.id, _shows("🙈 A few"), STEP, after=card["message_id"])
 
@@ -143,5 +147,6 @@ async def test_the_catalog_desk_end_to_end(
 
         seen = await _category_list(telegram, customer)
         assert "Чай зелёный · 250 ₽" in seen
+        assert catalog.product("FEW") is not None and not catalog.product("FEW").visible  # type: ignore[union-attr]
     finally:
         await catalog.close()
