@@ -147,6 +147,7 @@ async def test_the_catalog_desk_end_to_end(
 
         seen = await _category_list(telegram, customer)
         assert "Чай зелёный · 250 ₽" in seen
-        assert catalog.product("FEW") is not None and not catalog.product("FEW").visible  # type: ignore[union-attr]
+        still_hidden = catalog.product("FEW")
+        assert still_hidden is not None and not still_hidden.visible
     finally:
         await catalog.close()
