@@ -138,3 +138,52 @@ class CustomerCancel(CallbackData, prefix="x"):
 
     order_id: str
     sure: bool = False
+
+
+# The admin chat's catalog desk (services.bot.catalog_desk) ----------------------------------------
+class CatalogList(CallbackData, prefix="cl"):
+    """A page of the admins' /catalog."""
+
+    page: int = 0
+
+
+class CatalogCard(CallbackData, prefix="cc"):
+    """A product's admin card (from the list, or back to it from a question: the question is
+    dropped)."""
+
+    sku: str
+
+
+class CatalogRestock(CallbackData, prefix="cr"):
+    """+1 or +5 on a product's card: `op` was chosen when the card was shown and makes the
+    inventory's adjustment id, so a double tap restocks once."""
+
+    sku: str
+    qty: int
+    op: str
+
+
+class CatalogAsk(CallbackData, prefix="cq"):
+    """A card's question answered by typing (a number, a price) or by sending a photo."""
+
+    sku: str
+    field: Literal["restock", "write_off", "price", "photo"]
+
+
+class CatalogShown(CallbackData, prefix="cv"):
+    """Hide a product from customers or show it again (idempotent by value)."""
+
+    sku: str
+    visible: bool
+
+
+class CatalogNew(CallbackData, prefix="cn"):
+    """The new product's form: started, a question skipped, or dropped."""
+
+    action: Literal["start", "skip", "drop"]
+
+
+class CatalogNewCategory(CallbackData, prefix="cg"):
+    """The new product's category, chosen with a button."""
+
+    category_id: str

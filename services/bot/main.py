@@ -30,7 +30,16 @@ from libs.kv import Documents
 from libs.lease import Holder, Lease
 from libs.runner import Consumer, Runner
 from libs.settings import Settings
-from services.bot.handlers import admin, checkout, desk, fallback, orders, search, shop
+from services.bot.handlers import (
+    admin,
+    catalog_desk,
+    checkout,
+    desk,
+    fallback,
+    orders,
+    search,
+    shop,
+)
 from services.bot.model import Store
 from services.bot.notify import Notifier
 from services.bot.sender import Throttle
@@ -67,6 +76,7 @@ def dispatcher(storage: NatsStorage, settings: Settings, **deps: Any) -> Dispatc
     dp.include_routers(
         admin.router_for(settings.admins),
         desk.router_for(settings.admins),
+        catalog_desk.router_for(settings.admins),
         checkout.router,
         shop.router,
         orders.router,

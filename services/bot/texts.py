@@ -36,7 +36,7 @@ DEFAULT_LANGUAGE = "ru"
 COMMANDS = ("start", "catalog", "cart", "orders", "help", "cancel")
 # What the admins' menu shows (their chats only): /orders is the desk's list there.
 ADMIN_COMMANDS = ("start", "orders", "order", "stock", "catalog", "cart", "help", "cancel")
-_ADMIN_OWN = frozenset({"orders", "order", "stock"})
+_ADMIN_OWN = frozenset({"orders", "order", "stock", "catalog"})
 _PLAIN_TABLES = frozenset({"button", "toast"})
 _HINT_KINDS: Mapping[type[Problem], str] = {
     PhoneProblem: "phone",
