@@ -169,8 +169,11 @@ def settlement_receipt(
 ) -> dict[str, Any] | None:
     """The receipt that settles the prepayment once the goods are delivered: what was not
     returned and the delivery (unless its money went back), now `full_payment`, paid by the
-    prepayment (None: nothing to settle)."""
+    prepayment (None: nothing to settle). An order paid on receipt made no prepayment through
+    YooKassa: the till's receipt is the courier's or the counter's."""
     if config.payment_mode not in SETTLED_ON_DELIVERY or record.status != "succeeded":
+        return None
+    if record.method == "cash":
         return None
     lines = not_returned(record)
     if not lines:
