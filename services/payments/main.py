@@ -275,8 +275,9 @@ class Payments:
 
     async def on_cash_received(self, command: CashReceived) -> None:
         """The desk marked an order paid on receipt: its money is taken, told once (the
-        inventory commits the stock on that)."""
-        record = await self._record(command.order_id)
+        inventory commits the stock on that). Its record has no payment id until then, so it
+        is read as it is, not through `_record`."""
+        record = await self.records.get(command.order_id)
         if record is None or record.method != "cash" or record.status not in ("due", "succeeded"):
             _log.warning(
                 "cash.refused",
