@@ -915,3 +915,35 @@ async def test_an_order_paid_on_receipt_nobody_came_for_is_released_at_the_holds
     record = await _cash_record(js, "walked")
     assert record is not None and record["status"] == "due", "nothing paid"
     assert money.kinds("walked") == [] and fake.created == 0
+
+
+async def test_cash_paid_after_the_hold_for_stock_sold_meanwhile_goes_back_over_the_counter(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    """The desk takes the money after the hold ended and another customer bought the stock: the
+    inventory refuses it, and the money is given back (told, with no YooKassa call)."""
+    await _start(services, nats_url, catalog_file, js, fake, cash_hold=2)
+    await place(js, _paid_by("cash", order("late-cash", ("LAST", 10, 10000))))
+    await wait_until(lambda: "released" in facts.kinds("late-cash"), what="the hold's end")
+    await place(js, order("prompt", ("LAST", 10, 10000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("prompt"), what="prompt pending")
+    await fake.pay(_payment_id(money, "prompt"))
+    await wait_until(lambda: "committed" in facts.kinds("prompt"), what="prompt committed")
+
+    subject = subjects.payment_fact(subjects.PaymentKind.CASH_RECEIVED, "late-cash")
+    await bus.publish(js, subject, CashReceived("late-cash", 42, datetime.now(UTC)), "late")
+    await wait_until(lambda: "commit_failed" in facts.kinds("late-cash"), what="refused")
+    await wait_until(lambda: "payment_refunded" in money.kinds("late-cash"), what="given back")
+    (refunded,) = money.of("late-cash", "payment_refunded")
+    assert (refunded.payment_id, refunded.amount) == ("cash-late-cash", 100000)
+    assert refunded.refund_id == "cash-stock-gone-late-cash"
+    assert fake.created == 1, "the prompt one's payment only"
+    assert not fake.refunds and not [r for r in fake.requests if r[1].startswith("/refunds")]
+    await wait_until(lambda: _stock_is(js, "LAST", 0, 0), what="sold once, to the prompt one")
+    assert not _lifecycle(facts, money, "late-cash").kept

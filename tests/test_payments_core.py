@@ -517,20 +517,21 @@ def test_an_order_paid_on_receipt_is_due_and_has_no_payment_to_create() -> None:
     assert core.new_record(reserved, Contact(), NOW).method == "card"
 
 
-def test_cash_received_is_told_once() -> None:
+def test_cash_received_is_in_the_till_then_told_once() -> None:
     due = record(method="cash", status="due", payment_id="", told=())
-    tell = core.cash_paid(due, NOW)
+    assert core.cash_paid(due, NOW) is None, "the record says it first"
+    paid = core.in_till(due)
+    assert (paid.status, paid.payment_id, paid.told) == ("succeeded", "cash-o1", ())
+    assert core.in_till(paid) == paid
+    assert core.refundable(paid)
+    tell = core.cash_paid(paid, NOW)
     assert tell is not None
     assert (tell.kind, tell.msg_id) == ("succeeded", "cash-o1:succeeded")
     assert tell.fact == PaymentSucceeded("o1", "cash-o1", 342050, NOW)
-    paid = core.in_till(due)
-    assert (paid.status, paid.payment_id, paid.told) == ("succeeded", "cash-o1", ("succeeded",))
-    assert core.cash_paid(paid, NOW) is None, "told already"
-    assert core.in_till(paid) == paid
-    assert core.refundable(paid)
-    card = record(status="pending")
+    assert core.cash_paid(core.told(paid, "succeeded"), NOW) is None, "told already"
+    card = record(status="succeeded")
     assert core.cash_paid(card, NOW) is None, "a card order's money comes from YooKassa"
-    assert core.in_till(card) == card
+    assert core.in_till(record(status="pending")) == record(status="pending")
 
 
 def test_an_sbp_payment_is_asked_for_sbp_and_a_card_one_for_nothing_in_particular() -> None:
