@@ -109,7 +109,9 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     # the delivery the customer chose: as placed until the inventory reserves the order, then the
     # inventory's (at the catalog's price, which `amount` includes); None: none chosen
     delivery: DeliveryChoice | None = None
-    payment: PaymentMethod = "card"  # how the customer pays
+    # how the customer pays, as placed; None: not known (the order as placed not seen yet, or
+    # a state kept before the way to pay was asked, when every order was paid by card)
+    payment: PaymentMethod | None = None
     # the inventory
     reserved_at: datetime | None = None
     amount: int = 0  # kopecks, as reserved (the catalog's prices): what the customer pays

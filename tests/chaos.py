@@ -4,7 +4,10 @@ nats-server, inventory, payments and crm_sync run as real processes (crm_sync wr
 payments talking to the fake YooKassa of `tests/fakes/yookassa.py` with two-stage capture). A
 steady stream of orders asks for far more than the few units in stock, and the owner restocks a
 little now and then. Each customer who gets a Pay button pays at once, near the end of the
-reservation, after it, or never (then YooKassa expires the payment). Every few seconds one of
+reservation, after it, or never (then YooKassa expires the payment). Some pay by SBP (charged at
+once, so a late one is refunded, not cancelled), some on receipt (no YooKassa payment: the goods
+are held for CASH_HOLD, and the desk says when the money came, with the same timings, or never,
+and the hold ends). Every few seconds one of
 inventory, payments, crm_sync and nats-server is killed with SIGKILL and started again shortly
 after. Then the orders and the kills stop, the shop is left to settle (waited for, with a
 deadline), and the invariants are checked against what YooKassa holds, the event streams and the
@@ -12,8 +15,10 @@ CRM's CSV files:
 
 * no oversell: folding the INVENTORY stream, no product ever has more reserved than on hand;
 * for every order, money held or taken <=> stock committed, to the kopeck: what the shop keeps
-  of the money is what the goods it keeps are worth; no hold left waiting for capture, nothing
-  captured twice, at most one payment per order;
+  of the money is what the goods it keeps are worth (an order paid on receipt: what the desk
+  took less what payments told it to give back); no hold left waiting for capture, nothing
+  captured twice, at most one payment per order, none at YooKassa for one paid on receipt, and
+  its money told once;
 * on hand = initial + restocked - units sold and not returned to stock (and the stock read
   model says the same);
 * the CRM has every order once, with the status the lifecycle (libs/lifecycle.py) gives, and
@@ -77,6 +82,7 @@ from libs.contracts import (
     AdjustStock,
     AdminReply,
     AdminRequest,
+    CashReceived,
     Committed,
     Contact,
     InventoryEvent,
@@ -84,6 +90,7 @@ from libs.contracts import (
     OrderLine,
     OrderPlaced,
     PaymentEvent,
+    PaymentMethod,
     PaymentPending,
     PaymentRefunded,
     PaymentSucceeded,
@@ -94,6 +101,7 @@ from libs.contracts import (
     StockLevel,
 )
 from libs.lifecycle import Status
+from libs.money import rubles
 from libs.runner import Consumer, Delivery, Runner
 from libs.settings import Settings
 from services.crm_sync import csv_sheet
@@ -138,6 +146,12 @@ Behaviour = Literal["at_once", "near_end", "late", "never"]
 BEHAVIOURS: tuple[Behaviour, ...] = ("at_once", "near_end", "late", "never")
 BEHAVIOUR_WEIGHTS = (30, 25, 20, 25)
 
+# How each customer pays: a card (held, captured on commit), SBP (charged at once), or on receipt
+# (the desk says when; the behaviour's timing is then the desk's, "never": the hold ends).
+PAYMENTS: tuple[PaymentMethod, ...] = ("card", "sbp", "cash")
+PAYMENT_WEIGHTS = (60, 25, 15)
+CASH_HOLD = 8  # seconds an order paid on receipt is held (the inventory's CASH_HOLD)
+
 # What the shop does once an order is paid (its admin chat's buttons): nothing more, cancel it
 # (the money and the goods go back), deliver it, or take one unit back (to stock, or written off).
 After = Literal["keep", "cancel", "deliver", "return", "write_off"]
@@ -175,6 +189,7 @@ class PlannedOrder:
     # payment this long after the reservation ended.
     wait: float
     after: After = "keep"  # what the shop does once it is paid
+    payment: PaymentMethod = "card"
 
 
 @dataclass(frozen=True)
@@ -224,6 +239,10 @@ def schedule(seed: int, seconds: float, rate: float, cluster: bool = False) -> S
         at += draw.expovariate(rate)
     desk = random.Random(f"{seed}:desk")
     orders = [dataclasses.replace(o, after=desk.choices(AFTERS, AFTER_WEIGHTS)[0]) for o in orders]
+    pay = random.Random(f"{seed}:payment")
+    orders = [
+        dataclasses.replace(o, payment=pay.choices(PAYMENTS, PAYMENT_WEIGHTS)[0]) for o in orders
+    ]
 
     draw = random.Random(f"{seed}:kills")
     kills: list[PlannedKill] = []
@@ -352,7 +371,7 @@ async def restart(target: Target) -> None:
 STREAMS: dict[str, tuple[str, Any]] = {
     subjects.ORDERS: ("orders.>", OrderPlaced | OrderFulfilment),
     subjects.INVENTORY: (subjects.INVENTORY_ALL, InventoryEvent),
-    subjects.PAYMENTS: ("payments.>", PaymentEvent | RefundRequested),
+    subjects.PAYMENTS: ("payments.>", PaymentEvent | RefundRequested | CashReceived),
 }
 
 
@@ -362,6 +381,7 @@ class Observer:
     after a restart is the same sequence, kept once."""
 
     def __init__(self, on_pending: Callable[[PaymentPending], None]) -> None:
+        self.on_reserved: Callable[[Reserved], None] = lambda _: None
         self.facts: dict[str, dict[int, Any]] = {stream: {} for stream in STREAMS}
         self.subjects: dict[str, dict[int, str]] = {stream: {} for stream in STREAMS}
         self.by_order: dict[str, list[Any]] = defaultdict(list)
@@ -397,6 +417,8 @@ class Observer:
                     self._dirty.add(order_id)
                 if isinstance(fact, PaymentPending):
                     self._on_pending(fact)
+                if isinstance(fact, Reserved):
+                    self.on_reserved(fact)
             with contextlib.suppress(*bus.TRANSIENT):
                 await delivery.msg.ack()
 
@@ -481,14 +503,21 @@ class Customers:
 class Desk:
     """The shop after paid, as its admin chat would act: once an order is paid, cancel it or
     deliver it (libs.fulfilment.take), or, once its money is taken, take one unit back to stock
-    or written off (a RefundRequested); each retried through outages until the bus has it."""
+    or written off (a RefundRequested); each retried through outages until the bus has it.
+    And the money of an order paid on receipt, when its customer pays (CashReceived, pressed
+    twice), at its behaviour's time counted from the hold; "never": the hold ends."""
 
     def __init__(self, observer: Observer, plans: dict[str, PlannedOrder]) -> None:
         self._observer = observer
+        self._plans = plans
         self._todo = {oid: plan.after for oid, plan in plans.items() if plan.after != "keep"}
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.cash_tasks: dict[str, asyncio.Task[None]] = {}
+        self.taken: dict[str, int] = {}  # order id -> kopecks the desk took on receipt
+        self.cash_at: dict[str, float] = {}  # order id -> when (wall clock)
         self.done: Counter[str] = Counter()  # "cancel", "deliver", "refused: not_paid", ...
         self.errors: list[str] = []
+        self._js: JetStreamContext | None = None
 
     def busy(self) -> int:
         """Actions under way, or due (their order is paid) and not yet started."""
@@ -497,9 +526,46 @@ class Desk:
             for order_id, after in self._todo.items()
             if order_id not in self.tasks and self._ready(order_id, after)
         )
-        return due + sum(1 for task in self.tasks.values() if not task.done())
+        working = [*self.tasks.values(), *self.cash_tasks.values()]
+        return due + sum(1 for task in working if not task.done())
+
+    def on_reserved(self, fact: Reserved) -> None:
+        plan = self._plans.get(fact.order_id)
+        if plan is None or plan.payment != "cash" or fact.order_id in self.cash_tasks:
+            return
+        self.cash_tasks[fact.order_id] = asyncio.create_task(self._cash(plan, fact))
+
+    async def _cash(self, plan: PlannedOrder, fact: Reserved) -> None:
+        if plan.behaviour == "never":
+            return  # nobody comes: the hold ends
+        ends = fact.expires_at.timestamp()
+        when = {
+            "at_once": time.time() + plan.wait,
+            "near_end": ends - plan.wait,
+            "late": ends + plan.wait,
+        }[plan.behaviour]
+        await asyncio.sleep(max(0.0, when - time.time()))
+        self.cash_at[plan.order_id] = time.time()
+        subject = subjects.payment_fact(subjects.PaymentKind.CASH_RECEIVED, plan.order_id)
+        deadline = time.monotonic() + 120
+        for press in ("a", "b"):  # two admins press "paid": told once
+            while True:
+                try:
+                    assert self._js is not None
+                    command = CashReceived(plan.order_id, 1, datetime.now(UTC))
+                    await bus.publish(
+                        self._js, subject, command, f"cash-{plan.order_id}-{press}", give_up_after=5
+                    )
+                    break
+                except (nats.errors.Error, nats.js.errors.Error, *bus.TRANSIENT) as exc:
+                    if time.monotonic() > deadline:
+                        self.errors.append(f"order {plan.order_id}: cash not told: {exc!r}")
+                        return
+                    await asyncio.sleep(0.5)
+            self.taken[plan.order_id] = fact.total
 
     async def run(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+        self._js = js
         while not stop.is_set():
             for order_id, after in self._todo.items():
                 if order_id not in self.tasks and self._ready(order_id, after):
@@ -581,6 +647,8 @@ class Summary:
             f"rejected {c.get('rejected', 0)}, paid {c.get('paid', 0)}, "
             f"paid late {c.get('paid_late', 0)}, captured {c.get('captured', 0)}, "
             f"cancelled {c.get('cancelled', 0)}, expired {c.get('expired', 0)}",
+            f"  paid by: card {c.get('pay card', 0)}, SBP {c.get('pay sbp', 0)}, on receipt "
+            f"{c.get('pay cash', 0)} (the desk took the money of {c.get('cash taken', 0)})",
             "  after paid: "
             + (
                 ", ".join(f"{k[5:]} {n}" for k, n in sorted(c.items()) if k.startswith("desk "))
@@ -630,6 +698,7 @@ class Run:
         self.customers = Customers(self.fake, self.plans)
         self.observer = Observer(self.customers.on_pending)
         self.desk = Desk(self.observer, self.plans)
+        self.observer.on_reserved = self.desk.on_reserved
         self.events: list[tuple[float, str]] = []  # (wall clock, "payments killed") for timelines
         self.publish_errors: list[str] = []
         self.restocked: dict[str, PlannedRestock] = {}  # confirmed by the inventory
@@ -681,6 +750,7 @@ class Run:
             "inventory": {
                 "catalog_file": self._catalog(),
                 "reservation_ttl": self.ttl,
+                "cash_hold": CASH_HOLD,
                 "snapshot_every": 200,  # restarts load snapshots, not only the whole log
             },
             "payments": {
@@ -747,6 +817,7 @@ class Run:
                 placed_at=datetime.now(UTC),
                 contact=Contact(name=f"Customer {n}", phone="+79001234567", address="Moscow"),
                 chat_id=100_000 + n,
+                payment=plan.payment,
             )
             subject = subjects.order_placed(plan.order_id)
             try:
@@ -1110,6 +1181,9 @@ class Run:
         c["expired"] = statuses[Status.EXPIRED.value]
         for done, times in self.desk.done.items():
             c[f"desk {done}"] = times
+        for method in PAYMENTS:
+            c[f"pay {method}"] = sum(1 for oid in orders if self.plans[oid].payment == method)
+        c["cash taken"] = len(self.desk.taken)
         c["restocks"] = len(self.restocked)
         c["restocked"] = sum(restocked.values())
         self.summary.statuses = statuses
@@ -1122,6 +1196,17 @@ class Run:
         sold: Counter[str],
     ) -> None:
         observer = self.observer
+        plan = self.plans.get(order_id)
+        method = plan.payment if plan is not None else "card"
+        for payment in payments:
+            asked = (payment.get("payment_method") or {}).get("type")
+            if method == "cash" or asked != ("sbp" if method == "sbp" else "bank_card"):
+                self._broken(
+                    "each order paid the way its customer chose",
+                    f"order {order_id} ({method}): payment {payment['id']} by {asked}",
+                )
+        if method == "cash":
+            payments = self._till(order_id)
         if len(payments) > 1:
             ids = ", ".join(p["id"] for p in payments)
             self._broken("at most one payment per order", f"order {order_id}: payments {ids}")
@@ -1196,6 +1281,30 @@ class Run:
             for line in commits[0].lines:
                 sold[line.sku] += line.qty - min(line.qty, restocked[line.sku])
                 restocked[line.sku] -= min(line.qty, restocked[line.sku])
+
+    def _till(self, order_id: str) -> list[dict[str, Any]]:
+        """An order paid on receipt's money as a YooKassa payment would say it: what the desk
+        took, less what payments told it to give back over the counter (empty: nothing taken).
+        Its money is told once, and only if taken."""
+        told = self.observer.of(order_id, PaymentSucceeded)
+        taken = self.desk.taken.get(order_id)
+        if len(told) != (0 if taken is None else 1):
+            self._broken(
+                "the money of an order paid on receipt told once, when taken",
+                f"order {order_id}: the desk took {taken}, told {len(told)} times; "
+                f"{self._timeline(order_id)}",
+            )
+        if taken is None:
+            return []
+        back = sum(refund.amount for refund in self.observer.of(order_id, PaymentRefunded))
+        return [
+            {
+                "id": f"cash-{order_id}",
+                "status": "succeeded",
+                "amount": {"value": rubles(taken)},
+                "refunded_amount": {"value": rubles(back)},
+            }
+        ]
 
     async def _check_read_model(self, state: inventory.State) -> None:
         """The stock KV (the bot's view) comes to say what the log says."""
@@ -1362,6 +1471,8 @@ class Run:
         plan = self.plans.get(order_id)
         if order_id in self.customers.paid and plan is not None:
             story.append((self.customers.paid[order_id], f"customer paid ({plan.behaviour})"))
+        if order_id in self.desk.cash_at:
+            story.append((self.desk.cash_at[order_id], "the desk took the money"))
         if order_id in self.customers.expired:
             story.append((self.customers.expired[order_id], "YooKassa expired the payment"))
         end = max(at for at, _ in story) + 1.0

@@ -194,7 +194,8 @@ async def test_csv_a_couriered_order_shows_its_delivery_and_sells_it_once(
 
     await wait_until(written, what="the order paid, its sales and the day")
     (row,) = _csv(crm / "orders.csv")
-    assert (row[0], row[len(core.ORDER_COLUMNS) - 1]) == (oid, "Курьер по Москве, 300 ₽")
+    delivery = core.ORDER_COLUMNS.index("Delivery")
+    assert (row[0], row[delivery]) == (oid, "Курьер по Москве, 300 ₽")
     assert [r[3:] for r in _csv(crm / "sales.csv")] == [
         ["TEA", "TEA", "3", "690.00", "2070.00"],  # no products in this catalog: the SKU
         ["delivery:courier-msk", "Курьер по Москве", "1", "300.00", "300.00"],

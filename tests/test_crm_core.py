@@ -277,7 +277,8 @@ def test_a_couriered_order_shows_its_delivery_and_sells_it_as_a_line() -> None:
     result = core.plan(COURIERED, {}, TITLES)
     row = result.orders["A1"]
     assert (row.delivery, row.total) == ("Курьер по Москве, 300 ₽", 317000)
-    assert core.ORDER_COLUMNS[-1] == "Delivery" and row.values()[-1] == row.delivery
+    at = core.ORDER_COLUMNS.index("Delivery")
+    assert row.values()[at] == row.delivery
     assert [(s.key, s.sku, s.title, s.qty, s.unit_price, s.amount) for s in result.sales] == [
         ("i-4:TEA", "TEA", "Сенча", 2, 69000, 138000),
         ("i-4:CUP", "CUP", "Гайвань", 1, 149000, 149000),
@@ -287,6 +288,28 @@ def test_a_couriered_order_shows_its_delivery_and_sells_it_as_a_line() -> None:
     assert core.daily(result.sales) == [["2026-11-24", "1", "3", "3170.00"]]
     sheet_row = result.sales[-1].cells()
     assert core.sale_row(sheet_row) == result.sales[-1], "read back from the sheet, the same"
+
+
+def test_the_payment_column_says_how_the_customer_pays() -> None:
+    placed = FACTS[0][1]
+    assert isinstance(placed, OrderPlaced)
+    words = {}
+    for method in ("card", "sbp", "cash"):
+        batch = [("o-1", msgspec.structs.replace(placed, payment=method)), *FACTS[1:]]
+        words[method] = core.plan(batch, {}, TITLES).orders["A1"].payment
+    assert words == {"card": "card", "sbp": "SBP", "cash": "on receipt"}
+    assert core.ORDER_COLUMNS[-1] == "Payment"
+    row = core.plan(FACTS, {}, TITLES).orders["A1"]
+    assert row.values()[-1] == "card", "the last column"
+    assert core.order_row(row.cells()) == row, "read back from the sheet, the same row"
+    # An order kept before the shop asked (its state has no way to pay): the cell is empty,
+    # and stays so as its later facts come.
+    kept_before = msgspec.json.decode(
+        b'{"order_id": "A1", "placed_at": "2026-11-24T12:00:00Z"}', type=Order
+    )
+    later = core.plan(FACTS[1:], {"A1": kept_before}, TITLES).orders["A1"]
+    assert later.payment == "" and later.status == "paid"
+    assert core.plan(FACTS[1:], {}, TITLES).orders["A1"].payment == "", "not seen as placed"
 
 
 def test_a_free_delivery_is_written_in_orders_and_is_no_line_of_sales() -> None:

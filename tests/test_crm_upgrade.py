@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from libs import lifecycle
@@ -32,7 +33,10 @@ from tests.fakes.sheets import FakeSheets
 
 T = datetime(2026, 12, 1, 10, tzinfo=UTC)
 OLD = list(core.ORDER_COLUMNS_V1)
-NEW_COLUMNS = ["Fulfilment", "Carrier", "Tracking", "Shipped at", "Delivered at", "Delivery"]
+NEW_COLUMNS = [
+    *("Fulfilment", "Carrier", "Tracking", "Shipped at", "Delivered at"),
+    *("Delivery", "Payment"),
+]
 BLANK = [""] * len(NEW_COLUMNS)
 OLD_ROWS = [
     [
@@ -82,8 +86,9 @@ def test_the_row_of_a_shipped_order() -> None:
 def test_which_headers_are_upgraded() -> None:
     assert core.upgrade(OLD) == len(OLD)
     assert core.upgrade([*OLD, "Notes"]) == len(OLD)
-    v2 = list(core.ORDER_COLUMNS_V2)
-    assert core.upgrade([*v2, "Notes"]) == len(v2) == len(core.ORDER_COLUMNS) - 1
+    v2, v3 = list(core.ORDER_COLUMNS_V2), list(core.ORDER_COLUMNS_V3)
+    assert core.upgrade([*v2, "Notes"]) == len(v2) == len(core.ORDER_COLUMNS) - 2
+    assert core.upgrade([*v3, "Notes"]) == len(v3) == len(core.ORDER_COLUMNS) - 1
     assert core.upgrade(list(core.ORDER_COLUMNS)) is None
     assert core.upgrade([*core.ORDER_COLUMNS, "Notes"]) is None
     assert core.upgrade(["Order", "Created", "Сумма"]) is None  # not ours: refused elsewhere
@@ -114,6 +119,7 @@ async def test_csv_orders_of_an_earlier_version_upgraded_with_the_owners_column(
         "2026-12-01 12:00:00",
         "",
         "russian-post, 350 ₽",  # the method's id: the catalog has no title for it
+        "card",
         "",
     ]
     again = CsvSheet(tmp_path)  # a restart: nothing more to upgrade, nothing lost
@@ -132,11 +138,36 @@ async def test_csv_orders_of_the_version_before_get_the_delivery_column(tmp_path
     sheet = CsvSheet(tmp_path)
     await sheet.open()
     header, row = list(csv.reader(path.open(encoding="utf-8")))
-    assert header == [*v2, "Delivery", "Notes"]
-    assert row == [*shipped, "", "позвонить"]
+    assert header == [*v2, "Delivery", "Payment", "Notes"]
+    assert row == [*shipped, "", "", "позвонить"]
     await sheet.apply(core.Plan(orders={"o-3": core.row(shipped_order(), {})}))
     _, row = list(csv.reader(path.open(encoding="utf-8")))
-    assert row[len(v2) :] == ["russian-post, 350 ₽", "позвонить"]
+    assert row[len(v2) :] == ["russian-post, 350 ₽", "card", "позвонить"]
+
+
+async def test_csv_orders_of_the_version_before_get_the_payment_column(tmp_path: Path) -> None:
+    """A sheet with the Delivery column (the version before) gains Payment before the owner's
+    own column; a row of an order placed before keeps it empty, a row written now fills it."""
+    v3 = list(core.ORDER_COLUMNS_V3)
+    shipped = core.row(shipped_order(), {}).values()[: len(v3)]
+    path = tmp_path / "orders.csv"
+    with path.open("w", encoding="utf-8", newline="") as file:
+        csv.writer(file).writerows(
+            [[*v3, "Notes"], [*shipped, "позвонить"], ["o-1", *[""] * (len(v3) - 1), "x"]]
+        )
+    sheet = CsvSheet(tmp_path)
+    await sheet.open()
+    header, *rows = list(csv.reader(path.open(encoding="utf-8")))
+    by_id = {row[0]: row for row in rows}
+    assert header == [*v3, "Payment", "Notes"]
+    assert by_id["o-3"] == [*shipped, "", "позвонить"]
+    assert by_id["o-1"][len(v3) :] == ["", "x"]
+    sbp = msgspec.structs.replace(shipped_order(), payment="sbp")
+    await sheet.apply(core.Plan(orders={"o-3": core.row(sbp, {})}))
+    _, *rows = list(csv.reader(path.open(encoding="utf-8")))
+    by_id = {row[0]: row for row in rows}
+    assert by_id["o-3"][len(v3) :] == ["SBP", "позвонить"]
+    assert by_id["o-1"][len(v3) :] == ["", "x"]
 
 
 @pytest.fixture
@@ -166,7 +197,7 @@ async def test_google_orders_tab_of_an_earlier_version_upgraded_with_the_owners_
     header, *rows = sheets.rows(book, "Orders")
     assert [row[0] for row in rows] == ["o-1", "o-2", "o-3"]
     assert rows[2][13:16] == ["shipped", "Почта России", "RA1RU"]
-    assert rows[2][18] == "russian-post, 350 ₽" and rows[0][19] == "позвонить"
+    assert rows[2][18:20] == ["russian-post, 350 ₽", "card"] and rows[0][20] == "позвонить"
     again = GoogleSheet(key_file, book, sheets.url, timeout=3)
     await again.open()  # opened again: already this version's, nothing moves
     assert sheets.rows(book, "Orders")[0] == [*OLD, *NEW_COLUMNS, "Notes"]

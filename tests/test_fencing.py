@@ -11,16 +11,18 @@ from nats.js import JetStreamContext
 
 from libs import subjects
 from libs.contracts import (
+    Committed,
     CountStock,
     InventoryEvent,
     OrderLine,
     Rejected,
     Reserved,
+    StockAdjusted,
     UpsertCategory,
     UpsertProduct,
 )
 from services.inventory.actor import Actor, Job
-from services.inventory.core import Command, Reserve
+from services.inventory.core import Command, Commit, Reserve, ReturnStock
 from services.inventory.store import AppendFailed, EventLog, ReadModels
 
 
@@ -131,3 +133,28 @@ async def test_pipelined_batch_never_lands_on_another_writers_events(
         "Rejected",
         "Rejected",
     ], outcomes
+
+
+async def test_a_writer_taken_over_from_never_answers_nothing_on_its_stale_state(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """A batch that decides nothing appends nothing, so no append fences it. Seen in the cluster
+    chaos run (two inventories): an order paid on receipt was committed by one and cancelled a
+    moment later; the other, taken over from and not having seen the commit, got the refund,
+    found nothing to return, and acked it: the unit never came back on hand."""
+    first = await _actor(nc)
+    await first.apply(
+        [
+            Job(UpsertCategory("c", "Category")),
+            Job(UpsertProduct("ONE", "The only one", 500, "c")),
+            Job(CountStock("ONE", 1)),
+        ]
+    )
+    assert isinstance(await _one(first, _reserve("o")), Reserved)
+    second = await _actor(nc)  # claims the log: the first is taken over from
+    assert isinstance(await _one(second, Commit("o", "cash-o")), Committed)
+    assert first.state.orders["o"].status == "reserved", "the first's view is stale"
+
+    back = await _one(first, ReturnStock("o", "cash-cancel-o", (OrderLine("ONE", 1, 500),)))
+    assert isinstance(back, StockAdjusted) and (back.delta, back.on_hand) == (1, 1)
+    assert first.state.products["ONE"].on_hand == 1

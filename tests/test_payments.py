@@ -10,17 +10,20 @@ from typing import Any
 
 import aiohttp
 import msgspec
+import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 
 from libs import bus, fulfilment, lifecycle, subjects
 from libs.contracts import (
+    CashReceived,
     Committed,
     Contact,
     DeadLettered,
     DeliveryChoice,
     OrderFulfilment,
     OrderLine,
+    OrderPlaced,
     PaymentEvent,
     RefundRequested,
     Released,
@@ -56,8 +59,8 @@ async def fake() -> AsyncIterator[FakeYooKassa]:
 
 @pytest.fixture
 async def money(js: JetStreamContext) -> Facts:
-    """Every fact on the PAYMENTS stream."""
-    collected = Facts("payments.>", PaymentEvent | RefundRequested)
+    """Every fact on the PAYMENTS stream (and the commands on it)."""
+    collected = Facts("payments.>", PaymentEvent | RefundRequested | CashReceived)
     await collected.start(js)
     return collected
 
@@ -119,7 +122,9 @@ async def _start(
             "yookassa_trusted_networks": "127.0.0.1/32",
         }
     env |= settings
-    inventory_settings = {"reservation_ttl": settings.get("reservation_ttl", 900)}
+    inventory_settings = {
+        key: settings[key] for key in ("reservation_ttl", "cash_hold") if key in settings
+    }
     if catalog_file is not None:
         services("inventory", nats_url, catalog_file=catalog_file, **inventory_settings)
     payments = services("payments", nats_url, **env)
@@ -544,7 +549,9 @@ async def test_a_poison_fact_is_dead_lettered_and_told_while_the_rest_go_on(
 
 # After paid: a cancellation or a return moves the money and the stock together ----------------
 def _lifecycle(facts: Facts, money: Facts, order_id: str) -> lifecycle.Order:
-    told = [f for f in money.by_order[order_id] if not isinstance(f, RefundRequested)]
+    told = [
+        f for f in money.by_order[order_id] if not isinstance(f, RefundRequested | CashReceived)
+    ]
     state = lifecycle.fold([*facts.by_order[order_id], *told])
     assert state is not None
     return state
@@ -750,3 +757,193 @@ async def test_a_courier_delivery_is_its_own_line_in_the_receipts_and_goes_back_
     assert (refunded.amount, refunded.delivery) == (228000, couriered.delivery)
     (made,) = fake.refunds.values()
     assert (made["amount"]["value"], made["receipt_registration"]) == ("2280.00", "succeeded")
+
+
+# The way to pay: SBP is charged at once, an order paid on receipt has no YooKassa payment -------
+def _paid_by(method: str, placed: OrderPlaced) -> OrderPlaced:
+    return msgspec.structs.replace(placed, payment=method)
+
+
+def _no_capture(fake: FakeYooKassa) -> bool:
+    return not [r for r in fake.requests if r[0] == "POST" and r[1].endswith("/capture")]
+
+
+async def test_an_sbp_payment_is_charged_at_once_where_card_payments_are_held(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    """YooKassa holds no SBP payment (the fake refuses one with capture false, as it does): in
+    a shop that holds card payments, the SBP one is asked for SBP, charged when paid, and the
+    inventory commits on that, with no capture."""
+    await _start(services, nats_url, catalog_file, js, fake, payments_capture="two_stage")
+    await place(js, _paid_by("sbp", order("sbp", ("FEW", 2, 99000))))
+    await wait_until(lambda: "payment_pending" in money.kinds("sbp"), what="pending")
+    payment_id = _payment_id(money, "sbp")
+    created = fake.payments[payment_id]
+    assert created["payment_method"]["type"] == "sbp", "asked for SBP (payment_method_data)"
+    assert created["amount"] == {"value": "1980.00", "currency": "RUB"}
+
+    await fake.pay(payment_id)
+    await wait_until(lambda: "committed" in facts.kinds("sbp"), what="committed")
+    # Created with capture true (the fake refuses SBP otherwise), so paid is charged: no hold.
+    assert money.kinds("sbp") == ["payment_pending", "payment_succeeded"], "never only held"
+    assert fake.payments[payment_id]["status"] == "succeeded"
+    assert _no_capture(fake)
+    await wait_until(lambda: _stock_is(js, "FEW", 48, 0), what="two sold")
+    state = _lifecycle(facts, money, "sbp")
+    assert state.status == lifecycle.Status.PAID and state.kept
+
+
+async def test_an_sbp_payment_for_stock_sold_meanwhile_is_refunded_in_full(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    """The SBP customer pays after the reservation ended and another took the stock: the
+    money was taken at once, so it is refunded (a held card payment would be cancelled)."""
+    await _start(
+        services, nats_url, catalog_file, js, fake, payments_capture="two_stage", reservation_ttl=2
+    )
+    await place(js, _paid_by("sbp", order("late-sbp", ("LAST", 10, 10000))))
+    await wait_until(lambda: "payment_pending" in money.kinds("late-sbp"), what="pending")
+    await wait_until(lambda: "released" in facts.kinds("late-sbp"), what="the reservation ended")
+    await place(js, order("prompt", ("LAST", 10, 10000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("prompt"), what="prompt pending")
+    await fake.pay(_payment_id(money, "prompt"))
+    await wait_until(lambda: "committed" in facts.kinds("prompt"), what="prompt committed")
+
+    late = _payment_id(money, "late-sbp")
+    await fake.pay(late)
+    await wait_until(lambda: "commit_failed" in facts.kinds("late-sbp"), what="commit refused")
+    await wait_until(lambda: "payment_refunded" in money.kinds("late-sbp"), what="refunded")
+    (refunded,) = money.of("late-sbp", "payment_refunded")
+    assert (refunded.amount, refunded.lines, refunded.payment_id) == (100000, (), late)
+    (made,) = fake.refunds.values()
+    assert (made["payment_id"], made["amount"]["value"]) == (late, "1000.00")
+    assert fake.payments[late]["refunded_amount"]["value"] == "1000.00"
+    await wait_until(lambda: _stock_is(js, "LAST", 0, 0), what="sold once, to the prompt one")
+    # Money taken <=> stock committed: the late order keeps neither, the prompt one both.
+    assert not _lifecycle(facts, money, "late-sbp").kept
+    assert _lifecycle(facts, money, "late-sbp").status == lifecycle.Status.CANCELLED
+    assert _lifecycle(facts, money, "prompt").kept
+
+
+async def _cash_record(js: JetStreamContext, order_id: str) -> dict[str, Any] | None:
+    records = await js.key_value(subjects.PAYMENTS_RECORDS_BUCKET)
+    try:
+        entry = await records.get(order_id)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    record: dict[str, Any] = msgspec.json.decode(entry.value or b"")
+    return record
+
+
+async def test_an_order_paid_on_receipt_is_held_for_cash_hold_and_committed_when_paid(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    """No YooKassa payment: the goods are held for CASH_HOLD (not RESERVATION_TTL) until the
+    desk says the customer paid; said twice, the money is told once, and the stock committed."""
+    await _start(services, nats_url, catalog_file, js, fake, reservation_ttl=2, cash_hold=3600)
+    placed_at = datetime.now(UTC)
+    await place(js, _paid_by("cash", order("cash", ("FEW", 2, 99000))))
+    await wait_until(lambda: "reserved" in facts.kinds("cash"), what="reserved")
+    (reserved,) = facts.of("cash", "reserved")
+    held = (reserved.expires_at - placed_at).total_seconds()
+    assert 3590 < held < 3610, held
+
+    async def recorded() -> bool:
+        return await _cash_record(js, "cash") is not None
+
+    await wait_until(recorded, what="the payments record")
+    record = await _cash_record(js, "cash")
+    assert record is not None and (record["status"], record["method"]) == ("due", "cash")
+    assert fake.created == 0 and money.kinds("cash") == [], "no YooKassa payment, no Pay button"
+
+    subject = subjects.payment_fact(subjects.PaymentKind.CASH_RECEIVED, "cash")
+    for n in range(2):  # two admins press "paid" (or one twice)
+        await bus.publish(js, subject, CashReceived("cash", 42, datetime.now(UTC)), f"cash-{n}")
+    await wait_until(lambda: "committed" in facts.kinds("cash"), what="committed")
+
+    async def both_handled() -> bool:
+        info = await js.consumer_info(subjects.PAYMENTS, subjects.PAYMENTS_CASH_CONSUMER)
+        return bool(info.num_pending == info.num_ack_pending == 0) and (
+            (info.delivered.consumer_seq or 0) >= 2
+        )
+
+    await wait_until(both_handled, what="both commands handled")
+    (succeeded,) = money.of("cash", "payment_succeeded")
+    assert (succeeded.payment_id, succeeded.amount) == ("cash-cash", 198000)
+    (committed,) = facts.of("cash", "committed")
+    assert committed.payment_id == "cash-cash"
+    await wait_until(lambda: _stock_is(js, "FEW", 48, 0), what="two sold")
+    assert fake.created == 0 and fake.requests == [], "YooKassa never heard of it"
+    assert "released" not in facts.kinds("cash")
+
+
+async def test_an_order_paid_on_receipt_nobody_came_for_is_released_at_the_holds_end(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    await _start(services, nats_url, catalog_file, js, fake, cash_hold=2)
+    await place(js, _paid_by("cash", order("walked", ("FEW", 3, 99000))))
+    await wait_until(lambda: "reserved" in facts.kinds("walked"), what="reserved")
+    await wait_until(lambda: _stock_is(js, "FEW", 50, 3), what="three held")
+    await wait_until(lambda: "released" in facts.kinds("walked"), what="the hold's end")
+    (released,) = facts.of("walked", "released")
+    assert released.reason == "expired"
+    await wait_until(lambda: _stock_is(js, "FEW", 50, 0), what="all back")
+    record = await _cash_record(js, "walked")
+    assert record is not None and record["status"] == "due", "nothing paid"
+    assert money.kinds("walked") == [] and fake.created == 0
+
+
+async def test_cash_paid_after_the_hold_for_stock_sold_meanwhile_goes_back_over_the_counter(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    money: Facts,
+    services: Start,
+    catalog_file: Path,
+    fake: FakeYooKassa,
+) -> None:
+    """The desk takes the money after the hold ended and another customer bought the stock: the
+    inventory refuses it, and the money is given back (told, with no YooKassa call)."""
+    await _start(services, nats_url, catalog_file, js, fake, cash_hold=2)
+    await place(js, _paid_by("cash", order("late-cash", ("LAST", 10, 10000))))
+    await wait_until(lambda: "released" in facts.kinds("late-cash"), what="the hold's end")
+    await place(js, order("prompt", ("LAST", 10, 10000)))
+    await wait_until(lambda: "payment_pending" in money.kinds("prompt"), what="prompt pending")
+    await fake.pay(_payment_id(money, "prompt"))
+    await wait_until(lambda: "committed" in facts.kinds("prompt"), what="prompt committed")
+
+    subject = subjects.payment_fact(subjects.PaymentKind.CASH_RECEIVED, "late-cash")
+    await bus.publish(js, subject, CashReceived("late-cash", 42, datetime.now(UTC)), "late")
+    await wait_until(lambda: "commit_failed" in facts.kinds("late-cash"), what="refused")
+    await wait_until(lambda: "payment_refunded" in money.kinds("late-cash"), what="given back")
+    (refunded,) = money.of("late-cash", "payment_refunded")
+    assert (refunded.payment_id, refunded.amount) == ("cash-late-cash", 100000)
+    assert refunded.refund_id == "cash-stock-gone-late-cash"
+    assert fake.created == 1, "the prompt one's payment only"
+    assert not fake.refunds and not [r for r in fake.requests if r[1].startswith("/refunds")]
+    await wait_until(lambda: _stock_is(js, "LAST", 0, 0), what="sold once, to the prompt one")
+    assert not _lifecycle(facts, money, "late-cash").kept

@@ -493,3 +493,72 @@ def test_every_receipt_adds_up_to_its_money(
         assert refund.delivery == (price if request is None else 0)
         order = core.refunded(order, refund, f"re-{n}")
     assert order.refunded == order.amount
+
+
+# the way to pay: card, SBP, on receipt ------------------------------------------------------------
+
+
+def test_only_a_card_payment_is_held_first() -> None:
+    """PAYMENTS_CAPTURE=two_stage holds card payments only: YooKassa charges SBP at once, and
+    money paid on receipt is in the till."""
+    for method, held in (("card", True), ("sbp", False), ("cash", False)):
+        assert core.two_stage(record(method=method), configured=True) is held, method
+        assert core.two_stage(record(method=method), configured=False) is False, method
+
+
+def test_an_order_paid_on_receipt_is_due_and_has_no_payment_to_create() -> None:
+    reserved = Reserved("o1", (TEA, MUG), 342050, EXPIRES, NOW)
+    cash = core.new_record(reserved, Contact(), NOW, "cash")
+    assert (cash.method, cash.status, cash.payment_id) == ("cash", "due", "")
+    assert not core.quiet(cash, NOW + timedelta(days=1)), "the reconciler has nothing to ask"
+    assert not core.refundable(cash), "no money taken yet"
+    sbp = core.new_record(reserved, Contact(), NOW, "sbp")
+    assert (sbp.method, sbp.status) == ("sbp", "creating")
+    assert core.new_record(reserved, Contact(), NOW).method == "card"
+
+
+def test_cash_received_is_in_the_till_then_told_once() -> None:
+    due = record(method="cash", status="due", payment_id="", told=())
+    assert core.cash_paid(due, NOW) is None, "the record says it first"
+    paid = core.in_till(due)
+    assert (paid.status, paid.payment_id, paid.told) == ("succeeded", "cash-o1", ())
+    assert core.in_till(paid) == paid
+    assert core.refundable(paid)
+    tell = core.cash_paid(paid, NOW)
+    assert tell is not None
+    assert (tell.kind, tell.msg_id) == ("succeeded", "cash-o1:succeeded")
+    assert tell.fact == PaymentSucceeded("o1", "cash-o1", 342050, NOW)
+    assert core.cash_paid(core.told(paid, "succeeded"), NOW) is None, "told already"
+    card = record(status="succeeded")
+    assert core.cash_paid(card, NOW) is None, "a card order's money comes from YooKassa"
+    assert core.in_till(record(status="pending")) == record(status="pending")
+
+
+def test_an_sbp_payment_is_asked_for_sbp_and_a_card_one_for_nothing_in_particular() -> None:
+    asked = record(method="sbp", status="creating")
+    sbp = core.create_params(asked, "https://back", {}, True, None)
+    assert sbp["payment_method_data"] == {"type": "sbp"}
+    assert sbp["capture"] is True
+    card = core.create_params(record(status="creating"), "https://back", {}, False, None)
+    assert "payment_method_data" not in card, "the customer chooses on YooKassa's page"
+
+
+def test_the_settlement_of_an_order_paid_on_receipt() -> None:
+    """Its "payment" is the record: committed moves nothing; refused or cancelled once paid
+    gives the money back (over the counter); refused while still due, nothing to give back."""
+    paid = core.in_till(record(method="cash", status="due", payment_id=""))
+    two_stage = core.two_stage(paid, configured=True)
+    assert not core.settles("committed", two_stage)
+    for answer in ("commit_failed", "cancelled"):
+        assert core.settlement(answer, paid.status, two_stage) == "refund"
+        assert core.settlement(answer, "due", two_stage) is None
+    refund = core.refund_for(paid, ())
+    assert refund is not None and refund.amount == paid.amount
+
+
+def test_an_order_paid_on_receipt_has_no_settlement_receipt_at_yookassa() -> None:
+    """Its money never went through YooKassa: a receipt there for `cash-<order>` is refused
+    (and the delivered fact would be retried until dead-lettered)."""
+    paid = core.in_till(record(method="cash", status="due", payment_id=""))
+    assert core.settlement_receipt(paid, TITLES, PREPAID) is None
+    assert core.settlement_receipt(record(method="sbp"), TITLES, PREPAID) is not None

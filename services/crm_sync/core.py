@@ -17,7 +17,14 @@ from datetime import datetime
 import msgspec
 
 from libs import delivery, fulfilment, lifecycle
-from libs.contracts import Committed, OrderLine, PaymentRefunded, Released, ReservedLine
+from libs.contracts import (
+    Committed,
+    OrderLine,
+    PaymentMethod,
+    PaymentRefunded,
+    Released,
+    ReservedLine,
+)
 from libs.money import cell_kopecks, cell_number, format_rub, rubles
 
 # The Orders tab's columns, and those of the versions before (a sheet made by one of them is
@@ -46,9 +53,10 @@ ORDER_COLUMNS_V2 = (
     "Shipped at",
     "Delivered at",
 )
-# Each version adds its columns at the end (the payment method's comes next, as V4).
-ORDER_COLUMNS = (*ORDER_COLUMNS_V2, "Delivery")
-ORDER_COLUMN_VERSIONS = (ORDER_COLUMNS_V1, ORDER_COLUMNS_V2, ORDER_COLUMNS)
+ORDER_COLUMNS_V3 = (*ORDER_COLUMNS_V2, "Delivery")
+# Each version adds its columns at the end.
+ORDER_COLUMNS = (*ORDER_COLUMNS_V3, "Payment")
+ORDER_COLUMN_VERSIONS = (ORDER_COLUMNS_V1, ORDER_COLUMNS_V2, ORDER_COLUMNS_V3, ORDER_COLUMNS)
 SALES_COLUMNS = ("Fact", "Order", "Time", "SKU", "Title", "Qty", "Unit price", "Amount")
 DAILY_COLUMNS = ("Date", "Orders", "Units", "Revenue")
 STOCK_COLUMNS = ("SKU", "Title", "On hand", "Reserved", "Available", "Changed")
@@ -82,6 +90,7 @@ class OrderRow(msgspec.Struct, kw_only=True):
     shipped_at: str = ""
     delivered_at: str = ""
     delivery: str = ""  # the method and its price: "Курьер по Москве, 300 ₽"
+    payment: str = ""  # how the customer pays: "card", "SBP", "on receipt"
 
     def values(self) -> list[str]:
         return [
@@ -220,6 +229,16 @@ def delivery_text(order: lifecycle.Order, titles: Mapping[str, str]) -> str:
     return f"{title}, {price}"
 
 
+# The Payment column's words, in English like the Status column's.
+PAYMENT_WORDS: dict[PaymentMethod, str] = {"card": "card", "sbp": "SBP", "cash": "on receipt"}
+
+
+def payment_text(order: lifecycle.Order) -> str:
+    """The Payment column: how the customer pays (empty for an order placed before the shop
+    asked, or not seen as placed yet)."""
+    return PAYMENT_WORDS[order.payment] if order.payment is not None else ""
+
+
 def row(order: lifecycle.Order, titles: Mapping[str, str]) -> OrderRow:
     """The order's row: everything in it is what its lifecycle state says."""
     contact = order.contact
@@ -245,6 +264,7 @@ def row(order: lifecycle.Order, titles: Mapping[str, str]) -> OrderRow:
         shipped_at=stamp(shipped.at) if shipped else "",
         delivered_at=stamp(delivered.at) if delivered else "",
         delivery=delivery_text(order, titles),
+        payment=payment_text(order),
     )
 
 

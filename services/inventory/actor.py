@@ -237,6 +237,11 @@ class Actor:
         try:
             if batch.append is not None:
                 await batch.append
+            elif batch.jobs and not await self._events.still_writer(self._lease_seq):
+                # A batch that decides nothing appends nothing, so no append fences it: an
+                # instance taken over from would answer on its stale state and ack the fact (a
+                # refund of an order it has not seen committed: the goods never come back).
+                raise AppendFailed("taken over: a batch deciding nothing, on a stale state")
         except AppendFailed as exc:
             # Fenced off (another writer got there first) or unsure: what is in the stream is
             # the truth; take it in and decide every batch in flight again.

@@ -217,6 +217,15 @@ class EventLog:
         if seq != after_seq + len(events):
             raise AppendFailed(f"appended up to {seq}, expected {after_seq + len(events)}")
 
+    async def still_writer(self, lease_seq: int) -> bool:
+        """Whether the last claim on the log is still the one at `lease_seq`: then everything
+        appended since is that writer's own. Raise AppendFailed when the stream cannot say."""
+        try:
+            last = await self._js.get_last_msg(subjects.INVENTORY, subjects.INVENTORY_WRITER)
+        except (*TRANSIENT, nats.errors.Error) as exc:
+            raise AppendFailed(repr(exc)) from exc
+        return last.seq == lease_seq
+
     async def claim(self, writer_id: str, timeout: float = 10.0) -> int:
         """Become the one writer: from the claim's sequence (returned) on, only we can append.
 

@@ -169,8 +169,11 @@ def settlement_receipt(
 ) -> dict[str, Any] | None:
     """The receipt that settles the prepayment once the goods are delivered: what was not
     returned and the delivery (unless its money went back), now `full_payment`, paid by the
-    prepayment (None: nothing to settle)."""
+    prepayment (None: nothing to settle). An order paid on receipt made no prepayment through
+    YooKassa: the till's receipt is the courier's or the counter's."""
     if config.payment_mode not in SETTLED_ON_DELIVERY or record.status != "succeeded":
+        return None
+    if record.method == "cash":
         return None
     lines = not_returned(record)
     if not lines:
@@ -253,22 +256,23 @@ def two_stage(record: PaymentRecord, configured: bool) -> bool:
     return configured and record.method == "card"
 
 
-def cash_paid(record: PaymentRecord, now: datetime) -> Tell | None:
-    """The desk says the customer of an order paid on receipt paid: the money is taken (the
-    inventory commits the stock on this fact, or refuses it and the money goes back over the
-    counter). None: not such an order, or told already."""
-    if record.method != "cash" or record.status != "due":
-        return None
-    fact = PaymentSucceeded(record.order_id, cash_payment_id(record), record.amount, now)
-    return Tell(PaymentKind.SUCCEEDED, fact, f"{cash_payment_id(record)}:succeeded")
-
-
 def in_till(record: PaymentRecord) -> PaymentRecord:
-    """The record once the money paid on receipt was told."""
+    """The record once the desk said the customer of an order paid on receipt paid: the money is
+    taken, and the record says so (with its payment id) before it is told, so the inventory's
+    answer to the fact always finds a payment to settle."""
     if record.method != "cash" or record.status != "due":
         return record
-    paid = msgspec.structs.replace(record, status="succeeded", payment_id=cash_payment_id(record))
-    return told(paid, "succeeded")
+    return msgspec.structs.replace(record, status="succeeded", payment_id=cash_payment_id(record))
+
+
+def cash_paid(record: PaymentRecord, now: datetime) -> Tell | None:
+    """The money of an order paid on receipt, in the till (`in_till`), to be told: the inventory
+    commits the stock on this fact, or refuses it and the money goes back over the counter.
+    None: not such an order, not paid, or told already."""
+    if record.method != "cash" or record.status != "succeeded" or "succeeded" in record.told:
+        return None
+    fact = PaymentSucceeded(record.order_id, record.payment_id, record.amount, now)
+    return Tell(PaymentKind.SUCCEEDED, fact, f"{record.payment_id}:succeeded")
 
 
 def cash_payment_id(record: PaymentRecord) -> str:

@@ -275,8 +275,9 @@ class Payments:
 
     async def on_cash_received(self, command: CashReceived) -> None:
         """The desk marked an order paid on receipt: its money is taken, told once (the
-        inventory commits the stock on that)."""
-        record = await self.records.get(command.order_id)  # no payment id until it is paid
+        inventory commits the stock on that). Its record has no payment id until then, so it
+        is read as it is, not through `_record`."""
+        record = await self.records.get(command.order_id)
         if record is None or record.method != "cash" or record.status not in ("due", "succeeded"):
             _log.warning(
                 "cash.refused",
@@ -286,10 +287,14 @@ class Payments:
                 status=record.status if record else None,
             )
             return
+        # In the till first, then told: the inventory's answer to the fact (commit_failed: the
+        # money goes back) needs the record's payment id; a crash in between is told on the
+        # command's redelivery.
+        record = await self.records.update(command.order_id, core.in_till)
         tell = core.cash_paid(record, command.at)
         if tell is not None:
             await self._tell(tell)
-            await self.records.update(command.order_id, core.in_till)
+            await self.records.update(command.order_id, lambda r: core.told(r, "succeeded"))
             _log.info("cash.received", order_id=command.order_id, by=command.by)
 
     async def _payment(self, record: PaymentRecord) -> dict[str, Any]:
