@@ -319,7 +319,7 @@ def delivered(order: Order, titles: Mapping[str, str]) -> tuple[Text, ...]:
         title = titles.get(delivery.as_sku(chosen.method_id), chosen.method_id)
         price: Param = format_rub(chosen.price) if chosen.price else Text("checkout.delivery_free")
         said += (Text("order.delivery_line", {"title": title, "price": price}),)
-    if order.delivery is not None or order.payment != "card":
+    if order.payment is not None and (order.delivery is not None or order.payment != "card"):
         said += (
             Text("order.payment_line", {"payment": Text(f"checkout.paying_by.{order.payment}")}),
         )
