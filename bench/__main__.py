@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench import (
     browse,
+    catalog,
     checkout,
     crm,
     durability,
@@ -41,6 +42,11 @@ BENCHMARKS: list[tuple[str, str, Callable[[Path], Awaitable[Result]]]] = [
         durability.sync,
     ),
     ("replicas", "11. three-node cluster: reservations at R3 vs R1 vs raw R3", durability.replicas),
+    (
+        "catalog",
+        "12. crm_sync: a 2,000-product catalog run from the sheet's Catalog tab",
+        catalog.run,
+    ),
 ]
 
 
