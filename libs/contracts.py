@@ -497,3 +497,4 @@ class StockLevel(msgspec.Struct, frozen=True):
     reserved: int
     available: int
     seq: int  # the INVENTORY stream sequence this level reflects
+    file_restocks: int = 0  # the last restock applied from a catalog file (its restock_no)

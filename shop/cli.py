@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import signal
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -17,7 +18,14 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from libs import bus, kv, log, settings, shutdown, subjects
-from libs.contracts import AdminReply, AdminRequest, CatalogProduct, CrmStatus, StockLevel
+from libs.contracts import (
+    AdjustStock,
+    AdminReply,
+    AdminRequest,
+    CatalogProduct,
+    CrmStatus,
+    StockLevel,
+)
 from libs.money import format_rub
 from shop.supervisor import SERVICES, running_bus
 
@@ -97,6 +105,7 @@ async def import_catalog(url: str, path: Path) -> None:
         fail(str(exc))
     nc = await bus.connect(url, name="shop-cli")
     try:
+        done_before = await _restocks_done_before(nc.jetstream(), commands)
         response = await nc.request(
             subjects.INVENTORY_ADMIN, bus.encode(AdminRequest(tuple(commands))), timeout=30
         )
@@ -108,10 +117,36 @@ async def import_catalog(url: str, path: Path) -> None:
         await nc.close()
     reply = msgspec.json.decode(response.data, type=AdminReply)
     print(f"{path}: {reply.changed} changed, {reply.unchanged} already up to date")
+    for restock in done_before:
+        print(
+            f"  {restock.sku}: restock {restock.delta:+d} was applied before (this file's "
+            f"restock_no); export the catalog again for a new restock"
+        )
     for error in reply.errors:
         print(f"  refused: {error}", file=sys.stderr)
     if reply.errors:
         raise SystemExit(1)
+
+
+async def _restocks_done_before(
+    js: JetStreamContext, commands: Sequence[object]
+) -> list[AdjustStock]:
+    """The file's restocks whose number the product's level already counts: importing a file
+    twice applies its restocks once, and an edit to an old export is not applied silently."""
+    restocks = [c for c in commands if isinstance(c, AdjustStock)]
+    if not restocks:
+        return []
+    try:
+        stock = await _documents(js, subjects.STOCK_BUCKET, StockLevel)
+    except nats.js.errors.BucketNotFoundError:
+        return []
+    done = []
+    for restock in restocks:
+        level = await stock.get(restock.sku)
+        n = int(restock.adjustment_id.rpartition("-")[2])
+        if level is not None and level.file_restocks >= n:
+            done.append(restock)
+    return done
 
 
 async def export_catalog(url: str, path: Path) -> None:

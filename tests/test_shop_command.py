@@ -12,13 +12,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+import yaml
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from libs import bus
-from libs.contracts import CatalogProduct
+from libs import bus, subjects
+from libs.contracts import AdjustStock, AdminCommand, AdminReply, AdminRequest, CatalogProduct
 from shop.embedded_nats import free_port
 from tests.harness import ROOT, ServiceProcess, inventory_ready, shop, stock_level, wait_until
 
@@ -265,6 +268,74 @@ async def test_catalog_export_is_a_file_import_takes_back_unchanged(
     assert result.returncode == 0, result.stderr
     assert "3 products written" in result.stdout
     text = exported.read_text(encoding="utf-8")
-    assert "sku: FEW" in text and "stock: 50" in text and "price: 25.5" in text
+    assert "sku: FEW" in text and "on_hand_at_export: 50" in text and "price: 25.5" in text
     again = shop("catalog", "import", str(exported), env=env)
     assert again.returncode == 0 and "0 changed" in again.stdout, again.stdout + again.stderr
+
+
+async def test_a_restock_typed_into_an_export_is_applied_once_and_a_sale_is_not_undone(
+    nats_url: str,
+    nc: Client,
+    js: JetStreamContext,
+    services: Start,
+    catalog_file: Path,
+    tmp_path: Path,
+) -> None:
+    services("inventory", nats_url, catalog_file=catalog_file)
+    await wait_until(lambda: inventory_ready(js), what="inventory ready")
+    env = _env(NATS_URL=nats_url)
+    exported = tmp_path / "exported.yaml"
+    assert shop("catalog", "export", str(exported), env=env).returncode == 0
+    # A sale after the export: on hand 50 -> 49; importing the file must not count it back.
+    await _admin(nc, AdjustStock("sold-1", "FEW", -1, "write_off"))
+    await wait_until(lambda: _on_hand(js, "FEW", 49), what="the sale")
+
+    edited = tmp_path / "edited.yaml"
+    _edit(exported, edited, "FEW", restock=10)
+    first = shop("catalog", "import", str(edited), env=env)
+    assert first.returncode == 0 and "1 changed" in first.stdout, first.stdout + first.stderr
+    await wait_until(lambda: _on_hand(js, "FEW", 59), what="the restock applied")
+
+    # The same file again: the same id, applied once, and the owner is told why.
+    again = shop("catalog", "import", str(edited), env=env)
+    assert again.returncode == 0 and "0 changed" in again.stdout, again.stdout + again.stderr
+    assert "FEW: restock +10 was applied before" in again.stdout
+    assert await _on_hand(js, "FEW", 59)
+
+    # A new export knows the restock (restock_no: 1); a write-off typed into it applies.
+    assert shop("catalog", "export", str(exported), env=env).returncode == 0
+    few = _product(exported, "FEW")
+    assert few["restock_no"] == 1 and few["on_hand_at_export"] == 59 and "stock" not in few
+    _edit(exported, edited, "FEW", restock=-2)
+    second = shop("catalog", "import", str(edited), env=env)
+    assert second.returncode == 0 and "1 changed" in second.stdout, second.stdout + second.stderr
+    await wait_until(lambda: _on_hand(js, "FEW", 57), what="the write-off applied")
+
+    # A hand-written file still counts with `stock:`, and refuses a count beside a restock.
+    both = tmp_path / "both.yaml"
+    _edit(catalog_file, both, "FEW", restock=1)
+    refused = shop("catalog", "import", str(both), env=env)
+    assert refused.returncode == 1 and "stock (a count) and restock" in refused.stderr
+
+
+def _product(path: Path, sku: str) -> dict[str, Any]:
+    catalog = yaml.safe_load(path.read_text(encoding="utf-8"))
+    products = [p for c in catalog["categories"] for p in c["products"]]
+    return next(p for p in products if p["sku"] == sku)
+
+
+def _edit(source: Path, target: Path, sku: str, **changes: Any) -> None:
+    """`source` with the product's fields changed, written to `target`, as an owner edits."""
+    catalog = yaml.safe_load(source.read_text(encoding="utf-8"))
+    for category in catalog["categories"]:
+        for product in category["products"]:
+            if product["sku"] == sku:
+                product.update(changes)
+    target.write_text(yaml.safe_dump(catalog, allow_unicode=True), encoding="utf-8")
+
+
+async def _admin(nc: Client, command: AdminCommand) -> None:
+    response = await nc.request(
+        subjects.INVENTORY_ADMIN, bus.encode(AdminRequest((command,))), timeout=10
+    )
+    assert msgspec.json.decode(response.data, type=AdminReply).errors == ()

@@ -1,5 +1,6 @@
-"""A catalog file (YAML) as inventory commands: categories, products and counted stock, and the
-shop's delivery methods (the `delivery` section; see the README for its fields)."""
+"""A catalog file (YAML) as inventory commands: categories, products, counted stock or restocks
+(deltas, each applied once), and the shop's delivery methods (the `delivery` section; see the
+README for its fields)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import msgspec
 import yaml
 
 from libs.contracts import (
+    AdjustStock,
     CatalogCategory,
     CatalogDelivery,
     CatalogProduct,
@@ -23,6 +25,7 @@ from libs.contracts import (
     UpsertProduct,
 )
 from libs.money import cell_number, rubles_to_kopecks
+from services.inventory.core import file_restock_id
 
 DEMO_CATALOG = Path(__file__).with_name("demo_catalog.yaml")
 
@@ -38,6 +41,10 @@ class _Product(msgspec.Struct, forbid_unknown_fields=True):
     description: str = ""
     photo: str = ""
     stock: int | None = None  # counted on hand; omitted leaves stock as it is
+    # +10 received, -2 written off: applied once as file_restock_id(sku, restock_no + 1)
+    restock: int | None = None
+    restock_no: int = 0  # the file restocks applied when the file was exported
+    on_hand_at_export: int | None = None  # what the export saw; for the owner, not imported
     weight: int = 0  # grams, for delivery priced by weight
     visible: bool = True  # false: hidden from customers, its stock and history kept
 
@@ -75,7 +82,7 @@ class _CatalogFile(msgspec.Struct, forbid_unknown_fields=True):
     delivery: _Delivery | None = None  # omitted leaves the shop's delivery as it is
 
 
-Commands = list[UpsertCategory | UpsertProduct | CountStock | SetDelivery]
+Commands = list[UpsertCategory | UpsertProduct | CountStock | AdjustStock | SetDelivery]
 
 
 def load(path: Path) -> Commands:
@@ -106,6 +113,12 @@ def load(path: Path) -> Commands:
                 raise CatalogError(f"{where}: stock cannot be negative")
             if product.weight < 0:
                 raise CatalogError(f"{where}: weight cannot be negative")
+            if product.stock is not None and product.restock:
+                raise CatalogError(
+                    f"{where}: stock (a count) and restock (a change) together; keep one"
+                )
+            if product.restock_no < 0:
+                raise CatalogError(f"{where}: restock_no cannot be negative")
             commands.append(
                 UpsertProduct(
                     sku=product.sku,
@@ -121,6 +134,15 @@ def load(path: Path) -> Commands:
             )
             if product.stock is not None:
                 commands.append(CountStock(product.sku, product.stock))
+            if product.restock:
+                commands.append(
+                    AdjustStock(
+                        adjustment_id=file_restock_id(product.sku, product.restock_no + 1),
+                        sku=product.sku,
+                        delta=product.restock,
+                        reason="restock" if product.restock > 0 else "write_off",
+                    )
+                )
     if catalog.delivery is not None:
         commands.append(_delivery(path, catalog.delivery))
     return commands
@@ -200,8 +222,10 @@ def dump(
     delivery: CatalogDelivery,
 ) -> str:
     """The catalog as a file `load` takes back: categories in the shop's order with their
-    products, each product's counted stock (on hand), and the delivery section if there is one.
-    Defaults are left out, so the file reads as one written by hand."""
+    products, and the delivery section if there is one. Each product's on hand is written as
+    `on_hand_at_export`, which import ignores (a count imported back would undo the sales made
+    since), with `restock_no` for a `restock:` the owner adds. Defaults are left out, so the
+    file reads as one written by hand."""
     by_category: dict[str, list[CatalogProduct]] = {}
     for product in products:
         by_category.setdefault(product.category_id, []).append(product)
@@ -246,7 +270,9 @@ def _product(product: CatalogProduct, level: StockLevel | None) -> dict[str, obj
     found.update({key: value for key, value in optional.items() if value})
     if not product.visible:
         found["visible"] = False
-    found["stock"] = level.on_hand if level else 0
+    found["on_hand_at_export"] = level.on_hand if level else 0
+    if level is not None and level.file_restocks:
+        found["restock_no"] = level.file_restocks
     return found
 
 

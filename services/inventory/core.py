@@ -7,6 +7,7 @@ id: deciding it again against a state that already holds its effect yields no ev
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -120,6 +121,7 @@ class Product(msgspec.Struct, frozen=True):
     reserved: int = 0
     weight: int = 0  # grams
     visible: bool = True  # False: not sold (customers do not see it), history and stock kept
+    file_restocks: int = 0  # the highest n of the catalog file's restocks applied (file_restock_id)
 
     @property
     def available(self) -> int:
@@ -155,6 +157,26 @@ class State(msgspec.Struct, frozen=True):
 
 
 EMPTY = State()
+
+
+def file_restock_id(sku: str, n: int) -> str:
+    """The AdjustStock id of a product's `n`th restock from a catalog file (`restock:` in
+    `shop catalog import`): the export writes the last n as `restock_no`, so importing one file
+    twice sends the same id, and an edit in a new export the next. A Token: at most 64
+    characters, so a long SKU is hashed."""
+    name = f"file-{sku}-{n}"
+    if len(name) <= 64:
+        return name
+    return f"file-{hashlib.sha1(sku.encode()).hexdigest()[:20]}-{n}"
+
+
+def _file_restock_no(sku: str, adjustment_id: str) -> int:
+    """n if `adjustment_id` is the SKU's file_restock_id(sku, n), else 0."""
+    _, _, tail = adjustment_id.rpartition("-")
+    if not tail.isdigit() or not adjustment_id.startswith("file-"):
+        return 0
+    n = int(tail)
+    return n if file_restock_id(sku, n) == adjustment_id else 0
 
 
 # decide -------------------------------------------------------------------------------------------
@@ -578,10 +600,10 @@ def evolve(state: State, event: InventoryEvent) -> State:
             adjustments = (
                 state.adjustments.set(adjustment_id, delta) if adjustment_id else state.adjustments
             )
+            file_restocks = max(product.file_restocks, _file_restock_no(sku, adjustment_id))
+            product = replace(product, on_hand=product.on_hand + delta, file_restocks=file_restocks)
             return replace(
-                state,
-                products=state.products.set(sku, replace(product, on_hand=product.on_hand + delta)),
-                adjustments=adjustments,
+                state, products=state.products.set(sku, product), adjustments=adjustments
             )
         case PriceSet(sku=sku, price=price):
             return replace(
@@ -602,6 +624,7 @@ def evolve(state: State, event: InventoryEvent) -> State:
                 reserved=current.reserved if current else 0,
                 weight=event.weight,
                 visible=event.visible,
+                file_restocks=current.file_restocks if current else 0,
             )
             return replace(state, products=state.products.set(event.sku, product))
         case CategoryUpserted(category_id=category_id, title=title, position=position):

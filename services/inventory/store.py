@@ -348,7 +348,7 @@ class ReadModels:
         messages: list[tuple[str, bytes, dict[str, str] | None]] = []
         for sku in skus:
             p = state.products[sku]
-            level = StockLevel(sku, p.on_hand, p.reserved, p.available, seq)
+            level = StockLevel(sku, p.on_hand, p.reserved, p.available, seq, p.file_restocks)
             messages.append((f"$KV.{subjects.STOCK_BUCKET}.{sku}", _encode(level), None))
         for key in catalog:
             kind, _, ident = key.partition(".")
