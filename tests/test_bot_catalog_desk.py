@@ -166,6 +166,29 @@ def test_skus_are_readable_latin_tokens() -> None:
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", long) and len(long) <= 29
 
 
+def test_a_new_sku_taken_by_a_different_product_gets_another_suffix() -> None:
+    answers: dict[str, desk.Answer] = {"category": "goods", "title": "Чай", "price": 50_000}
+    other = CatalogProduct("CHAY-AB12", "Чай", "", 70_000, "", "goods", 1)  # another «Чай»
+    catalog = {other.sku: other}
+    suffixes = iter(["ab12", "cd34"])  # the first fresh one collides too
+
+    sku, suffix = desk.free_sku(answers, "ab12", catalog.get, lambda: next(suffixes))
+    assert (sku, suffix) == ("CHAY-CD34", "cd34")
+
+    # Once the form's own product is in the catalog, a tap again keeps its SKU.
+    mine = CatalogProduct("CHAY-CD34", "Чай", "", 50_000, "", "goods", 2)
+    catalog[mine.sku] = mine
+
+    def never() -> str:
+        raise AssertionError("no new suffix needed")
+
+    assert desk.free_sku(answers, "cd34", catalog.get, never) == (sku, suffix)
+    assert desk.free_sku(answers, "ef56", catalog.get, never) == (
+        "CHAY-EF56",
+        "ef56",
+    )
+
+
 def test_a_new_product_is_an_upsert_and_its_stock_a_restock_with_the_forms_id() -> None:
     answers: dict[str, desk.Answer] = {
         "category": "goods",

@@ -284,6 +284,32 @@ def sku_for(title: str, suffix: str) -> str:
     return f"{stem or 'P'}-{suffix.upper()}"
 
 
+def free_sku(
+    answers: Mapping[str, Answer],
+    suffix: str,
+    existing: Callable[[str], CatalogProduct | None],
+    fresh_suffix: Callable[[], str],
+) -> tuple[str, str]:
+    """The new product's SKU and its suffix: sku_for(title, suffix), unless a different product
+    already has it (two products titled alike, and 4 hex digits alike), then with a new suffix
+    until free. The same SKU when the product there is this form's own (a double tap, once the
+    first has reached the catalog), so the form still makes one product."""
+    while True:
+        sku = sku_for(str(answers["title"]), suffix)
+        found = existing(sku)
+        if found is None or _is_this_form(found, answers):
+            return sku, suffix
+        suffix = fresh_suffix()
+
+
+def _is_this_form(product: CatalogProduct, answers: Mapping[str, Answer]) -> bool:
+    return (product.title, product.category_id, product.price) == (
+        str(answers["title"]),
+        str(answers["category"]),
+        int(answers["price"]),
+    )
+
+
 def new_product(
     answers: Mapping[str, Answer], sku: str, op: str, position: int
 ) -> tuple[AdminCommand, ...]:

@@ -388,7 +388,11 @@ async def _answer(
         await _ask_next(where, t, store, state, answers)
         return
     data = await state.get_data()
-    sku = desk.sku_for(str(answers["title"]), str(data.get("suffix", "")))
+    sku, suffix = desk.free_sku(
+        answers, str(data.get("suffix", "")), store.catalog.product, lambda: secrets.token_hex(2)
+    )
+    if suffix != data.get("suffix"):
+        await state.update_data(suffix=suffix)  # a tap again makes this product, not another
     commands = desk.new_product(answers, sku, str(data.get("op", "")), int(data.get("position", 0)))
     reply = await _apply(nc, *commands)
     if reply is None:
