@@ -365,6 +365,14 @@ class SetVisible(Fact, frozen=True, tag="set_visible"):
     visible: bool
 
 
+class SetPhoto(Fact, frozen=True, tag="set_photo"):
+    """A product's photo alone (a Telegram file_id or a URL; "" none), its other fields as the
+    inventory has them: a photo changed in Telegram never undoes a price changed in the sheet."""
+
+    sku: Token
+    photo_url: str
+
+
 class SetPrice(Fact, frozen=True, tag="set_price"):
     sku: Token
     price: int
@@ -404,6 +412,7 @@ AdminCommand = (
     | AdjustStock
     | CountStock
     | SetVisible
+    | SetPhoto
     | ReleaseOrder
     | SetDelivery
 )

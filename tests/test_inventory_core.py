@@ -29,6 +29,7 @@ from libs.contracts import (
     ReleaseReason,
     Reserved,
     ReservedLine,
+    SetPhoto,
     SetPrice,
     SetVisible,
     StockAdjusted,
@@ -714,3 +715,32 @@ def test_a_hidden_product_is_not_sold_and_keeps_its_stock_and_shows_again() -> N
     # A catalog import that says nothing of it shows it again (the file is the shop's word).
     (again,) = decide(hidden, UpsertProduct("A", "Tea A", 1000_00, "tea"), now)
     assert isinstance(again, ProductUpserted) and again.visible
+
+
+def test_a_photo_set_alone_keeps_a_price_and_title_changed_meanwhile() -> None:
+    """The desk changes a photo while the sheet changed the price and the title: SetPhoto takes
+    every other field from the state, so neither change is undone."""
+    now = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    state = fold(EMPTY, decide(EMPTY, UpsertCategory("tea", "Tea"), now))
+    commands = (
+        UpsertProduct("A", "Tea A", 1000_00, "tea", weight=130, visible=False),
+        CountStock("A", 5),
+        SetPrice("A", 1200_00),  # the sheet, after the desk's card was shown
+        UpsertProduct("A", "Tea A, new", 1200_00, "tea", weight=130, visible=False),
+    )
+    for command in commands:
+        state = fold(state, decide(state, command, now))
+    (event,) = decide(state, SetPhoto("A", "AgAC-file-id"), now)
+    assert isinstance(event, ProductUpserted)
+    after = fold(state, [event]).products["A"]
+    assert after.photo_url == "AgAC-file-id"
+    assert (after.title, after.price, after.weight, after.visible, after.on_hand) == (
+        "Tea A, new",
+        1200_00,
+        130,
+        False,
+        5,
+    )
+    assert decide(fold(state, [event]), SetPhoto("A", "AgAC-file-id"), now) == [], "set once"
+    with pytest.raises(CommandRefused, match="unknown SKU"):
+        decide(state, SetPhoto(UNKNOWN_SKU, "x"), now)

@@ -37,6 +37,7 @@ from libs.contracts import (
     Reserved,
     ReservedLine,
     SetDelivery,
+    SetPhoto,
     SetPrice,
     SetVisible,
     StockAdjusted,
@@ -94,6 +95,7 @@ Command = (
     | AdjustStock
     | CountStock
     | SetVisible
+    | SetPhoto
     | SetDelivery
 )
 
@@ -170,6 +172,23 @@ def file_restock_id(sku: str, n: int) -> str:
     return f"file-{hashlib.sha1(sku.encode()).hexdigest()[:20]}-{n}"
 
 
+def _upserted(product: Product, now: datetime) -> ProductUpserted:
+    """The product as it is in the state, changed in one field by the caller (SetVisible,
+    SetPhoto): every other field from the state, so no one's concurrent change is undone."""
+    return ProductUpserted(
+        sku=product.sku,
+        title=product.title,
+        description=product.description,
+        price=product.price,
+        photo_url=product.photo_url,
+        category_id=product.category_id,
+        position=product.position,
+        at=now,
+        weight=product.weight,
+        visible=product.visible,
+    )
+
+
 def _file_restock_no(sku: str, adjustment_id: str) -> int:
     """n if `adjustment_id` is the SKU's file_restock_id(sku, n), else 0."""
     _, _, tail = adjustment_id.rpartition("-")
@@ -211,20 +230,12 @@ def decide(state: State, command: Command, now: datetime) -> list[InventoryEvent
             product = _product(state, sku)
             if product.visible == visible:
                 return []
-            return [
-                ProductUpserted(
-                    sku=sku,
-                    title=product.title,
-                    description=product.description,
-                    price=product.price,
-                    photo_url=product.photo_url,
-                    category_id=product.category_id,
-                    position=product.position,
-                    at=now,
-                    weight=product.weight,
-                    visible=visible,
-                )
-            ]
+            return [_upserted(msgspec.structs.replace(product, visible=visible), now)]
+        case SetPhoto(sku=sku, photo_url=photo_url):
+            product = _product(state, sku)
+            if product.photo_url == photo_url:
+                return []
+            return [_upserted(msgspec.structs.replace(product, photo_url=photo_url), now)]
         case SetPrice(sku=sku, price=price):
             product = _product(state, sku)
             _check_price(sku, price)

@@ -27,10 +27,9 @@ from libs.contracts import (
     AdminCommand,
     AdminReply,
     AdminRequest,
-    CatalogProduct,
+    SetPhoto,
     SetPrice,
     SetVisible,
-    UpsertProduct,
 )
 from libs.kv import Mirror
 from services.bot import callbacks as cb
@@ -208,7 +207,7 @@ async def answered(message: Message, t: Texts, store: Store, nc: Client, state: 
         if not message.photo:
             await _send(message, t, messages.Message(messages.Text("catalog_desk.hint.photo")))
             return
-        command = _with_photo(product, message.photo[-1].file_id)
+        command = SetPhoto(product.sku, message.photo[-1].file_id)
         said = desk.done("photo")
     elif field == "price":
         price = desk.parse_price(message.text or "")
@@ -237,21 +236,6 @@ async def answered(message: Message, t: Texts, store: Store, nc: Client, state: 
         await state.set_state(None)
         return
     await _typed_change(message, t, store, nc, state, product.sku, command, said)
-
-
-def _with_photo(product: CatalogProduct, file_id: str) -> UpsertProduct:
-    """The product as it is with another photo (a Telegram file_id as its photo_url)."""
-    return UpsertProduct(
-        sku=product.sku,
-        title=product.title,
-        price=product.price,
-        category_id=product.category_id,
-        description=product.description,
-        photo_url=file_id,
-        position=product.position,
-        weight=product.weight,
-        visible=product.visible,
-    )
 
 
 async def _typed_change(
