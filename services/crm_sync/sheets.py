@@ -4,9 +4,10 @@ Every batch is one read and at most three writes: the keys in column A of Orders
 read first (so rows a person deleted, moved or sorted are found where they are now, and a write
 that landed without an answer is not made twice), then the new ledger rows are appended, the new
 order rows appended, and the changed order rows and the Daily tab written in one values batch
-update. The Catalog tab the owner edits is read whole (one request) and written back cell by
-cell in one values batch update (catalog_sync). A client-side quota keeps requests under
-Google's per-minute limit.
+update. The Catalog tab the owner edits is read whole, with the Orders tab's Fulfilment, Carrier
+and Tracking cells (one request), and written back cell by cell in one values batch update
+(catalog_sync); an Orders edit refused is put back with its note in one batch update. A
+client-side quota keeps requests under Google's per-minute limit.
 """
 
 from __future__ import annotations
@@ -233,10 +234,6 @@ class GoogleSheet:
     async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
         await self._opened(self._write_stock, rows)
 
-    async def read_catalog(self) -> list[list[catalog_tab.Cell]]:
-        """The Catalog tab's rows below its header (one read request)."""
-        return await self._opened(self._read_catalog)
-
     async def write_catalog(
         self,
         cells: Mapping[tuple[int, int], catalog_tab.Cell],
@@ -290,15 +287,6 @@ class GoogleSheet:
         data = [{"range": f"{STOCK}!A2", "values": values + blank}]
         await self._write(http.values_batch_update, self._id, {**RAW, "data": data})
         self._stock_rows = len(values)
-
-    async def _read_catalog(self) -> list[list[catalog_tab.Cell]]:
-        http = self._client()
-        found = await self._read(
-            http.values_batch_get, self._id, [f"{CATALOG}!A1:{_last(CATALOG)}"], dict(UNFORMATTED)
-        )
-        rows: list[list[catalog_tab.Cell]] = found["valueRanges"][0].get("values", [])
-        _check_header(CATALOG, rows[0] if rows else [])
-        return rows[1:]
 
     async def _read_desks(
         self,
