@@ -28,6 +28,8 @@ SHIPPED: Final = "shipped"
 READY_FOR_PICKUP: Final = "ready_for_pickup"
 DELIVERED: Final = "delivered"
 CANCELLED: Final = "cancelled"
+# `by` of a step taken in the Google Sheet's Orders tab (crm_sync): no Telegram user has id 0.
+BY_SHEET: Final = 0
 
 # How far along each step is; a step is taken only above the order's current one. Shipped and
 # ready for pickup are two ways of the same stage, so one excludes the other.

@@ -468,3 +468,12 @@ def test_the_card_and_my_orders_say_the_delivery_and_how_it_is_paid() -> None:
     assert "🚚" not in render(ru, desk.card(plain, {}, {}).text), "as before delivery existed"
     held = msgspec.structs.replace(order, payment="cash")
     assert "оплата при получении" in render(ru, desk.card(held, titles, {}).text)
+
+
+def test_a_step_taken_in_the_sheet_says_so_on_the_card() -> None:
+    shipped = step(
+        paid(), "shipped", fulfilment.BY_SHEET, 30, carrier="cdek", tracking="1234567890"
+    )
+    said = text(desk.card(shipped, TITLES, NAMES))
+    assert "отправлен (СДЭК, 1234567890) — Google-таблица" in said
+    assert "by the Google Sheet" in text(desk.card(shipped, TITLES, NAMES), EN)

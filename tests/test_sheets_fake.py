@@ -287,6 +287,46 @@ async def test_batch_update_requests(fake: FakeSheets, client: gspread.Client) -
     assert "You can't remove all the sheets" in last.value.error["message"]
 
 
+async def test_a_dropdown_and_a_note(fake: FakeSheets, client: gspread.Client) -> None:
+    sid = fake.create_spreadsheet()
+    sh = await gs(client.open_by_key, sid)
+    ws = await gs(sh.add_worksheet, "Orders", 10, 5)
+    column = {"sheetId": ws.id, "startRowIndex": 1, "startColumnIndex": 2, "endColumnIndex": 3}
+    rule = {
+        "condition": {"type": "ONE_OF_LIST", "values": [{"userEnteredValue": "packed"}]},
+        "strict": False,
+        "showCustomUi": True,
+    }
+    await gs(
+        sh.batch_update, {"requests": [{"setDataValidation": {"range": column, "rule": rule}}]}
+    )
+    assert fake.validation(sid, "Orders", "C5") == rule
+    assert (
+        fake.validation(sid, "Orders", "C1") is None
+        and fake.validation(sid, "Orders", "D5") is None
+    )
+    empty = {"setDataValidation": {"range": column, "rule": {"condition": {"type": "ONE_OF_LIST"}}}}
+    with pytest.raises(APIError) as bad:
+        await gs(sh.batch_update, {"requests": [empty]})
+    assert bad.value.code == 400
+    cells = {
+        "updateCells": {
+            "start": {"sheetId": ws.id, "rowIndex": 2, "columnIndex": 2},
+            "rows": [{"values": [{"userEnteredValue": {"stringValue": "packed"}, "note": "why"}]}],
+            "fields": "userEnteredValue,note",
+        }
+    }
+    await gs(sh.batch_update, {"requests": [cells]})
+    assert fake.cell(sid, "Orders", "C3") == "packed" and fake.note(sid, "Orders", "C3") == "why"
+    cells["updateCells"]["rows"] = [{"values": [{}]}]
+    cells["updateCells"]["fields"] = "note"
+    await gs(sh.batch_update, {"requests": [cells]})
+    assert fake.cell(sid, "Orders", "C3") == "packed" and fake.note(sid, "Orders", "C3") == ""
+    del cells["updateCells"]["fields"]
+    with pytest.raises(APIError):
+        await gs(sh.batch_update, {"requests": [cells]})
+
+
 async def test_values_batch_update_is_all_or_nothing(
     fake: FakeSheets, client: gspread.Client
 ) -> None:

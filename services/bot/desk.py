@@ -105,7 +105,9 @@ def _button(order: Order, action: str) -> Button:
 def history_line(entry: FulfilmentEntry, names: Mapping[int, str]) -> Text:
     """One step: what, when (UTC), who."""
     who: Param = Text("desk.who.customer") if entry.by_customer else names.get(entry.by, "")
-    if who == "":
+    if entry.by == fulfilment.BY_SHEET and not entry.by_customer:
+        who = Text("desk.who.sheet")
+    elif who == "":
         who = Text("desk.who.unknown", {"id": entry.by})
     params: dict[str, Param] = {"at": _at(entry.at), "who": who}
     if entry.step == fulfilment.SHIPPED:

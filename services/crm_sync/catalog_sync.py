@@ -1,4 +1,5 @@
-"""The Catalog tab's shell: every CATALOG_SYNC_EVERY seconds the tab is read (one request), its
+"""The Catalog tab's shell: every CATALOG_SYNC_EVERY seconds the tab is read (one request, with
+the Orders tab's Fulfilment, Carrier and Tracking cells: orders_desk takes their edits), its
 changes sent to the inventory (admin.inventory), and Result, On hand, Available and the cells
 the catalog changed written back (one values batch update, one append for products new to the
 tab); what the tab and the catalog agreed on is kept in KV `crm-catalog`, per SKU, only once
@@ -21,6 +22,7 @@ from libs.catalog_view import CatalogView
 from libs.contracts import AdminCommand, AdminReply, AdminRequest
 from libs.kv import Documents, entries
 from services.crm_sync import catalog_tab
+from services.crm_sync.orders_desk import OrdersDesk
 from services.crm_sync.sheets import GoogleSheet
 from services.crm_sync.sink import Misconfigured, Unavailable
 
@@ -38,12 +40,14 @@ class CatalogSync:
         view: CatalogView,
         sheet: GoogleSheet,
         kept: Documents[catalog_tab.Synced],
+        orders: OrdersDesk | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
         self._view = view
         self._sheet = sheet
         self._kept = kept
+        self._orders = orders
         self._synced: dict[str, catalog_tab.Synced] | None = None
         # What the last sync set, not yet seen in the read model: the next one waits for it,
         # or it would take the read model's older values for changes made in Telegram.
@@ -66,7 +70,8 @@ class CatalogSync:
 
     async def sync_once(self) -> None:
         synced = await self._load()
-        rows = await self._sheet.read_catalog()
+        # The Orders tab's edited cells come in the same read (one request for both desks).
+        rows, order_rows, written_orders = await self._sheet.read_desks()
         await self._caught_up()
         catalog = catalog_tab.Catalog(
             self._view.products(hidden=True),
@@ -86,6 +91,10 @@ class CatalogSync:
         for row in sync.rows:
             if row.wanted is not None and row.commands:
                 self._expected[row.sku] = row.wanted
+        if self._orders is not None:
+            put_back, taken = await self._orders.sync(order_rows, written_orders)
+            if put_back or taken:
+                await self._sheet.write_orders_back(put_back, taken)
         self.syncs += 1
         if commands or written.cells or written.appended:
             _log.info(

@@ -42,6 +42,7 @@ from libs.settings import Settings
 from services.crm_sync import catalog_tab, core, pace
 from services.crm_sync.catalog_sync import CatalogSync
 from services.crm_sync.csv_sheet import CsvSheet
+from services.crm_sync.orders_desk import OrdersDesk
 from services.crm_sync.sheets import GoogleSheet
 from services.crm_sync.sink import Misconfigured, Sink, Unavailable
 
@@ -548,7 +549,7 @@ async def serve(settings: Settings) -> None:
         kept = await Documents.open(
             js, subjects.CRM_CATALOG_BUCKET, catalog_tab.Synced, replicas=replicas, stop=stop
         )
-        catalog = CatalogSync(nc, js, view, sink, kept)
+        catalog = CatalogSync(nc, js, view, sink, kept, OrdersDesk(js, states))
     writer = Writer(sink, titles, states, settings.sheets_pacing)
     reporter = Reporter(js, writer, sink, documents, settings.crm_alert_after)
     consuming = Runner(nc, js, SERVICE, max_deliveries=settings.max_deliveries, stop=stop)

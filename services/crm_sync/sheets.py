@@ -4,9 +4,10 @@ Every batch is one read and at most three writes: the keys in column A of Orders
 read first (so rows a person deleted, moved or sorted are found where they are now, and a write
 that landed without an answer is not made twice), then the new ledger rows are appended, the new
 order rows appended, and the changed order rows and the Daily tab written in one values batch
-update. The Catalog tab the owner edits is read whole (one request) and written back cell by
-cell in one values batch update (catalog_sync). A client-side quota keeps requests under
-Google's per-minute limit.
+update. The Catalog tab the owner edits is read whole, with the Orders tab's Fulfilment, Carrier
+and Tracking cells (one request), and written back cell by cell in one values batch update
+(catalog_sync); an Orders edit refused is put back with its note in one batch update. A
+client-side quota keeps requests under Google's per-minute limit.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import gspread
 import requests
 from google.oauth2 import service_account
 
-from libs import log
-from services.crm_sync import catalog_tab, core, pace
+from libs import fulfilment, log
+from services.crm_sync import catalog_tab, core, orders_tab, pace
 from services.crm_sync.sink import Misconfigured, Refused, Unavailable
 
 T = TypeVar("T")
@@ -131,6 +132,7 @@ class GoogleSheet:
         self._orders: dict[str, core.OrderRow] = {}
         self._ledger: dict[str, core.SaleRow] = {}
         self._stock_rows = 0
+        self._sheet_ids: dict[str, int] = {}
         self._warned: set[str] = set()
         self.reads = 0
         self.writes = 0
@@ -147,6 +149,10 @@ class GoogleSheet:
                 await self._refuse_renamed(http, missing, [t for t in titles if t not in TABS])
                 await self._write(http.batch_update, self._id, {"requests": _new_tabs(missing)})
                 _log.info("crm.tabs_created", tabs=missing, sheet=self.where)
+            self._sheet_ids = {
+                s["properties"]["title"]: s["properties"]["sheetId"] for s in meta.get("sheets", [])
+            }
+            self._sheet_ids.update({tab: 1000 + list(TABS).index(tab) for tab in missing})
             tabs = list(TABS)
             found = await self._read(
                 http.values_batch_get,
@@ -170,6 +176,10 @@ class GoogleSheet:
                     _check_header(tab, got[0])
             if headers:
                 await self._write(http.values_batch_update, self._id, {**RAW, "data": headers})
+            # The dropdowns, set at every start: a tab made or upgraded by any version gets them,
+            # and a person who removed one gets it back (one request).
+            dropdowns = _dropdowns(self._sheet_ids[ORDERS])
+            await self._write(http.batch_update, self._id, {"requests": dropdowns})
             self._orders = {}
             for cells in order_rows:
                 if cells and core.text(cells[0]):
@@ -224,10 +234,6 @@ class GoogleSheet:
     async def write_stock(self, rows: Sequence[Sequence[core.Cell]]) -> None:
         await self._opened(self._write_stock, rows)
 
-    async def read_catalog(self) -> list[list[catalog_tab.Cell]]:
-        """The Catalog tab's rows below its header (one read request)."""
-        return await self._opened(self._read_catalog)
-
     async def write_catalog(
         self,
         cells: Mapping[tuple[int, int], catalog_tab.Cell],
@@ -236,6 +242,21 @@ class GoogleSheet:
         """Cells by (row number, 0-based column) in one values batch update, and new rows
         appended after the last (one more request, only when there are some)."""
         await self._opened(self._write_catalog, cells, appended)
+
+    async def read_desks(
+        self,
+    ) -> tuple[list[list[catalog_tab.Cell]], list[orders_tab.Seen], dict[str, str]]:
+        """The Catalog tab's rows, the Orders tab's edited cells and what this service last
+        wrote in each order's Fulfilment cell (as the read saw it: taken with it), in one read
+        request."""
+        return await self._opened(self._read_desks)
+
+    async def write_orders_back(
+        self, put_back: Sequence[tuple[int, Mapping[int, str], str]], taken: Sequence[int]
+    ) -> None:
+        """Refused rows' cells put back with the reason as the Fulfilment cell's note, and the
+        notes of rows whose step was taken cleared (one batch update)."""
+        await self._opened(self._write_orders_back, put_back, taken)
 
     async def _opened(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         """`call` on the opened spreadsheet, one request at a time."""
@@ -267,14 +288,72 @@ class GoogleSheet:
         await self._write(http.values_batch_update, self._id, {**RAW, "data": data})
         self._stock_rows = len(values)
 
-    async def _read_catalog(self) -> list[list[catalog_tab.Cell]]:
+    async def _read_desks(
+        self,
+    ) -> tuple[list[list[catalog_tab.Cell]], list[orders_tab.Seen], dict[str, str]]:
         http = self._client()
+        first, last = column(orders_tab.FULFILMENT), column(orders_tab.TRACKING)
         found = await self._read(
-            http.values_batch_get, self._id, [f"{CATALOG}!A1:{_last(CATALOG)}"], dict(UNFORMATTED)
+            http.values_batch_get,
+            self._id,
+            [
+                f"{CATALOG}!A1:{_last(CATALOG)}",
+                f"{ORDERS}!A1:{_last(ORDERS)}1",
+                f"{ORDERS}!A2:A",
+                f"{ORDERS}!{first}2:{last}",
+            ],
+            dict(UNFORMATTED),
         )
-        rows: list[list[catalog_tab.Cell]] = found["valueRanges"][0].get("values", [])
-        _check_header(CATALOG, rows[0] if rows else [])
-        return rows[1:]
+        ranges = [r.get("values", []) for r in found["valueRanges"]]
+        _check_header(CATALOG, ranges[0][0] if ranges[0] else [])
+        _check_header(ORDERS, ranges[1][0] if ranges[1] else [])
+        ids, edited = ranges[2], ranges[3]
+        seen = []
+        for index, id_cells in enumerate(ids):
+            cells = edited[index] if index < len(edited) else []
+            row = [*id_cells[:1], *[""] * (orders_tab.FULFILMENT - 1), *cells]
+            got = orders_tab.seen(index + 2, row)
+            if got.order_id:
+                seen.append(got)
+        written = {key: row.fulfilment for key, row in self._orders.items()}
+        return ranges[0][1:], seen, written
+
+    async def _write_orders_back(
+        self, put_back: Sequence[tuple[int, Mapping[int, str], str]], taken: Sequence[int]
+    ) -> None:
+        sheet_id = self._sheet_ids[ORDERS]
+        requests_: list[dict[str, Any]] = []
+        for number, cells, note in put_back:
+            values: list[dict[str, Any]] = [
+                {"userEnteredValue": {"stringValue": cells[col]}}
+                for col in range(orders_tab.FULFILMENT, orders_tab.TRACKING + 1)
+            ]
+            values[0]["note"] = note
+            start = {
+                "sheetId": sheet_id,
+                "rowIndex": number - 1,
+                "columnIndex": orders_tab.FULFILMENT,
+            }
+            requests_.append(
+                {
+                    "updateCells": {
+                        "start": start,
+                        "rows": [{"values": values}],
+                        "fields": "userEnteredValue,note",
+                    }
+                }
+            )
+        for number in taken:
+            start = {
+                "sheetId": sheet_id,
+                "rowIndex": number - 1,
+                "columnIndex": orders_tab.FULFILMENT,
+            }
+            requests_.append(
+                {"updateCells": {"start": start, "rows": [{"values": [{}]}], "fields": "note"}}
+            )
+        if requests_:
+            await self._write(self._client().batch_update, self._id, {"requests": requests_})
 
     async def _write_catalog(
         self,
@@ -497,6 +576,28 @@ def _new_tabs(tabs: list[str]) -> list[dict[str, Any]]:
             pattern = {"numberFormat": {"type": "NUMBER", "pattern": "0"}}
             requests_.append(_format(sheet_id, 1, None, index, pattern))
     return requests_
+
+
+def _dropdowns(sheet_id: int) -> list[dict[str, Any]]:
+    """The Orders tab's Fulfilment and Carrier columns as dropdowns (not strict: the service's
+    own words, "cancelled by the customer", stay without a warning box in the way)."""
+
+    def one_of(col: int, words: Sequence[str]) -> dict[str, Any]:
+        span = {
+            "sheetId": sheet_id,
+            "startRowIndex": 1,
+            "startColumnIndex": col,
+            "endColumnIndex": col + 1,
+        }
+        condition = {"type": "ONE_OF_LIST", "values": [{"userEnteredValue": w} for w in words]}
+        rule = {"condition": condition, "strict": False, "showCustomUi": True}
+        return {"setDataValidation": {"range": span, "rule": rule}}
+
+    carriers = list(fulfilment.CARRIER_TITLES.values())
+    return [
+        one_of(orders_tab.FULFILMENT, list(orders_tab.CHOICES)),
+        one_of(orders_tab.CARRIER, carriers),
+    ]
 
 
 def _format(

@@ -16,8 +16,10 @@ The real, unmodified ``gspread`` + ``google-auth`` talk to it over HTTP on 127.0
   ``{"error": {"code", "message", "status"}}`` (which gspread's ``APIError`` reads).
 * Served: ``GET /v4/spreadsheets/{id}``, ``POST {id}:batchUpdate`` (addSheet, deleteSheet,
   updateSheetProperties, updateSpreadsheetProperties, insertDimension, deleteDimension,
-  appendDimension are performed; formatting-only kinds in ``FORMATTING`` are accepted and only
-  recorded in ``batch_updates``; anything else is 400; a batch is all-or-nothing), and under
+  appendDimension, updateCells (values and notes: ``note()``) and setDataValidation (rules kept,
+  ``validation()``; not enforced on writes, as the API's own writes are not) are performed;
+  formatting-only kinds in ``FORMATTING`` are accepted and only recorded in ``batch_updates``;
+  anything else is 400; a batch is all-or-nothing), and under
   ``{id}/values``: ``GET /{range}``, ``GET :batchGet``, ``PUT /{range}``, ``POST :batchUpdate``
   (all-or-nothing), ``POST /{range}:append``, ``POST /{range}:clear``, ``POST :batchClear``.
 * Ranges: ``Sheet!A1:M1``, ``Sheet!A:A``, ``Sheet!1:1``, ``Sheet!A2:D`` (open end),
@@ -220,6 +222,12 @@ class _Sheet:
     extra: dict[str, Any] = field(default_factory=dict)  # other properties, kept as given
     extra_grid: dict[str, Any] = field(default_factory=dict)
     cells: list[list[Any]] = field(default_factory=list)  # None: empty
+    notes: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, col) -> note
+    # setDataValidation's rules as set, in order (a later one over the same cells wins; None
+    # clears): (row0, col0, row1, col1) exclusive ends, the rule.
+    validations: list[tuple[tuple[int, int, int, int], dict[str, Any] | None]] = field(
+        default_factory=list
+    )
 
     def get(self, row: int, col: int) -> Any:
         if row < len(self.cells) and col < len(self.cells[row]):
@@ -544,6 +552,19 @@ class FakeSheets:
         """The stored value of one cell ("B3"), None when empty."""
         row, col = _cell(a1)
         return self._sheet(spreadsheet_id, title).get(row, col)
+
+    def note(self, spreadsheet_id: str, title: str, a1: str) -> str:
+        """The note on one cell ("" when none), as updateCells set it."""
+        return self._sheet(spreadsheet_id, title).notes.get(_cell(a1), "")
+
+    def validation(self, spreadsheet_id: str, title: str, a1: str) -> dict[str, Any] | None:
+        """The data validation rule over one cell (setDataValidation's last one covering it)."""
+        row, col = _cell(a1)
+        found = None
+        for (r0, c0, r1, c1), rule in self._sheet(spreadsheet_id, title).validations:
+            if r0 <= row < r1 and c0 <= col < c1:
+                found = rule
+        return found
 
     def set_cell(self, spreadsheet_id: str, title: str, a1: str, value: Any) -> None:
         """Type a value into a cell (stored as given; None or "" empties it); grows the grid."""
@@ -964,6 +985,12 @@ def _apply_request(book: _Book, n: int, request: Any) -> dict[str, Any]:
         else:
             sheet.row_count += length
         return {}
+    if kind == "setDataValidation":
+        _set_validation(book, where, spec)
+        return {}
+    if kind == "updateCells":
+        _update_cells(book, where, spec)
+        return {}
     if kind in FORMATTING:
         for sheet_id in _sheet_ids(spec):
             _grid(book, where, sheet_id)
@@ -1118,6 +1145,77 @@ def _fields(mask: str, everything: Sequence[str]) -> list[str]:
     if not names:
         raise _invalid("At least one field must be updated, but 'fields' is empty.")
     return list(everything) if "*" in names else names
+
+
+def _grid_range(book: _Book, where: str, span: Any) -> tuple[_Sheet, int, int, int, int]:
+    """A GridRange: its sheet and bounds (exclusive ends; open ones to the grid's end)."""
+    if not isinstance(span, dict):
+        raise _invalid(f"{where}.range: a GridRange is required.")
+    sheet = _grid(book, where, span.get("sheetId"))
+    r0, c0 = int(span.get("startRowIndex", 0)), int(span.get("startColumnIndex", 0))
+    r1 = int(span.get("endRowIndex", sheet.row_count))
+    c1 = int(span.get("endColumnIndex", sheet.column_count))
+    if not (0 <= r0 < r1 <= sheet.row_count and 0 <= c0 < c1 <= sheet.column_count):
+        raise _invalid(f"{where}.range: the range is outside the grid.")
+    return sheet, r0, c0, r1, c1
+
+
+_CONDITIONS = frozenset({"ONE_OF_LIST", "ONE_OF_RANGE", "NUMBER_GREATER", "BOOLEAN", "TEXT_EQ"})
+
+
+def _set_validation(book: _Book, where: str, spec: dict[str, Any]) -> None:
+    """setDataValidation as Google takes it: a rule needs a known condition type, and a list
+    (ONE_OF_LIST) at least one value, each a userEnteredValue; no rule clears the range's."""
+    sheet, r0, c0, r1, c1 = _grid_range(book, where, spec.get("range"))
+    rule = spec.get("rule")
+    if rule is not None:
+        condition = rule.get("condition") if isinstance(rule, dict) else None
+        if not isinstance(condition, dict) or condition.get("type") not in _CONDITIONS:
+            raise _invalid(f"{where}.rule.condition: a condition type is required.")
+        values = condition.get("values") or []
+        if condition["type"] == "ONE_OF_LIST" and (
+            not values or not all(isinstance(v, dict) and "userEnteredValue" in v for v in values)
+        ):
+            raise _invalid(
+                f"{where}: Invalid ConditionValue.userEnteredValue: a list needs its values."
+            )
+    sheet.validations.append(((r0, c0, r1, c1), copy.deepcopy(rule)))
+
+
+_VALUE_KINDS = ("stringValue", "numberValue", "boolValue", "formulaValue")
+
+
+def _update_cells(book: _Book, where: str, spec: dict[str, Any]) -> None:
+    """updateCells with `start` (a GridCoordinate) and `rows` of CellData; `fields` says which
+    parts are written (userEnteredValue, note; "*" both): a part named but not given is
+    cleared, as at Google."""
+    fields = str(spec.get("fields", ""))
+    if not fields:
+        raise _invalid(f"{where}: At least one field must be updated.")
+    names = {"userEnteredValue", "note"} if fields == "*" else set(fields.split(","))
+    if not names <= {"userEnteredValue", "note", "userEnteredFormat", "effectiveValue"}:
+        raise _invalid(f"{where}: Invalid field mask {fields!r}.")
+    start = spec.get("start")
+    if not isinstance(start, dict):
+        raise _invalid(f"{where}: exactly one of start or range must be set.")
+    sheet = _grid(book, where, start.get("sheetId"))
+    r0, c0 = int(start.get("rowIndex", 0)), int(start.get("columnIndex", 0))
+    for dr, line in enumerate(spec.get("rows") or []):
+        for dc, given_cell in enumerate((line or {}).get("values") or []):
+            row, col = r0 + dr, c0 + dc
+            if row >= sheet.row_count or col >= sheet.column_count:
+                raise _invalid(f"{where}: the cells are outside the grid.")
+            data = given_cell or {}
+            if "userEnteredValue" in names:
+                given = data.get("userEnteredValue") or {}
+                value = next((given[k] for k in _VALUE_KINDS if k in given), None)
+                sheet.put(row, col, None if value == "" else value)
+            if "note" in names:
+                if data.get("note"):
+                    sheet.notes[(row, col)] = str(data["note"])
+                else:
+                    sheet.notes.pop((row, col), None)
+    sheet.trim()
 
 
 def _grid(book: _Book, where: str, sheet_id: Any) -> _Sheet:
