@@ -12,9 +12,11 @@ import aiohttp
 import msgspec
 import nats.js.errors
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from libs import bus, fulfilment, lifecycle, subjects
+from libs.catalog_view import CatalogView
 from libs.contracts import (
     CashReceived,
     Committed,
@@ -30,7 +32,12 @@ from libs.contracts import (
     Reserved,
     ReservedLine,
 )
+from libs.kv import Documents
 from libs.money import kopecks
+from libs.settings import load
+from services.payments.core import PaymentRecord
+from services.payments.main import Payments, Records
+from services.payments.provider import YooKassa
 from shop.embedded_nats import free_port
 from tests.fakes.yookassa import FakeYooKassa
 from tests.harness import (
@@ -947,3 +954,34 @@ async def test_cash_paid_after_the_hold_for_stock_sold_meanwhile_goes_back_over_
     assert not fake.refunds and not [r for r in fake.requests if r[1].startswith("/refunds")]
     await wait_until(lambda: _stock_is(js, "LAST", 0, 0), what="sold once, to the prompt one")
     assert not _lifecycle(facts, money, "late-cash").kept
+
+
+async def test_cash_marked_paid_before_payments_took_in_the_reservation_is_not_lost(
+    nats_url: str,
+    nc: Client,
+    js: JetStreamContext,
+    services: Start,
+    catalog_file: Path,
+    facts: Facts,
+    fake: FakeYooKassa,
+) -> None:
+    """The desk saw the order held (the bot took in its reservation) while payments was behind
+    on the INVENTORY stream (restarted, or an election): the desk's CashReceived finds no record
+    yet. Payments takes the reservation in from the stream then, and the money is told. (Found
+    by the cluster chaos test: the command was refused and the cash never reached the stock.)"""
+    services("inventory", nats_url, catalog_file=catalog_file, cash_hold=3600)
+    await wait_until(lambda: inventory_ready(js), what="inventory ready")
+    await place(js, _paid_by("cash", order("ahead", ("FEW", 1, 99000))))
+    await wait_until(lambda: "reserved" in facts.kinds("ahead"), what="reserved")
+    catalog = await CatalogView.open(nc, js)
+    records = await Documents.open(js, subjects.PAYMENTS_RECORDS_BUCKET, PaymentRecord)
+    settings = load({"NATS_URL": nats_url})
+    api = YooKassa(fake.shop_id, fake.secret_key, fake.api_url)
+    payments = Payments(js, Records(records), catalog, api, settings)  # no consumer running
+    try:
+        await payments.on_cash_received(CashReceived("ahead", 42, datetime.now(UTC)))
+    finally:
+        await catalog.close()
+    await wait_until(lambda: "committed" in facts.kinds("ahead"), what="the stock committed")
+    (committed,) = facts.of("ahead", "committed")
+    assert committed.payment_id == "cash-ahead" and fake.created == 0

@@ -52,6 +52,7 @@ ACK_WAIT_S = 15.0
 SANDBOX_CREDENTIALS = ("sandbox", "sandbox")  # the local sandbox API only; never a real account
 
 _decode_order = msgspec.json.Decoder(OrderPlaced).decode
+_decode_reserved = msgspec.json.Decoder(Reserved).decode
 
 
 class Records:
@@ -278,6 +279,13 @@ class Payments:
         inventory commits the stock on that). Its record has no payment id until then, so it
         is read as it is, not through `_record`."""
         record = await self.records.get(command.order_id)
+        if record is None:
+            # The desk saw the order held before this instance took in its reservation (its
+            # consumer behind, after a restart or an election): take it in from the stream now.
+            reserved = await self._reserved(command.order_id)
+            if reserved is not None:
+                await self.reserved(reserved)
+                record = await self.records.get(command.order_id)
         if record is None or record.method != "cash" or record.status not in ("due", "succeeded"):
             _log.warning(
                 "cash.refused",
@@ -375,6 +383,15 @@ class Payments:
             self._js, subject, tell.fact, msg_id=tell.msg_id, give_up_after=give_up_after
         )
         TOLD.labels(tell.kind.value).inc()
+
+    async def _reserved(self, order_id: str) -> Reserved | None:
+        """The inventory's reservation of the order, from the INVENTORY stream."""
+        subject = subjects.inventory_fact("reserved", order_id)
+        try:
+            msg = await self._js.get_last_msg(subjects.INVENTORY, subject)
+            return _decode_reserved(msg.data or b"")
+        except (nats.js.errors.NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
 
     async def _order(self, order_id: str) -> OrderPlaced | None:
         """The order as placed (for the customer's contact), from the ORDERS stream."""
