@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHAOS_SECONDS ?= 600
+# The suite runs on this many workers (pytest-xdist), each with its own nats-server; a file's
+# tests stay on one worker (its fixtures, and the chaos runs one after the other).
+TEST_WORKERS ?= 2
 
 .PHONY: setup test lint run bench chaos cluster clean
 
@@ -22,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 run: $(STAMP)
 	$(BIN)/shop up
