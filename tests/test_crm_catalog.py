@@ -3,6 +3,7 @@ as the owner's sheet."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,18 @@ from nats.js import JetStreamContext
 
 from libs import bus, subjects
 from libs.contracts import AdminReply, AdminRequest, CatalogProduct, SetPrice
-from services.crm_sync.catalog_tab import CATALOG_COLUMNS, PRICE, RESTOCK, RESULT
+from services.crm_sync.catalog_tab import CATALOG_COLUMNS, PRICE, RESTOCK, RESULT, restock_id
 from services.crm_sync.sheets import GoogleSheet
 from shop.embedded_nats import free_port
 from tests.fakes.sheets import FakeSheets
-from tests.harness import ServiceProcess, inventory_ready, stock_level, wait_until
+from tests.harness import (
+    Facts,
+    ServiceProcess,
+    http_get,
+    inventory_ready,
+    stock_level,
+    wait_until,
+)
 
 Start = Callable[..., ServiceProcess]
 TAB = "Catalog"
@@ -185,6 +193,47 @@ async def test_a_restock_is_applied_once_across_a_kill_after_the_command(
     sheet.type("FEW", RESTOCK, 5)
     await wait_until(lambda: _is(on_hand(js, "FEW"), 65), what="the second restock")
     await wait_until(lambda: str(sheet.cell("FEW", RESULT)).startswith("#2 +5"), what="#2")
+
+
+async def test_a_restock_is_applied_once_by_two_replicas_across_a_kill_of_the_holder(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    services: Start,
+    sheets: FakeSheets,
+    catalog_file: Path,
+    tmp_path: Path,
+) -> None:
+    """Two crm_sync replicas on one sheet and bus: only the writer-lease holder syncs. The
+    holder sends +10, its write-back is refused (Restock still says +10), it is killed -9: the
+    standby takes the lease over and finishes the write-back without applying it again."""
+    sheet = Sheet(sheets, tmp_path)
+    holder = await started(nats_url, js, services, catalog_file, sheet)
+    # A replica of its own (the lease's holder id is host and data directory).
+    second = {**sheet.settings(), "data_dir": tmp_path / "replica-2"}
+    services("crm_sync", nats_url, **second)
+    await wait_until(lambda: _role(second["crm_http_port"], "standby"), what="a standby")
+
+    sheets.fail("503", paths="POST *values:batchUpdate")
+    sheet.type("FEW", RESTOCK, "+10")
+    await wait_until(lambda: _is(on_hand(js, "FEW"), 60), what="the restock applied")
+    holder.kill()
+    sheets.clear_failures()
+    assert sheet.cell("FEW", RESTOCK) == "+10", "the cell not cleared before the kill"
+
+    # The lease runs out (LEASE_S) before the standby may take it.
+    await wait_until(lambda: _role(second["crm_http_port"], "writer"), 60, "the standby writing")
+    await wait_until(lambda: sheet.cell("FEW", RESTOCK) == "", what="Restock cleared")
+    assert str(sheet.cell("FEW", RESULT)).startswith("#1 +10 применено")
+    await sheet.syncs(2)
+    assert await on_hand(js, "FEW") == 60
+    restocks = [f for f in facts.by_kind["stock_adjusted"] if f.sku == "FEW" and f.adjustment_id]
+    assert [(f.delta, f.adjustment_id) for f in restocks] == [(10, restock_id("FEW", 1))]
+
+
+async def _role(port: int, want: str) -> bool:
+    status, body = await http_get(port, "/healthz")
+    return bool(status) and json.loads(body).get("role") == want
 
 
 async def _is(value: Awaitable[int | None], want: int) -> bool:
