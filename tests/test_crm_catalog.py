@@ -3,8 +3,11 @@ as the owner's sheet."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,23 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from libs import bus, subjects
-from libs.contracts import AdminReply, AdminRequest, CatalogProduct, SetPrice
-from services.crm_sync.catalog_tab import CATALOG_COLUMNS, PRICE, RESTOCK, RESULT, restock_id
+from libs.contracts import (
+    AdminReply,
+    AdminRequest,
+    CatalogProduct,
+    PaymentAuthorized,
+    PaymentCanceled,
+    SetPrice,
+)
+from services.crm_sync.catalog_tab import (
+    AVAILABLE,
+    CATALOG_COLUMNS,
+    ON_HAND,
+    PRICE,
+    RESTOCK,
+    RESULT,
+    restock_id,
+)
 from services.crm_sync.sheets import GoogleSheet
 from shop.embedded_nats import free_port
 from tests.fakes.sheets import FakeSheets
@@ -24,6 +42,8 @@ from tests.harness import (
     ServiceProcess,
     http_get,
     inventory_ready,
+    order,
+    place,
     stock_level,
     wait_until,
 )
@@ -229,6 +249,100 @@ async def test_a_restock_is_applied_once_by_two_replicas_across_a_kill_of_the_ho
     assert await on_hand(js, "FEW") == 60
     restocks = [f for f in facts.by_kind["stock_adjusted"] if f.sku == "FEW" and f.adjustment_id]
     assert [(f.delta, f.adjustment_id) for f in restocks] == [(10, restock_id("FEW", 1))]
+
+
+async def test_a_restock_while_orders_are_reserved_adds_up_exactly(
+    nats_url: str,
+    js: JetStreamContext,
+    facts: Facts,
+    services: Start,
+    sheets: FakeSheets,
+    catalog_file: Path,
+    tmp_path: Path,
+) -> None:
+    """Orders reserve, are paid (committed) or cancelled (released) at every read of the tab,
+    between crm_sync's read and its command, while the owner restocks twice: on hand is the
+    initial stock plus the restocks less what was sold, no sale overwritten, no restock lost or
+    doubled."""
+    sheet = Sheet(sheets, tmp_path)
+    await started(nats_url, js, services, catalog_file, sheet)
+    stop = asyncio.Event()
+    flow = asyncio.create_task(_customers(js, facts, sheet, "FEW", 99000, stop))
+    await sheet.syncs(2)
+
+    sheet.type("FEW", RESTOCK, "+7")
+    await wait_until(lambda: sheet.cell("FEW", RESTOCK) == "", what="the first restock cleared")
+    await sheet.syncs(2)
+    sheet.type("FEW", RESTOCK, 5)
+    await wait_until(
+        lambda: str(sheet.cell("FEW", RESULT)).startswith("#2 +5 применено"), what="#2"
+    )
+    assert sheet.cell("FEW", RESTOCK) == ""
+    await sheet.syncs(2)
+    stop.set()
+    placed = await flow
+
+    paid, cancelled, left = placed[0::3], placed[1::3], placed[2::3]
+    await wait_until(
+        lambda: (
+            all(facts.kinds(o) == ["reserved", "committed"] for o in paid)
+            and all(facts.kinds(o) == ["reserved", "released"] for o in cancelled)
+        ),
+        what="the payments committed and the cancellations released",
+    )
+    assert all(facts.kinds(o) == ["reserved"] for o in left)
+    restocks = [f for f in facts.by_kind["stock_adjusted"] if f.sku == "FEW" and f.adjustment_id]
+    assert [(f.delta, f.adjustment_id) for f in restocks] == [
+        (7, restock_id("FEW", 1)),
+        (5, restock_id("FEW", 2)),
+    ]
+    sold = sum(line.qty for o in paid for line in facts.of(o, "committed")[0].lines)
+    level = await stock_level(js, "FEW")
+    assert level is not None
+    assert (level.on_hand, level.reserved) == (50 + 7 + 5 - sold, len(left)), (len(paid), level)
+    assert level.available == level.on_hand - level.reserved
+    # The tab shows the same once the service has written it back.
+    await wait_until(
+        lambda: (
+            (sheet.cell("FEW", ON_HAND), sheet.cell("FEW", AVAILABLE))
+            == (level.on_hand, level.available)
+        ),
+        what="the tab's On hand and Available",
+    )
+
+
+async def _customers(
+    js: JetStreamContext, facts: Facts, sheet: Sheet, sku: str, price: int, stop: asyncio.Event
+) -> list[str]:
+    """Three orders of one `sku` at every read of the tab (each answered before the next read's):
+    the first paid, the second's payment cancelled, the third left reserved. The ids placed."""
+    placed: list[str] = []
+    while not stop.is_set():
+        await sheet.syncs(1)
+        batch = [f"o-{len(placed) + n}" for n in range(3)]
+        await place(js, *(order(o, (sku, 1, price)) for o in batch))
+        placed += batch
+        await wait_until(functools.partial(_answered, facts, batch), what="the orders answered")
+        assert all(facts.kinds(o) == ["reserved"] for o in batch), "out of stock: too few"
+        now = datetime.now(UTC)
+        paid, cancelled = batch[0], batch[1]
+        await bus.publish(
+            js,
+            subjects.payment_fact(subjects.PaymentKind.AUTHORIZED, paid),
+            PaymentAuthorized(paid, f"pay-{paid}", price, now),
+            msg_id=f"pay-{paid}:authorized",
+        )
+        await bus.publish(
+            js,
+            subjects.payment_fact(subjects.PaymentKind.CANCELED, cancelled),
+            PaymentCanceled(cancelled, f"pay-{cancelled}", "expired_on_confirmation", now),
+            msg_id=f"pay-{cancelled}:canceled",
+        )
+    return placed
+
+
+def _answered(facts: Facts, order_ids: list[str]) -> bool:
+    return facts.outcomes(order_ids) == len(order_ids)
 
 
 async def _role(port: int, want: str) -> bool:
