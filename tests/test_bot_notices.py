@@ -56,9 +56,9 @@ def refunded(refund_id: str, amount: int, minutes: int = 30) -> PaymentRefunded:
     return PaymentRefunded(ID, "pay-1", refund_id, amount, (), "returned", T0 + timedelta(minutes))
 
 
-def told(facts: Iterable[lifecycle.OrderFact]) -> list[Notice]:
+def told(facts: Iterable[lifecycle.OrderFact], placed: OrderPlaced = PLACED) -> list[Notice]:
     """Every notice for these facts, one after another, as the Notifier decides them."""
-    order = lifecycle.evolve(None, PLACED)
+    order = lifecycle.evolve(None, placed)
     said: set[str] = set()
     out: list[Notice] = []
     for fact in facts:
@@ -285,27 +285,16 @@ CASH = PaymentSucceeded(ID, f"cash-{ID}", 198_000, T0 + timedelta(hours=5))
 CASH_COMMITTED = Committed(ID, LINES, f"cash-{ID}", T0 + timedelta(hours=5, seconds=1))
 
 
-def told_cash(facts: Iterable[lifecycle.OrderFact]) -> list[Notice]:
-    order = lifecycle.evolve(None, CASH_PLACED)
-    said: set[str] = set()
-    out: list[Notice] = []
-    for fact in facts:
-        after = lifecycle.evolve(order, fact)
-        new = notices(order, after, said)
-        said |= {n.key for n in new if n.key}
-        out += new
-        order = after
-    return out
-
-
 def test_an_order_paid_on_receipt_is_held_told_and_carded_then_paid_on_the_same_card() -> None:
     held = lifecycle.evolve(lifecycle.evolve(None, CASH_PLACED), RESERVED)
     assert held.status is Status.PAY_ON_RECEIPT
-    assert kinds(told_cash([RESERVED])) == [
+    assert kinds(told([RESERVED], CASH_PLACED)) == [
         ("customer", Kind.ON_RECEIPT),
         ("admin", Kind.ON_RECEIPT),  # the card with "paid on receipt"
     ]
     # Paid at the counter: the customer hears it, the admin card is edited, not sent again.
-    assert kinds(told_cash([RESERVED, CASH, CASH_COMMITTED]))[2:] == [("customer", Kind.PAID)]
+    assert kinds(told([RESERVED, CASH, CASH_COMMITTED], CASH_PLACED))[2:] == [
+        ("customer", Kind.PAID)
+    ]
     # Not collected: the hold ends, as any reservation's.
-    assert kinds(told_cash([RESERVED, EXPIRED]))[2:] == [("customer", Kind.EXPIRED)]
+    assert kinds(told([RESERVED, EXPIRED], CASH_PLACED))[2:] == [("customer", Kind.EXPIRED)]

@@ -7,18 +7,16 @@ services.bot.catalog_desk, this is the shell."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from typing import Any
 
 import msgspec
 import nats.errors
 from aiogram import F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, or_f
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, Message
 from nats.aio.client import Client
 
 from libs import bus, log, subjects
@@ -34,8 +32,8 @@ from libs.contracts import (
 from libs.kv import Mirror
 from services.bot import callbacks as cb
 from services.bot import catalog_desk as desk
-from services.bot import keyboards as kb
 from services.bot import messages
+from services.bot.handlers import replies
 from services.bot.model import Store
 from services.bot.texts import Texts
 
@@ -93,11 +91,11 @@ async def not_an_admin(query: CallbackQuery, t: Texts) -> None:
 # /catalog and the cards --------------------------------------------------------------------------
 async def catalog(message: Message, t: Texts, store: Store, state: FSMContext) -> None:
     await state.set_state(None)
-    await _send(message, t, await _listing(store, 0))
+    await replies.send(message, t, await _listing(store, 0))
 
 
 async def page(query: CallbackQuery, callback_data: cb.CatalogList, t: Texts, store: Store) -> None:
-    await _edit(query, t, await _listing(store, callback_data.page))
+    await replies.edit(query, t, await _listing(store, callback_data.page))
     await query.answer()
 
 
@@ -113,7 +111,7 @@ async def open_card(
     if shown is None:
         await query.answer(t.t("catalog_desk.toast.gone"))
         return
-    await _edit(query, t, shown)
+    await replies.edit(query, t, shown)
     await query.answer()
 
 
@@ -170,7 +168,7 @@ async def _tapped(
     await _settled(store, sku, before)
     card = await _card(store, sku)
     if card is not None:
-        await _edit(query, t, card)
+        await replies.edit(query, t, card)
 
 
 # A card's questions ------------------------------------------------------------------------------
@@ -191,7 +189,7 @@ async def asked(
     await query.answer()
     if isinstance(query.message, Message):
         available = store.catalog.available(product.sku)
-        await _send(query.message, t, desk.ask(product, callback_data.field, available))
+        await replies.send(query.message, t, desk.ask(product, callback_data.field, available))
 
 
 async def answered(message: Message, t: Texts, store: Store, nc: Client, state: FSMContext) -> None:
@@ -200,30 +198,32 @@ async def answered(message: Message, t: Texts, store: Store, nc: Client, state: 
     field = str(data.get("field", ""))
     if product is None:
         await state.set_state(None)
-        await _send(message, t, messages.Message(messages.Text("catalog_desk.gone")))
+        await replies.send(message, t, messages.Message(messages.Text("catalog_desk.gone")))
         return
     command: AdminCommand
     if field == "photo":
         if not message.photo:
-            await _send(message, t, messages.Message(messages.Text("catalog_desk.hint.photo")))
+            await replies.send(
+                message, t, messages.Message(messages.Text("catalog_desk.hint.photo"))
+            )
             return
         command = SetPhoto(product.sku, message.photo[-1].file_id)
         said = desk.done("photo")
     elif field == "price":
         price = desk.parse_price(message.text or "")
         if isinstance(price, messages.Text):
-            await _send(message, t, messages.Message(price))
+            await replies.send(message, t, messages.Message(price))
             return
         command, said = SetPrice(product.sku, price), desk.done("price", price=price)
     elif field in ("restock", "write_off"):
         qty = desk.parse_count(message.text or "")
         if isinstance(qty, messages.Text):
-            await _send(message, t, messages.Message(qty))
+            await replies.send(message, t, messages.Message(qty))
             return
         if field == "write_off":
             too_many = desk.write_off_refused(qty, store.catalog.available(product.sku))
             if too_many is not None:
-                await _send(message, t, messages.Message(too_many))
+                await replies.send(message, t, messages.Message(too_many))
                 return
         op = desk.adjustment_id(str(data.get("op", "")))
         if field == "restock":
@@ -253,11 +253,11 @@ async def _typed_change(
     before = _seen(store, sku)
     reply = await _apply(nc, command)
     if reply is None:
-        await _send(message, t, messages.Message(messages.Text("catalog_desk.unavailable")))
+        await replies.send(message, t, messages.Message(messages.Text("catalog_desk.unavailable")))
         return
     if reply.errors:
         _log.info("catalog_desk.refused", sku=sku, error=reply.errors[0])
-        await _send(message, t, messages.Message(desk.refused(reply.errors[0], toast=False)))
+        await replies.send(message, t, messages.Message(desk.refused(reply.errors[0], toast=False)))
         return
     _log.info("catalog_desk.change", sku=sku, command=type(command).__name__, changed=reply.changed)
     await state.set_state(None)
@@ -266,7 +266,7 @@ async def _typed_change(
     card = await _card(store, sku)
     await message.answer(messages.render(t, said))
     if card is not None:
-        await _send(message, t, card)
+        await replies.send(message, t, card)
 
 
 # Add a product -----------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ async def form_button(
         case "start":
             categories = await store.categories()
             if not categories:
-                await _send(
+                await replies.send(
                     query.message,
                     t,
                     messages.Message(messages.Text("catalog_desk.new.no_categories")),
@@ -306,7 +306,9 @@ async def form_button(
             await _answer(query.message, t, store, nc, state, {**answers, field.name: ""})
         case "drop":
             await state.set_state(None)
-            await _edit(query, t, messages.Message(messages.Text("catalog_desk.new.dropped")))
+            await replies.edit(
+                query, t, messages.Message(messages.Text("catalog_desk.new.dropped"))
+            )
 
 
 async def category_chosen(
@@ -344,16 +346,18 @@ async def form_answered(
         return
     if field.name == "photo":
         if not message.photo:
-            await _send(message, t, messages.Message(messages.Text("catalog_desk.hint.photo")))
+            await replies.send(
+                message, t, messages.Message(messages.Text("catalog_desk.hint.photo"))
+            )
             return
         value: desk.Answer | messages.Text = message.photo[-1].file_id
     elif field.parse is None or not message.text:
-        await _send(message, t, desk.question(field, await store.categories()))
+        await replies.send(message, t, desk.question(field, await store.categories()))
         return
     else:
         value = field.parse(message.text)
     if isinstance(value, messages.Text):
-        await _send(message, t, messages.Message(value))
+        await replies.send(message, t, messages.Message(value))
         return
     await _answer(message, t, store, nc, state, {**answers, field.name: value})
 
@@ -380,14 +384,14 @@ async def _answer(
     commands = desk.new_product(answers, sku, str(data.get("op", "")), int(data.get("position", 0)))
     reply = await _apply(nc, *commands)
     if reply is None:
-        await _send(where, t, messages.Message(messages.Text("catalog_desk.unavailable")))
+        await replies.send(where, t, messages.Message(messages.Text("catalog_desk.unavailable")))
         return
     if reply.errors:
-        await _send(where, t, messages.Message(desk.refused(reply.errors[0], toast=False)))
+        await replies.send(where, t, messages.Message(desk.refused(reply.errors[0], toast=False)))
         return
     _log.info("catalog_desk.added", sku=sku, changed=reply.changed)
     await state.set_state(None)
-    await _send(where, t, desk.added(answers, sku))
+    await replies.send(where, t, desk.added(answers, sku))
 
 
 async def _ask_next(
@@ -395,7 +399,7 @@ async def _ask_next(
 ) -> None:
     field = desk.next_field(answers)
     if field is not None:
-        await _send(where, t, desk.question(field, await store.categories()))
+        await replies.send(where, t, desk.question(field, await store.categories()))
 
 
 async def _answers(state: FSMContext) -> dict[str, desk.Answer]:
@@ -461,18 +465,6 @@ async def _card(store: Store, sku: str) -> messages.Message | None:
     page = desk.page_of(await store.products(hidden=True), sku)
     category = await store.category(product.category_id)
     return desk.card(product, store.catalog.level(sku), category, _op(), page)
-
-
-async def _send(where: Message, t: Texts, message: messages.Message) -> None:
-    await where.answer(messages.render(t, message.text), reply_markup=kb.inline(t, message.buttons))
-
-
-async def _edit(query: CallbackQuery, t: Texts, message: messages.Message) -> None:
-    if not isinstance(query.message, Message):
-        return
-    markup = kb.inline(t, message.buttons) or InlineKeyboardMarkup(inline_keyboard=[])
-    with contextlib.suppress(TelegramBadRequest):  # "not modified": shown already
-        await query.message.edit_text(messages.render(t, message.text), reply_markup=markup)
 
 
 __all__ = ["Catalog", "router_for"]

@@ -15,7 +15,7 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject, or_f
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, User
+from aiogram.types import CallbackQuery, Message, User
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -25,6 +25,7 @@ from libs.fulfilment import BadTracking, Refused
 from services.bot import callbacks as cb
 from services.bot import desk, messages
 from services.bot import keyboards as kb
+from services.bot.handlers import replies
 from services.bot.model import OrderView, Person, Store
 from services.bot.texts import Texts
 
@@ -67,12 +68,12 @@ async def not_an_admin(query: CallbackQuery, t: Texts) -> None:
 
 # /orders and /order N ----------------------------------------------------------------------------
 async def open_orders(message: Message, t: Texts, store: Store) -> None:
-    await _send(message, t, desk.listing(await store.open_orders.values(), 0))
+    await replies.send(message, t, desk.listing(await store.open_orders.values(), 0))
 
 
 async def page(query: CallbackQuery, callback_data: cb.DeskList, t: Texts, store: Store) -> None:
     shown = desk.listing(await store.open_orders.values(), callback_data.page)
-    await _edit(query, t, shown)
+    await replies.edit(query, t, shown)
     await query.answer()
 
 
@@ -85,7 +86,7 @@ async def one_order(message: Message, command: CommandObject, t: Texts, store: S
     if view is None:
         await message.answer(t.t("desk.order_not_found", number=number))
         return
-    await _send(message, t, await _card(store, view.state))
+    await replies.send(message, t, await _card(store, view.state))
 
 
 # The card's buttons ------------------------------------------------------------------------------
@@ -107,17 +108,17 @@ async def pressed(
         case "open":
             await query.answer()
             if isinstance(query.message, Message):
-                await _send(query.message, t, await _card(store, order))
+                await replies.send(query.message, t, await _card(store, order))
         case "card":
             await state.set_state(None)
-            await _edit(query, t, await _card(store, order))
+            await replies.edit(query, t, await _card(store, order))
             await query.answer()
         case "drop":
             await state.set_state(None)
-            await _edit(query, t, messages.Message(messages.Text("desk.dropped")))
+            await replies.edit(query, t, messages.Message(messages.Text("desk.dropped")))
             await query.answer()
         case "cancel":
-            await _edit(query, t, desk.cancel_confirm(order))
+            await replies.edit(query, t, desk.cancel_confirm(order))
             await query.answer()
         case "shipped":
             await _ask_shipment(query, t, store, state, order)
@@ -128,12 +129,12 @@ async def pressed(
                 return
             await state.set_state(Shipping.carrier)
             await state.update_data(tracking="")
-            await _edit(query, t, desk.ask_carrier(order.order_id, ""))
+            await replies.edit(query, t, desk.ask_carrier(order.order_id, ""))
             await query.answer()
         case "return":
             request = f"ret-{uuid.uuid4().hex[:16]}"
             await state.update_data(returning=order.order_id, picks={}, request=request)
-            await _edit(query, t, desk.picker(order, {}, await _titles(store, order)))
+            await replies.edit(query, t, desk.picker(order, {}, await _titles(store, order)))
             await query.answer()
         case "cancel_yes":
             await _step(query, t, store, js, view, fulfilment.CANCELLED)
@@ -159,7 +160,7 @@ async def _ask_shipment(
     await state.update_data(ship=order.order_id, card=card, tracking="")
     await query.answer()
     if isinstance(query.message, Message):
-        await _send(query.message, t, desk.ask_tracking(order))
+        await replies.send(query.message, t, desk.ask_tracking(order))
 
 
 async def _on_receipt(
@@ -215,14 +216,14 @@ async def _step(
     if isinstance(answer, Refused):
         _log.info("desk.refused", order_id=view.order_id, step=step, reason=answer.reason)
         await query.answer(messages.render(t, desk.refused(answer.reason)), show_alert=True)
-        await _edit(query, t, await _card(store, view.state))
+        await replies.edit(query, t, await _card(store, view.state))
         return None
     _log.info("desk.step", order_id=view.order_id, step=step, by=query.from_user.id)
     await query.answer(messages.render(t, desk.done(step)))
     order = lifecycle.evolve(view.state, answer)
     message_id = query.message.message_id if query.message else 0
     if message_id != view.admin_message_id:  # the admin card itself is the Notifier's to edit
-        await _edit(query, t, await _card(store, order))
+        await replies.edit(query, t, await _card(store, order))
     return order
 
 
@@ -238,13 +239,13 @@ async def tracking_typed(
     try:
         number = fulfilment.tracking_number(message.text or "")
     except BadTracking:
-        await _send(message, t, desk.tracking_hint())  # nothing saved: the same question
+        await replies.send(message, t, desk.tracking_hint())  # nothing saved: the same question
         return
     carrier = fulfilment.carrier_of(number)
     if carrier is None:
         await state.set_state(Shipping.carrier)
         await state.update_data(tracking=number)
-        await _send(message, t, desk.ask_carrier(view.order_id, number))
+        await replies.send(message, t, desk.ask_carrier(view.order_id, number))
         return
     if message.from_user is not None:
         await _remember(store, message.from_user)
@@ -300,7 +301,7 @@ async def _ship(
         await where.answer(messages.render(t, desk.refused(answer.reason)))
         return
     _log.info("desk.step", order_id=view.order_id, step="shipped", carrier=carrier)
-    await _send(where, t, desk.shipped(view.order_id, answer.history[-1]))
+    await replies.send(where, t, desk.shipped(view.order_id, answer.history[-1]))
     card = int(data.get("card", 0))
     if card and card != view.admin_message_id and where.bot is not None:
         shown = await _card(store, lifecycle.evolve(view.state, answer))
@@ -335,10 +336,10 @@ async def returning(
             delta = 1 if callback_data.action == "more" else -1
             picks = desk.pick(order, picks, callback_data.line, delta)
             await state.update_data(picks={str(k): v for k, v in picks.items()})
-            await _edit(query, t, desk.picker(order, picks, titles))
+            await replies.edit(query, t, desk.picker(order, picks, titles))
             await query.answer()
         case "next":
-            await _edit(query, t, desk.return_confirm(order, picks, titles))
+            await replies.edit(query, t, desk.return_confirm(order, picks, titles))
             await query.answer()
         case "stock" | "write_off":
             restock = callback_data.action == "stock"
@@ -354,7 +355,7 @@ async def returning(
             _log.info("desk.return", order_id=order.order_id, amount=amount, restock=restock)
             await state.update_data(returning="", picks={}, request="")
             await query.answer()
-            await _edit(query, t, desk.return_requested(order, amount, restock))
+            await replies.edit(query, t, desk.return_requested(order, amount, restock))
 
 
 # Helpers -----------------------------------------------------------------------------------------
@@ -372,18 +373,6 @@ async def _remember(store: Store, user: User) -> None:
     person = Person(user.full_name)
     if await store.people.get(str(user.id)) != person:
         await store.people.put(str(user.id), person)
-
-
-async def _send(where: Message, t: Texts, message: messages.Message) -> None:
-    await where.answer(messages.render(t, message.text), reply_markup=kb.inline(t, message.buttons))
-
-
-async def _edit(query: CallbackQuery, t: Texts, message: messages.Message) -> None:
-    if not isinstance(query.message, Message):
-        return
-    markup = kb.inline(t, message.buttons) or InlineKeyboardMarkup(inline_keyboard=[])
-    with contextlib.suppress(TelegramBadRequest):  # "not modified": shown already
-        await query.message.edit_text(messages.render(t, message.text), reply_markup=markup)
 
 
 __all__ = ["Shipping", "router_for"]
