@@ -43,10 +43,6 @@ class Refused(msgspec.Struct, frozen=True):
     reason: str
 
 
-def current(order: Order) -> FulfilmentEntry | None:
-    return order.fulfilment[-1] if order.fulfilment else None
-
-
 def decide(
     order: Order,
     step: FulfilmentStep,
@@ -60,7 +56,7 @@ def decide(
     """The fact that takes `order` one step further, or why it may not."""
     if not order.kept:
         return Refused("not_paid")
-    last = current(order)
+    last = order.last_step
     if last is not None and last.step == CANCELLED:
         return Refused("cancelled")
     if last is not None and last.step == DELIVERED:

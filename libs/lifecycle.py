@@ -137,7 +137,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     def status(self) -> Status:
         money_came = self.authorized_at is not None or self.paid_at is not None
         if self.committed_at is not None:
-            step = self.fulfilment[-1].step if self.fulfilment else None
+            step = self.last_step.step if self.last_step else None
             refunded = self.refunded
             money_back = refunded >= self.charge or (
                 bool(self.payment_canceled) and self.paid_at is None
@@ -170,6 +170,11 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
         if self.reserved_at is not None:
             return Status.PAY_ON_RECEIPT if self.payment == "cash" else Status.RESERVED
         return Status.PLACED
+
+    @property
+    def last_step(self) -> FulfilmentEntry | None:
+        """The latest step after paid (libs.fulfilment), if any."""
+        return self.fulfilment[-1] if self.fulfilment else None
 
     @property
     def kept(self) -> bool:

@@ -91,7 +91,7 @@ def buttons(order: Order) -> tuple[tuple[Button, ...], ...]:
     rows = [tuple(forward[i : i + 2]) for i in range(0, len(forward), 2)]
     if fulfilment.CANCELLED in fulfilment.next_steps(order):
         rows.append((_button(order, "cancel"),))
-    cancelled = bool(order.fulfilment) and order.fulfilment[-1].step == fulfilment.CANCELLED
+    cancelled = order.last_step is not None and order.last_step.step == fulfilment.CANCELLED
     if order.kept and not cancelled and any(qty for _, qty in returnable(order)):
         rows.append((_button(order, "return"),))
     return tuple(rows)

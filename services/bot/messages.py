@@ -174,7 +174,7 @@ def _for_customer(
         case kind if kind in _STEP_TEXTS:
             return Message(Text(f"order.{kind.value}", {"number": number}))
         case Kind.ORDER_CANCELLED:
-            by = "customer" if order.fulfilment and order.fulfilment[-1].by_customer else "shop"
+            by = "customer" if order.last_step and order.last_step.by_customer else "shop"
             when = "captured" if order.paid_at is not None else "held"
             params: dict[str, Param] = {
                 "number": number,
@@ -200,7 +200,7 @@ def shipped(order: Order) -> Message:
 def cancel_amount(order: Order) -> int:
     """What a paid order's cancellation gives back: all it cost but what was refunded before
     it (an order not cancelled yet: what is left of its payment)."""
-    last = order.fulfilment[-1] if order.fulfilment else None
+    last = order.last_step
     if last is None or last.step != "cancelled":
         return max(0, order.charge - order.refunded)
     earlier = sum(r.amount for r in order.refunds if r.at < last.at)

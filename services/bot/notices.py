@@ -145,7 +145,7 @@ def _entered(before: Order, after: Order) -> list[Notice]:
 
 def cancelled(order: Order) -> bool:
     """Cancelled by a desk (the shop or the customer) after it was paid."""
-    return bool(order.fulfilment) and order.fulfilment[-1].step == "cancelled"
+    return order.last_step is not None and order.last_step.step == "cancelled"
 
 
 def _cancelled_by_desk(order: Order) -> list[Notice]:

@@ -106,7 +106,7 @@ def edit(
     """What the owner's Fulfilment cell asks of the order: a step, a refusal, or nothing (the
     cell says what the service wrote, now or a moment ago)."""
     said = words(row.fulfilment)
-    last = fulfilment.current(order)
+    last = order.last_step
     step = step_of(said)
     if not said or (last is not None and step == last.step):
         return None
