@@ -261,11 +261,10 @@ async def carrier_chosen(
     js: JetStreamContext,
     state: FSMContext,
 ) -> None:
-    data = await state.get_data()
-    view = await store.orders.get(callback_data.order_id)
-    if view is None or data.get("ship") != callback_data.order_id:
-        await query.answer(t.t("input.toast.stale_button"))
+    found = await _dialog(query, t, store, state, "ship", callback_data.order_id)
+    if found is None:
         return
+    view, data = found
     await query.answer()
     if isinstance(query.message, Message):
         with contextlib.suppress(TelegramBadRequest):
@@ -273,6 +272,19 @@ async def carrier_chosen(
         tracking = str(data.get("tracking", ""))
         carrier, by = callback_data.carrier, query.from_user.id
         await _ship(query.message, by, t, store, js, state, view, carrier, tracking)
+
+
+async def _dialog(
+    query: CallbackQuery, t: Texts, store: Store, state: FSMContext, key: str, order_id: str
+) -> tuple[OrderView, dict[str, Any]] | None:
+    """The order and the dialog's data, when the button is of the dialog open for that order
+    (the tracking's "ship", the return's "returning"); else a stale button, said so."""
+    data = await state.get_data()
+    view = await store.orders.get(order_id)
+    if view is None or data.get(key) != order_id:
+        await query.answer(t.t("input.toast.stale_button"))
+        return None
+    return view, data
 
 
 async def _ship(
@@ -323,11 +335,10 @@ async def returning(
     js: JetStreamContext,
     state: FSMContext,
 ) -> None:
-    data = await state.get_data()
-    view = await store.orders.get(callback_data.order_id)
-    if view is None or data.get("returning") != callback_data.order_id:
-        await query.answer(t.t("input.toast.stale_button"))
+    found = await _dialog(query, t, store, state, "returning", callback_data.order_id)
+    if found is None:
         return
+    view, data = found
     order = view.state
     picks = {int(line): int(qty) for line, qty in dict(data.get("picks", {})).items()}
     titles = await _titles(store, order)
