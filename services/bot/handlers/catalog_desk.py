@@ -60,11 +60,7 @@ class Catalog(StatesGroup):
 
 
 def router_for(admins: frozenset[int]) -> Router:
-    router = Router(name=__name__)
-    router.callback_query.register(not_an_admin, BUTTONS, ~F.from_user.id.in_(admins))
-    desk_router = Router(name=f"{__name__}.admins")
-    desk_router.message.filter(F.from_user.id.in_(admins))
-    desk_router.callback_query.filter(F.from_user.id.in_(admins))
+    router, desk_router = replies.desk_routers(__name__, admins, BUTTONS)
     desk_router.message.register(catalog, Command("catalog"))
     desk_router.message.register(
         answered, Catalog.asked, or_f(F.photo, F.text), ~F.text.startswith("/")
@@ -79,13 +75,7 @@ def router_for(admins: frozenset[int]) -> Router:
     desk_router.callback_query.register(shown, cb.CatalogShown.filter())
     desk_router.callback_query.register(form_button, cb.CatalogNew.filter())
     desk_router.callback_query.register(category_chosen, cb.CatalogNewCategory.filter())
-    router.include_router(desk_router)
     return router
-
-
-async def not_an_admin(query: CallbackQuery, t: Texts) -> None:
-    _log.info("catalog_desk.not_an_admin", user_id=query.from_user.id)
-    await query.answer(t.t("desk.toast.admins_only"), show_alert=True)
 
 
 # /catalog and the cards --------------------------------------------------------------------------

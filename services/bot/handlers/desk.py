@@ -45,11 +45,7 @@ class Shipping(StatesGroup):
 
 
 def router_for(admins: frozenset[int]) -> Router:
-    router = Router(name=__name__)
-    router.callback_query.register(not_an_admin, DESK_BUTTONS, ~F.from_user.id.in_(admins))
-    desk_router = Router(name=f"{__name__}.admins")
-    desk_router.message.filter(F.from_user.id.in_(admins))
-    desk_router.callback_query.filter(F.from_user.id.in_(admins))
+    router, desk_router = replies.desk_routers(__name__, admins, DESK_BUTTONS)
     desk_router.message.register(open_orders, Command("orders"))
     desk_router.message.register(one_order, Command("order"))
     desk_router.message.register(tracking_typed, Shipping.tracking, F.text, ~F.text.startswith("/"))
@@ -57,13 +53,7 @@ def router_for(admins: frozenset[int]) -> Router:
     desk_router.callback_query.register(carrier_chosen, cb.DeskCarrier.filter())
     desk_router.callback_query.register(returning, cb.DeskReturn.filter())
     desk_router.callback_query.register(pressed, cb.Desk.filter())
-    router.include_router(desk_router)
     return router
-
-
-async def not_an_admin(query: CallbackQuery, t: Texts) -> None:
-    _log.info("desk.not_an_admin", user_id=query.from_user.id)
-    await query.answer(t.t("desk.toast.admins_only"), show_alert=True)
 
 
 # /orders and /order N ----------------------------------------------------------------------------
