@@ -34,7 +34,7 @@ from libs.contracts import (
 from libs.money import format_rub
 from services.bot import validation as v
 from services.bot.cart import Priced
-from services.bot.messages import Joined, Text, lines
+from services.bot.messages import Joined, Text, delivery_price, lines
 from services.bot.texts import Texts
 
 # What goes under a question: nothing (and any reply keyboard away), a button that shares the
@@ -219,7 +219,7 @@ class Offer:
     price: int  # kopecks
 
     def label(self) -> Text:
-        price = format_rub(self.price) if self.price else Text("checkout.delivery_free")
+        price = delivery_price(self.price)
         return Text("checkout.button.delivery", {"title": self.method.title, "price": price})
 
 
@@ -316,7 +316,7 @@ def summary(
     cart: Text | Joined = lines(items.ordered(), titles)
     address: Text | str = answers.address or "—"
     if method is not None and chosen is not None:
-        price = format_rub(chosen.price) if chosen.price else Text("checkout.delivery_free")
+        price = delivery_price(chosen.price)
         cart = Joined(
             (
                 cart,

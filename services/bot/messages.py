@@ -309,6 +309,11 @@ def _rejected(fact: Rejected | None, titles: Mapping[str, str]) -> Message:
     return Message(Joined((Text("order.rejected"), *problems, "", Text(hint))), buttons, edit=True)
 
 
+def delivery_price(kopecks: int) -> Param:
+    """A delivery's price as the customer reads it: the amount, or "free"."""
+    return format_rub(kopecks) if kopecks else Text("checkout.delivery_free")
+
+
 def delivered(order: Order, titles: Mapping[str, str]) -> tuple[Text, ...]:
     """The order's delivery and its price, and how it is paid, under its lines (nothing for an
     order without a delivery paid by card, as before the shop had either). `titles` has the
@@ -317,7 +322,7 @@ def delivered(order: Order, titles: Mapping[str, str]) -> tuple[Text, ...]:
     if order.delivery is not None:
         chosen = order.delivery
         title = titles.get(delivery.as_sku(chosen.method_id), chosen.method_id)
-        price: Param = format_rub(chosen.price) if chosen.price else Text("checkout.delivery_free")
+        price = delivery_price(chosen.price)
         said += (Text("order.delivery_line", {"title": title, "price": price}),)
     if order.payment is not None and (order.delivery is not None or order.payment != "card"):
         said += (
